@@ -1,0 +1,20 @@
+/** The checkpoint layer's public API: files, stores, commit protocol, discovery, retention, migrations. */
+export * from './errors';
+export * from './tensors';
+export * from './names';
+export * from './store';
+export { LocalStore } from './local-store';
+export { openStore, registerStoreScheme, joinLocation, type Location } from './location';
+export * from './manifest';
+export * from './checkpoint';
+export * from './coordinator';
+export * from './verify';
+export * from './discovery';
+export * from './maintenance';
+export * from './retention';
+export * from './lease';
+export * from './prune';
+export * from './migrations';
+export * from './log';
+export { toFloat32, fromFloat32 } from './dtype';
+export * from './safetensors';

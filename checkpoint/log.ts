@@ -1,0 +1,79 @@
+/**
+ * Logging. Every rank runs the same code, so by default only rank 0 speaks (nanochat's `log0`); the debug
+ * mode lets every rank speak, tagged with its rank. Logs go to stderr: stdout is for command results.
+ */
+import pino, { type Logger } from 'pino';
+
+export interface LogOptions {
+  level?: string;
+  /** Log from every rank, each line tagged with its rank (debugging multi-rank runs). */
+  allRanks?: boolean;
+  /** Where lines go; stderr (fd 2) by default. */
+  destination?: pino.DestinationStream;
+}
+
+const REDACT = [
+  'secretAccessKey',
+  'accessKeyId',
+  'sessionToken',
+  'apiKey',
+  'password',
+  '*.secretAccessKey',
+  '*.accessKeyId',
+  '*.sessionToken',
+  '*.apiKey',
+  '*.password',
+  'credentials',
+  '*.credentials',
+];
+
+let allRanks = false;
+let logger: Logger = makeLogger({});
+
+function makeLogger(options: LogOptions): Logger {
+  return pino(
+    {
+      level: options.level ?? 'info',
+      base: undefined,
+      redact: { paths: REDACT, censor: '[redacted]' },
+    },
+    options.destination ?? pino.destination({ fd: 2, sync: true }),
+  );
+}
+
+export function configureLogging(options: LogOptions): void {
+  allRanks = options.allRanks ?? allRanks;
+  logger = makeLogger(options);
+}
+
+export function getLogger(): Logger {
+  return logger;
+}
+
+/** The rank of this process: from the call, else the launcher's RANK variable, else 0. */
+export function currentRank(rank?: number): number {
+  if (rank !== undefined) return rank;
+  const env = Number(process.env.RANK ?? 0);
+  return Number.isInteger(env) && env >= 0 ? env : 0;
+}
+
+type Level = 'info' | 'warn' | 'error' | 'debug';
+
+/** Log only on rank 0 (or on every rank, tagged, in debug mode). */
+export function log0(message: string, fields: Record<string, unknown> = {}, level: Level = 'info', rank?: number): void {
+  const r = currentRank(rank);
+  if (r !== 0 && !allRanks) return;
+  logger[level](allRanks ? { rank: r, ...fields } : fields, message);
+}
+
+export function warn0(message: string, fields: Record<string, unknown> = {}, rank?: number): void {
+  log0(message, fields, 'warn', rank);
+}
+
+const onceKeys = new Set<string>();
+/** Log a message once per process (e.g. a migration patch applied to every checkpoint loaded). */
+export function logOnce(key: string, message: string, fields: Record<string, unknown> = {}, rank?: number): void {
+  if (onceKeys.has(key)) return;
+  onceKeys.add(key);
+  log0(message, fields, 'info', rank);
+}

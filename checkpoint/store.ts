@@ -1,0 +1,58 @@
+/**
+ * Where checkpoint files live. Keys are relative, '/'-separated paths under the store's root. A local
+ * directory and an object store implement the same contract, so the commit protocol is written once.
+ */
+export interface StoreEntry {
+  key: string;
+  bytes: number;
+  mtimeMs: number;
+}
+
+export interface PutResult {
+  bytes: number;
+  sha256: string;
+}
+
+export interface PutOptions {
+  /**
+   * Publish only if no object exists under the key (no-replace). A file that exists makes the put fail
+   * with AlreadyExistsError and leaves the existing bytes untouched.
+   */
+  exclusive?: boolean;
+}
+
+export type ByteSource = Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
+
+export interface Store {
+  /** Human-readable location of the root (a path or a URL). */
+  readonly location: string;
+  /**
+   * Write bytes so that readers see either nothing or the whole file under `key` (temp name, durable
+   * write, then publish). Returns the size and sha256 of what was written.
+   */
+  put(key: string, source: ByteSource, options?: PutOptions): Promise<PutResult>;
+  /** The whole object (for small files: JSON). */
+  read(key: string): Promise<Buffer>;
+  /** Bytes [offset, offset + length). */
+  readRange(key: string, offset: number, length: number): Promise<Buffer>;
+  /** Stream the object from `offset` (default 0) to its end. */
+  stream(key: string, offset?: number): AsyncIterable<Uint8Array>;
+  /** Size and mtime, or null when there is no such object. */
+  stat(key: string): Promise<StoreEntry | null>;
+  exists(key: string): Promise<boolean>;
+  /** Objects directly under `prefix` ('' for the root), not recursive. Temp files are included. */
+  list(prefix?: string): Promise<StoreEntry[]>;
+  /** Names of the sub-directories directly under `prefix`. */
+  listDirs(prefix?: string): Promise<string[]>;
+  /** Remove an object; a missing object is not an error. */
+  delete(key: string): Promise<void>;
+  /** Child store rooted at `prefix` (e.g. a tag directory under a checkpoints directory). */
+  sub(prefix: string): Store;
+}
+
+export class AlreadyExistsError extends Error {
+  constructor(readonly key: string) {
+    super(`${key} already exists`);
+    this.name = 'AlreadyExistsError';
+  }
+}

@@ -1,0 +1,116 @@
+/** Argument parsing shared by the commands: strict flags, typed values, usage errors that exit 2. */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { InvalidArgumentError, validateStep } from '../checkpoint';
+
+export class UsageError extends InvalidArgumentError {}
+
+export interface Command {
+  name: string;
+  summary: string;
+  usage: string;
+  options: NonNullable<ParseArgsConfig['options']>;
+  run(args: ParsedArgs): Promise<number>;
+}
+
+export interface ParsedArgs {
+  values: Record<string, string | boolean | string[] | undefined>;
+  positionals: string[];
+}
+
+export const HELP = { help: { type: 'boolean', short: 'h' }, debug: { type: 'boolean' } } as const;
+
+export function parse(command: Command, argv: string[]): ParsedArgs {
+  try {
+    const { values, positionals } = parseArgs({
+      args: argv,
+      options: { ...HELP, ...command.options },
+      allowPositionals: true,
+      strict: true,
+    });
+    return { values: values as ParsedArgs['values'], positionals };
+  } catch (err) {
+    throw new UsageError(`${command.name}: ${(err as Error).message}`);
+  }
+}
+
+export function positional(args: ParsedArgs, index: number, name: string, command: string): string {
+  const v = args.positionals[index];
+  if (v === undefined || v === '') throw new UsageError(`${command}: missing ${name}`, { field: name });
+  return v;
+}
+
+export function expectPositionals(args: ParsedArgs, count: number, command: string): void {
+  if (args.positionals.length > count) {
+    throw new UsageError(`${command}: unexpected argument "${args.positionals[count]}"`);
+  }
+}
+
+export function str(args: ParsedArgs, name: string): string | undefined {
+  const v = args.values[name];
+  return typeof v === 'string' ? v : undefined;
+}
+
+export function flag(args: ParsedArgs, name: string): boolean {
+  return args.values[name] === true;
+}
+
+export function list(args: ParsedArgs, name: string): string[] {
+  const v = args.values[name];
+  return Array.isArray(v) ? v : typeof v === 'string' ? [v] : [];
+}
+
+export function int(args: ParsedArgs, name: string, min = 0): number | undefined {
+  const v = str(args, name);
+  if (v === undefined) return undefined;
+  if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(Number(v)) || Number(v) < min) {
+    throw new UsageError(`--${name} must be an integer >= ${min}, got "${v}"`, { field: name });
+  }
+  return Number(v);
+}
+
+export function num(args: ParsedArgs, name: string): number | undefined {
+  const v = str(args, name);
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n)) throw new UsageError(`--${name} must be a number, got "${v}"`, { field: name });
+  return n;
+}
+
+export function step(args: ParsedArgs, name = 'step'): number | undefined {
+  const v = str(args, name);
+  if (v === undefined) return undefined;
+  try {
+    return validateStep(v, `--${name}`);
+  } catch (err) {
+    throw new UsageError((err as Error).message, { field: name });
+  }
+}
+
+export function formatUsage(command: Command): string {
+  return `${command.summary}\n\nUsage: ${command.usage}\n`;
+}
+
+export function out(text: string): void {
+  process.stdout.write(text.endsWith('\n') ? text : text + '\n');
+}
+
+export function note(text: string): void {
+  process.stderr.write(text.endsWith('\n') ? text : text + '\n');
+}
+
+export function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+export function humanBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
+}

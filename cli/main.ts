@@ -1,0 +1,59 @@
+/**
+ * `ckpt`: stdout carries only results (a number, a tag, one JSON document or a table); logs and progress
+ * go to stderr. Exit codes: 0 ok, 1 a check failed, 2 bad usage or bad input. Errors are one line; the
+ * stack trace only with --debug.
+ */
+import { CheckpointError, configureLogging } from '../checkpoint';
+import { loadConfig } from '../temporal.config';
+import { type Command, formatUsage, parse } from './args';
+import { checkpointCommands } from './checkpoint-commands';
+
+const commands: Command[] = [...checkpointCommands];
+
+function mainUsage(): string {
+  const width = Math.max(...commands.map((c) => c.name.length));
+  const lines = commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary.split('\n')[0]}`);
+  return [
+    'ckpt: durable training pipelines and checkpoints',
+    '',
+    'Usage: ckpt COMMAND [options]     (ckpt COMMAND --help for its flags)',
+    '',
+    'Commands:',
+    ...lines,
+    '',
+    'Exit codes: 0 ok, 1 a check failed, 2 bad usage or bad input. --debug prints stack traces.',
+    '',
+  ].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const debug = argv.includes('--debug');
+  try {
+    const config = loadConfig();
+    configureLogging({ level: config.logLevel, allRanks: config.logAllRanks });
+    const [name, ...rest] = argv;
+    if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+      process.stdout.write(mainUsage());
+      return name === undefined ? 2 : 0;
+    }
+    const command = commands.find((c) => c.name === name);
+    if (!command) {
+      process.stderr.write(`ckpt: error: unknown command "${name}" (ckpt --help lists the commands)\n`);
+      return 2;
+    }
+    const args = parse(command, rest);
+    if (args.values.help) {
+      process.stdout.write(formatUsage(command));
+      return 0;
+    }
+    return await command.run(args);
+  } catch (err) {
+    const code = err instanceof CheckpointError ? err.exitCode : 1;
+    // One line: some messages (node's parseArgs) span several.
+    const message = (err instanceof Error ? err.message : String(err)).replace(/\s*\n\s*/g, ' ').trim();
+    const hint = !debug && !(err instanceof CheckpointError) ? ' (run with --debug for the stack trace)' : '';
+    process.stderr.write(`ckpt: error: ${message}${hint}\n`);
+    if (debug && err instanceof Error && err.stack) process.stderr.write(err.stack + '\n');
+    return code;
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * The few tensor ops the GPT needs beyond plain tfjs, chosen for speed on the wasm backend.
+ *
+ * Why a matmul wrapper: tfjs-backend-wasm runs BatchMatMul with a transposed operand 10-20x slower than an
+ * explicit Transpose followed by a plain BatchMatMul (measured on [512,64]x[64,256]: ~12 ms vs ~1.1 ms), and
+ * tfjs's own MatMul gradient always uses transposed operands. On wasm we therefore transpose explicitly and give
+ * the product a custom gradient that does the same. Other backends handle transposes natively and use tf.matMul.
+ */
+import type * as tfjs from '@tensorflow/tfjs';
+
+type TF = typeof tfjs;
+type TfTensor = tfjs.Tensor;
+
+/** Swap the last two axes of a rank-2 or rank-3 tensor. */
+function swapLast(tf: TF, x: TfTensor): TfTensor {
+  return x.rank === 2 ? tf.transpose(x) : tf.transpose(x, [0, 2, 1]);
+}
+
+let wasmProduct: ((a: TfTensor, b: TfTensor) => TfTensor) | undefined;
+
+function plainProduct(tf: TF): (a: TfTensor, b: TfTensor) => TfTensor {
+  wasmProduct ??= tf.customGrad(((a: TfTensor, b: TfTensor, save: tfjs.GradSaveFunc) => {
+    save([a, b]);
+    return {
+      value: tf.matMul(a, b),
+      // d(a@b)/da = dy @ b^T, d(a@b)/db = a^T @ dy, with explicit transposes.
+      gradFunc: (dy: TfTensor, saved: TfTensor[]) => {
+        const [sa, sb] = saved as [TfTensor, TfTensor];
+        return [tf.matMul(dy, swapLast(tf, sb)), tf.matMul(swapLast(tf, sa), dy)];
+      },
+    };
+  }) as unknown as Parameters<TF['customGrad']>[0]);
+  return wasmProduct;
+}
+
+/** a @ b (rank 2 or batched rank 3), optionally with either operand transposed. Deterministic. */
+export function matmul(tf: TF, a: TfTensor, b: TfTensor, transposeA = false, transposeB = false): TfTensor {
+  if (tf.getBackend() !== 'wasm') return tf.matMul(a, b, transposeA, transposeB);
+  return plainProduct(tf)(transposeA ? swapLast(tf, a) : a, transposeB ? swapLast(tf, b) : b);
+}
+
+/** PyTorch-style Linear without bias: x [N, in] @ W^TfTensor for W stored as [out, in]. */
+export function linear(tf: TF, x: TfTensor, w: TfTensor): TfTensor {
+  return matmul(tf, x, w, false, true);
+}
+
+/** Same epsilon as torch's F.rms_norm default for float32. */
+const RMS_EPS = 1.1920928955078125e-7;
+
+/** RMSNorm over the last axis, no learnable scale (as nanochat). */
+export function rmsNorm(tf: TF, x: TfTensor): TfTensor {
+  return tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), RMS_EPS)));
+}
+
+/**
+ * Rotary embedding on x [B, heads, T, D]: rotate the pair (x[i], x[i + D/2]) by angle pos * freq_i, with
+ * cos/sin tables of shape [T, D/2] (nanochat's half-split convention).
+ */
+export function rotate(tf: TF, x: TfTensor, cos: TfTensor, sin: TfTensor): TfTensor {
+  const [x1, x2] = tf.split(x, 2, 3) as [TfTensor, TfTensor];
+  const y1 = tf.add(tf.mul(x1, cos), tf.mul(x2, sin));
+  const y2 = tf.sub(tf.mul(x2, cos), tf.mul(x1, sin));
+  return tf.concat([y1, y2], 3);
+}
+
+/** cos/sin tables [T, D/2] for positions 0..T-1, base 10000, computed in float64 then rounded once. */
+export function rotaryTables(
+  T: number,
+  headDim: number,
+  base = 10000,
+): { cos: Float32Array; sin: Float32Array } {
+  const half = headDim / 2;
+  const cos = new Float32Array(T * half);
+  const sin = new Float32Array(T * half);
+  for (let t = 0; t < T; t++) {
+    for (let i = 0; i < half; i++) {
+      const angle = t / Math.pow(base, (2 * i) / headDim);
+      cos[t * half + i] = Math.cos(angle);
+      sin[t * half + i] = Math.sin(angle);
+    }
+  }
+  return { cos, sin };
+}
+
+/** A large negative number rather than -Infinity, so fully masked math never produces NaN in gradients. */
+const MASKED = -1e9;
+
+/**
+ * Additive attention mask [rep*T, T] for `rep` query heads sharing one kv head (rows are repeated per head):
+ * query t sees key j when j <= t and t - j <= window (window = Infinity: full causal attention).
+ */
+export function attentionMask(T: number, window: number, rep: number): Float32Array {
+  const out = new Float32Array(rep * T * T);
+  for (let r = 0; r < rep; r++) {
+    for (let t = 0; t < T; t++) {
+      for (let j = 0; j < T; j++) {
+        if (j > t || t - j > window) out[(r * T + t) * T + j] = MASKED;
+      }
+    }
+  }
+  return out;
+}
