@@ -19,7 +19,7 @@ import type * as tfjs from '@tensorflow/tfjs';
 import { elementCount, type NamedTensors } from '../checkpoint/tensors';
 import { headDim, layerWindows, normalizeConfig, parameterShapes, type GPTConfig } from './config';
 import { ModelInputError } from './errors';
-import { attentionMask, linear, matmul, rmsNorm, rotaryTables, rotate } from './ops';
+import { attentionMask, linear, matmul, oneHotF32, rmsNorm, rotaryTables, rotate } from './ops';
 import { normalArray, Rng, uniformArray } from './random';
 import { checkTensorSet, f32Copy, toTfTensors } from './tensors';
 
@@ -242,7 +242,7 @@ export class GPT {
     const tf = this.tf;
     const [B, T] = tokens.shape;
     const { vocab_size: V, n_layer } = this.config;
-    const onehot = tf.oneHot(tokens.reshape([B * T]) as tfjs.Tensor1D, V, 1, 0, 'float32');
+    const onehot = oneHotF32(tf, tokens.reshape([B * T]), V);
     let x = rmsNorm(tf, matmul(tf, onehot, this.p('transformer.wte.weight')));
     const x0 = x;
     const resid = tf.unstack(this.p('resid_lambdas'));

@@ -44,6 +44,14 @@ export function linear(tf: TF, x: TfTensor, w: TfTensor): TfTensor {
   return matmul(tf, x, w, false, true);
 }
 
+/**
+ * One-hot rows as float32. Built as int32 then cast: tfjs-backend-wasm 4.22's OneHot kernel ignores the dtype
+ * attribute and writes int32 bits into a float32 tensor (1 reads back as 1.4e-45).
+ */
+export function oneHotF32(tf: TF, indices: TfTensor, depth: number): TfTensor {
+  return tf.cast(tf.oneHot(indices as tfjs.Tensor1D, depth), 'float32');
+}
+
 /** Same epsilon as torch's F.rms_norm default for float32. */
 const RMS_EPS = 1.1920928955078125e-7;
 

@@ -10,7 +10,12 @@ import {
   fromFloat32,
   toFloat32,
 } from '../../checkpoint/dtype';
-import { CheckpointError, IntegrityError, SafetensorsError, type SafetensorsFault } from '../../checkpoint/errors';
+import {
+  CheckpointError,
+  IntegrityError,
+  SafetensorsError,
+  type SafetensorsFault,
+} from '../../checkpoint/errors';
 import {
   MAX_HEADER_BYTES,
   decodeSafetensors,
@@ -70,7 +75,11 @@ async function* chunked(bytes: Uint8Array, size: number): AsyncGenerator<Uint8Ar
 }
 
 /** A file with a hand-written header (no padding added) and raw data, for malformed cases. */
-function rawFile(header: string | object, data: Uint8Array = new Uint8Array(0), claimed?: bigint): Uint8Array {
+function rawFile(
+  header: string | object,
+  data: Uint8Array = new Uint8Array(0),
+  claimed?: bigint,
+): Uint8Array {
   const json = Buffer.from(typeof header === 'string' ? header : JSON.stringify(header));
   const out = new Uint8Array(8 + json.length + data.length);
   new DataView(out.buffer).setBigUint64(0, claimed ?? BigInt(json.length), true);
@@ -91,9 +100,16 @@ function isFault(reason: SafetensorsFault, extra: { tensor?: string; field?: str
 }
 
 /** The same bytes must fail the same way whether decoded in memory or streamed in awkward chunks. */
-async function assertFault(bytes: Uint8Array, reason: SafetensorsFault, extra: { tensor?: string; field?: string } = {}) {
+async function assertFault(
+  bytes: Uint8Array,
+  reason: SafetensorsFault,
+  extra: { tensor?: string; field?: string } = {},
+) {
   assert.throws(() => decodeSafetensors(bytes, FILE), isFault(reason, extra));
-  await assert.rejects(readSafetensorsStream(chunked(bytes, 5), bytes.length, { file: FILE }), isFault(reason, extra));
+  await assert.rejects(
+    readSafetensorsStream(chunked(bytes, 5), bytes.length, { file: FILE }),
+    isFault(reason, extra),
+  );
 }
 
 const entry = (dtype: string, shape: unknown, offsets: unknown) => ({ dtype, shape, data_offsets: offsets });
@@ -101,7 +117,7 @@ const entry = (dtype: string, shape: unknown, offsets: unknown) => ({ dtype, sha
 describe('safetensors writer and readers', () => {
   it('round-trips every dtype, scalars, empty tensors and metadata (decode and stream)', async () => {
     const tensors = allDtypes();
-    const metadata = { format: 'pt', step: '42', 'ü': '层' };
+    const metadata = { format: 'pt', step: '42', ü: '层' };
     const bytes = encodeSafetensors(tensors, metadata);
     const decoded = decodeSafetensors(bytes);
     assertSameTensors(decoded.tensors, tensors);
@@ -129,7 +145,8 @@ describe('safetensors writer and readers', () => {
     const n = Number(new DataView(head.buffer).getBigUint64(0, true));
     assert.equal(n % 8, 0);
     assert.equal(head.length, 8 + n);
-    const json = '{"a":{"dtype":"U8","shape":[],"data_offsets":[0,1]},"b":{"dtype":"F32","shape":[2],"data_offsets":[1,9]}}';
+    const json =
+      '{"a":{"dtype":"U8","shape":[],"data_offsets":[0,1]},"b":{"dtype":"F32","shape":[2],"data_offsets":[1,9]}}';
     assert.equal(Buffer.from(head.subarray(8)).toString(), json.padEnd(n, ' '));
     // Data chunks are views over the tensors' own memory, not copies.
     assert.equal(parts[1]?.buffer, tensors['a']?.data.buffer);
@@ -149,7 +166,10 @@ describe('safetensors writer and readers', () => {
 
   it('keeps awkward names as own data properties ("__proto__", numeric, unicode)', () => {
     const t: Tensor = { dtype: 'I8', shape: [1], data: new Int8Array([-5]) };
-    const tensors = JSON.parse('{"__proto__":0,"10":0,"2":0,"层.0/ä":0,"constructor":0}') as Record<string, unknown>;
+    const tensors = JSON.parse('{"__proto__":0,"10":0,"2":0,"层.0/ä":0,"constructor":0}') as Record<
+      string,
+      unknown
+    >;
     for (const k of Object.keys(tensors)) Object.defineProperty(tensors, k, { value: t, enumerable: true });
     const decoded = decodeSafetensors(encodeSafetensors(tensors as NamedTensors));
     assert.deepEqual(Object.keys(decoded.tensors).sort(), Object.keys(tensors).sort());
@@ -158,7 +178,12 @@ describe('safetensors writer and readers', () => {
   });
 
   it('rejects invalid tensors and metadata at write time, naming the tensor', () => {
-    const bad = (tensors: NamedTensors, reason: SafetensorsFault, tensor?: string, metadata?: Record<string, string>) =>
+    const bad = (
+      tensors: NamedTensors,
+      reason: SafetensorsFault,
+      tensor?: string,
+      metadata?: Record<string, string>,
+    ) =>
       assert.throws(
         () => safetensorsChunks(tensors, metadata),
         (e: unknown) => e instanceof SafetensorsError && e.reason === reason && e.tensor === tensor,
@@ -188,8 +213,16 @@ describe('safetensors writer and readers', () => {
       },
     });
     assert.deepEqual(res.tensors, {});
-    assert.deepEqual(seen.sort(), Object.keys(tensors).filter((n) => n !== 't.F64').sort());
-    const kept = await readSafetensorsStream(chunked(bytes, 7), bytes.length, { file: FILE, select: (n) => n === 'odd' });
+    assert.deepEqual(
+      seen.sort(),
+      Object.keys(tensors)
+        .filter((n) => n !== 't.F64')
+        .sort(),
+    );
+    const kept = await readSafetensorsStream(chunked(bytes, 7), bytes.length, {
+      file: FILE,
+      select: (n) => n === 'odd',
+    });
     assert.deepEqual(Object.keys(kept.tensors), ['odd']);
     assert.equal(kept.tensorInfos.length, Object.keys(tensors).length);
   });
@@ -208,7 +241,10 @@ describe('safetensors writer and readers', () => {
     const h = await readSafetensorsHeader(store, 'x');
     assert.deepEqual(h.metadata, { a: 'b' });
     assert.equal(h.tensorInfos.length, Object.keys(allDtypes()).length);
-    assert.deepEqual(ranges, [[0, 8], [8, h.headerLength]]);
+    assert.deepEqual(ranges, [
+      [0, 8],
+      [8, h.headerLength],
+    ]);
   });
 
   it('round-trips random tensor sets (property)', () => {
@@ -236,7 +272,8 @@ describe('dtype conversion', () => {
   it('every finite/inf 16-bit pattern survives widen → narrow; NaN stays NaN', () => {
     for (let b = 0; b < 65536; b++) {
       const h = f16BitsToF32(b);
-      if (Number.isNaN(h)) assert.ok((f32ToF16Bits(h) & 0x7c00) === 0x7c00 && (f32ToF16Bits(h) & 0x3ff) !== 0);
+      if (Number.isNaN(h))
+        assert.ok((f32ToF16Bits(h) & 0x7c00) === 0x7c00 && (f32ToF16Bits(h) & 0x3ff) !== 0);
       else assert.equal(f32ToF16Bits(h), b);
       const bf = bf16BitsToF32(b);
       if (Number.isNaN(bf)) assert.ok(Number.isNaN(bf16BitsToF32(f32ToBf16Bits(bf))));
@@ -304,12 +341,19 @@ describe('dtype conversion', () => {
       const dUp = up - a;
       return sign | (dLo < dUp || (dLo === dUp && lo % 2 === 0) ? lo : lo + 1);
     };
-    const f16Ref = reference(Float64Array.from({ length: 0x7c00 }, (_, i) => f16BitsToF32(i)), 65536);
-    const bf16Ref = reference(Float64Array.from({ length: 0x7f80 }, (_, i) => bf16BitsToF32(i)), 2 ** 128);
+    const f16Ref = reference(
+      Float64Array.from({ length: 0x7c00 }, (_, i) => f16BitsToF32(i)),
+      65536,
+    );
+    const bf16Ref = reference(
+      Float64Array.from({ length: 0x7f80 }, (_, i) => bf16BitsToF32(i)),
+      2 ** 128,
+    );
     const rand = rng(99);
     for (let i = 0; i < 50_000; i++) {
       const any = fromBits(Math.floor(rand() * 2 ** 32));
-      if (!Number.isNaN(any)) assert.equal(f32ToBf16Bits(any), bf16Ref(any), `bf16 ${bits(any).toString(16)}`);
+      if (!Number.isNaN(any))
+        assert.equal(f32ToBf16Bits(any), bf16Ref(any), `bf16 ${bits(any).toString(16)}`);
       // f16-range inputs, half of them exact midpoints between neighbours
       const h = Math.floor(rand() * 0x7c00);
       const mid = Math.fround((f16BitsToF32(h) + (h + 1 < 0x7c00 ? f16BitsToF32(h + 1) : 65536)) / 2);
@@ -336,7 +380,10 @@ describe('dtype conversion', () => {
     ];
     for (const [t, want] of cases) assert.deepEqual([...toFloat32(t)], want, t.dtype);
     const f32 = new Float32Array([1, 2, 3]);
-    assert.equal(toFloat32({ dtype: 'F32', shape: [3], data: new Uint8Array(f32.buffer) }).buffer, f32.buffer);
+    assert.equal(
+      toFloat32({ dtype: 'F32', shape: [3], data: new Uint8Array(f32.buffer) }).buffer,
+      f32.buffer,
+    );
     const unaligned = new Uint8Array(13);
     unaligned.set(new Uint8Array(f32.buffer), 1);
     assert.deepEqual([...toFloat32({ dtype: 'F32', shape: [3], data: unaligned.subarray(1) })], [1, 2, 3]);
@@ -346,7 +393,7 @@ describe('dtype conversion', () => {
   it('fromFloat32 converts and copies; rejects a shape that does not fit', () => {
     const v = new Float32Array([1, 1 + 2 ** -11, 65520]);
     assert.deepEqual([...(fromFloat32(v, [3], 'F16').data as Uint16Array)], [0x3c00, 0x3c00, 0x7c00]);
-    assert.deepEqual([...(fromFloat32(v, [3], 'BF16').data as Uint16Array)], [0x3f80, 0x3f80, 0x477f]);
+    assert.deepEqual([...(fromFloat32(v, [3], 'BF16').data as Uint16Array)], [0x3f80, 0x3f80, 0x4780]);
     const f = fromFloat32(v, [1, 3], 'F32');
     assert.notEqual(f.data.buffer, v.buffer);
     assert.deepEqual(f.shape, [1, 3]);
@@ -372,7 +419,11 @@ describe('malformed files', () => {
 
   it('a stream longer than the stated length, and trailing bytes', async () => {
     const good = encodeSafetensors(allDtypes());
-    await assert.rejects(readSafetensorsStream(chunked(good, 16), good.length - 1, { file: FILE }), isFault('length-mismatch'));
+    const longer = Buffer.concat([good, Buffer.from([0, 0])]);
+    await assert.rejects(
+      readSafetensorsStream(chunked(longer, 16), good.length, { file: FILE }),
+      isFault('length-mismatch'),
+    );
     await assertFault(Buffer.concat([good, Buffer.from([0])]), 'length-mismatch');
   });
 
@@ -382,11 +433,17 @@ describe('malformed files', () => {
     const bad = good.slice();
     bad[bad.length - 10] = (bad[bad.length - 10] as number) ^ 0x01;
     const actual = createHash('sha256').update(bad).digest('hex');
-    await assert.rejects(readSafetensorsStream(chunked(bad, 4096), bad.length, { file: FILE, expectedSha256: expected }), (e) => {
-      assert.ok(e instanceof IntegrityError);
-      assert.deepEqual([e.file, e.field, e.expected, e.actual, e.exitCode], [FILE, 'sha256', expected, actual, 1]);
-      return true;
-    });
+    await assert.rejects(
+      readSafetensorsStream(chunked(bad, 4096), bad.length, { file: FILE, expectedSha256: expected }),
+      (e) => {
+        assert.ok(e instanceof IntegrityError);
+        assert.deepEqual(
+          [e.file, e.field, e.expected, e.actual, e.exitCode],
+          [FILE, 'sha256', expected, actual, 1],
+        );
+        return true;
+      },
+    );
     // Without the expected hash the flip is invisible: the format alone cannot catch it.
     await readSafetensorsStream(chunked(bad, 4096), bad.length, { file: FILE });
   });
@@ -399,7 +456,10 @@ describe('malformed files', () => {
       const before = process.memoryUsage().arrayBuffers;
       const start = performance.now();
       // The stated file length is huge, as if the file really were that long: only the cap can stop it.
-      await assert.rejects(readSafetensorsStream(chunked(bytes, 8), 2 ** 40, { file: FILE }), isFault('header-too-large'));
+      await assert.rejects(
+        readSafetensorsStream(chunked(bytes, 8), 2 ** 40, { file: FILE }),
+        isFault('header-too-large'),
+      );
       assert.throws(() => decodeSafetensors(bytes, FILE), isFault('header-too-large'));
       assert.ok(performance.now() - start < 200, 'fails fast');
       assert.ok(process.memoryUsage().arrayBuffers - before < 16 << 20, 'allocates nothing large');
@@ -418,32 +478,66 @@ describe('malformed files', () => {
   });
 
   it('overlapping and gapped offsets', async () => {
-    await assertFault(rawFile({ a: entry('F32', [2], [0, 8]), b: entry('F32', [1], [4, 8]) }, f32(2)), 'offsets-overlap', { tensor: 'b', field: 'data_offsets' });
-    await assertFault(rawFile({ a: entry('F32', [1], [0, 4]), b: entry('F32', [1], [0, 4]) }, f32(1)), 'offsets-overlap');
-    await assertFault(rawFile({ a: entry('F32', [1], [0, 4]), b: entry('F32', [1], [8, 12]) }, f32(3)), 'offsets-gap', { tensor: 'b' });
+    await assertFault(
+      rawFile({ a: entry('F32', [2], [0, 8]), b: entry('F32', [1], [4, 8]) }, f32(2)),
+      'offsets-overlap',
+      { tensor: 'b', field: 'data_offsets' },
+    );
+    await assertFault(
+      rawFile({ a: entry('F32', [1], [0, 4]), b: entry('F32', [1], [0, 4]) }, f32(1)),
+      'offsets-overlap',
+    );
+    await assertFault(
+      rawFile({ a: entry('F32', [1], [0, 4]), b: entry('F32', [1], [8, 12]) }, f32(3)),
+      'offsets-gap',
+      { tensor: 'b' },
+    );
     await assertFault(rawFile({ a: entry('F32', [1], [4, 8]) }, f32(2)), 'offsets-gap', { tensor: 'a' });
     // Empty tensors may share an offset with their neighbours (the Python writer produces this).
-    const ok = rawFile({ b: entry('F32', [1], [0, 4]), a: entry('I32', [0], [0, 0]), c: entry('I8', [0, 2], [4, 4]) }, f32(1));
-    assert.deepEqual(decodeSafetensors(ok).tensorInfos.map((i) => i.name), ['a', 'b', 'c']);
+    const ok = rawFile(
+      { b: entry('F32', [1], [0, 4]), a: entry('I32', [0], [0, 0]), c: entry('I8', [0, 2], [4, 4]) },
+      f32(1),
+    );
+    assert.deepEqual(
+      decodeSafetensors(ok).tensorInfos.map((i) => i.name),
+      ['a', 'b', 'c'],
+    );
   });
 
   it('unknown dtypes, bad shapes, shape/byte mismatches and bad tensor entries', async () => {
     for (const dtype of ['F8_E4M3', 'float32', 'f32']) {
-      await assertFault(rawFile({ w: entry(dtype, [1], [0, 1]) }, new Uint8Array(1)), 'unknown-dtype', { tensor: 'w', field: 'dtype' });
+      await assertFault(rawFile({ w: entry(dtype, [1], [0, 1]) }, new Uint8Array(1)), 'unknown-dtype', {
+        tensor: 'w',
+        field: 'dtype',
+      });
     }
     for (const shape of [[-1], ['1'], [1.5], null, 3, [2 ** 53]]) {
-      await assertFault(rawFile({ w: entry('U8', shape, [0, 1]) }, new Uint8Array(1)), 'invalid-shape', { tensor: 'w' });
+      await assertFault(rawFile({ w: entry('U8', shape, [0, 1]) }, new Uint8Array(1)), 'invalid-shape', {
+        tensor: 'w',
+      });
     }
-    await assertFault(rawFile('{"w":{"dtype":"U8","shape":[1.0],"data_offsets":[0,1]}}', new Uint8Array(1)), 'invalid-shape');
-    await assertFault(rawFile('{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1e0]}}', new Uint8Array(1)), 'invalid-tensor');
+    await assertFault(
+      rawFile('{"w":{"dtype":"U8","shape":[1.0],"data_offsets":[0,1]}}', new Uint8Array(1)),
+      'invalid-shape',
+    );
+    await assertFault(
+      rawFile('{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1e0]}}', new Uint8Array(1)),
+      'invalid-tensor',
+    );
     await assertFault(rawFile({ w: entry('F32', [3], [0, 8]) }, f32(2)), 'shape-mismatch', { tensor: 'w' });
     const huge = 2 ** 53 - 1; // the product overflows a double: must still not "match"
     await assertFault(rawFile({ w: entry('U8', [huge, huge], [0, 1]) }, new Uint8Array(1)), 'shape-mismatch');
     for (const bad of [[4, 0], [0], [0, -4], '0,4', [0, 2 ** 60]]) {
-      await assertFault(rawFile({ w: entry('U8', [4], bad) }, new Uint8Array(4)), 'invalid-tensor', { tensor: 'w' });
+      await assertFault(rawFile({ w: entry('U8', [4], bad) }, new Uint8Array(4)), 'invalid-tensor', {
+        tensor: 'w',
+      });
     }
-    await assertFault(rawFile({ w: { dtype: 'U8', shape: [0] } }), 'invalid-tensor', { field: 'data_offsets' });
-    await assertFault(rawFile({ w: { ...entry('U8', [0], [0, 0]), extra: 1 } }), 'invalid-tensor', { field: 'extra' });
+    await assertFault(rawFile({ w: { dtype: 'U8', shape: [0] } }), 'invalid-tensor', {
+      field: 'data_offsets',
+    });
+    await assertFault(rawFile({ w: { ...entry('U8', [0], [0, 0]), extra: 1 } }), 'invalid-tensor', {
+      field: 'extra',
+    });
     await assertFault(rawFile({ w: [] }), 'invalid-tensor', { tensor: 'w' });
   });
 
@@ -464,8 +558,14 @@ describe('malformed files', () => {
     const t = '{"dtype":"U8","shape":[0],"data_offsets":[0,0]}';
     await assertFault(rawFile(`{"a":${t},"b":${t},"a":${t}}`), 'duplicate-key', { tensor: 'a' });
     await assertFault(rawFile(`{"a":${t},"\\u0061":${t}}`), 'duplicate-key', { tensor: 'a' });
-    await assertFault(rawFile('{"a":{"dtype":"U8","dtype":"U8","shape":[0],"data_offsets":[0,0]}}'), 'duplicate-key', { tensor: 'a', field: 'dtype' });
-    await assertFault(rawFile(`{"__metadata__":{"k":"1","k":"2"},"a":${t}}`), 'duplicate-key', { field: 'k' });
+    await assertFault(
+      rawFile('{"a":{"dtype":"U8","dtype":"U8","shape":[0],"data_offsets":[0,0]}}'),
+      'duplicate-key',
+      { tensor: 'a', field: 'dtype' },
+    );
+    await assertFault(rawFile(`{"__metadata__":{"k":"1","k":"2"},"a":${t}}`), 'duplicate-key', {
+      field: 'k',
+    });
     await assertFault(rawFile(`{"__metadata__":{},"__metadata__":{}}`), 'duplicate-key');
     // Keys that repeat in different objects, and values that look like keys, are fine.
     const ok = decodeSafetensors(rawFile(`{"__metadata__":{"a":"dtype","b":"a\\"x"},"a":${t},"b":${t}}`));
@@ -473,7 +573,16 @@ describe('malformed files', () => {
   });
 
   it('bad metadata', async () => {
-    for (const meta of ['[]', 'null', '"x"', '{"k":1}', '{"k":{"n":"v"}}', '{"k":null}', '{"k":["v"]}', '{"k":1.5}']) {
+    for (const meta of [
+      '[]',
+      'null',
+      '"x"',
+      '{"k":1}',
+      '{"k":{"n":"v"}}',
+      '{"k":null}',
+      '{"k":["v"]}',
+      '{"k":1.5}',
+    ]) {
       await assertFault(rawFile(`{"__metadata__":${meta}}`), 'invalid-metadata');
     }
   });
@@ -488,7 +597,8 @@ describe('malformed files', () => {
       let bytes = good.slice();
       for (let m = 1 + Math.floor(rand() * 3); m > 0; m--) {
         const at = Math.floor(rand() * headerEnd);
-        const value = rand() < 0.5 ? (special[Math.floor(rand() * special.length)] as number) : Math.floor(rand() * 256);
+        const value =
+          rand() < 0.5 ? (special[Math.floor(rand() * special.length)] as number) : Math.floor(rand() * 256);
         const kind = rand();
         if (kind < 0.6) bytes[at] = value;
         else if (kind < 0.8) bytes = Buffer.concat([bytes.subarray(0, at), bytes.subarray(at + 1)]);
@@ -497,7 +607,8 @@ describe('malformed files', () => {
       const start = performance.now();
       for (const attempt of [
         async () => decodeSafetensors(bytes, FILE),
-        () => readSafetensorsStream(chunked(bytes, 1 + Math.floor(rand() * 100)), bytes.length, { file: FILE }),
+        () =>
+          readSafetensorsStream(chunked(bytes, 1 + Math.floor(rand() * 100)), bytes.length, { file: FILE }),
       ]) {
         try {
           await attempt();

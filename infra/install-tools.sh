@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs the external tools the tests and the local pipeline need, when missing:
+#   - the Temporal CLI (its dev server is a real Temporal server), from the Go module proxy;
+#   - versitygw, an S3-compatible server (posix backend), from the Go module proxy;
+#   - Python's safetensors + numpy, for the format interoperability tests.
+# Prints where each tool is. Safe to run repeatedly.
+set -euo pipefail
+
+gobin() {
+  local bin
+  bin="$(go env GOBIN 2>/dev/null || true)"
+  [ -n "$bin" ] || bin="$(go env GOPATH)/bin"
+  echo "$bin"
+}
+
+find_tool() {
+  local name=$1
+  if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return 0; fi
+  if command -v go >/dev/null 2>&1 && [ -x "$(gobin)/$name" ]; then echo "$(gobin)/$name"; return 0; fi
+  return 1
+}
+
+install_go_tool() {
+  local name=$1; shift
+  if find_tool "$name" >/dev/null; then return 0; fi
+  command -v go >/dev/null 2>&1 || { echo "install-tools: go is required to install $name" >&2; return 1; }
+  local module
+  for module in "$@"; do
+    echo "install-tools: go install $module" >&2
+    if go install "$module" >&2; then return 0; fi
+    echo "install-tools: $module failed, trying the next version" >&2
+  done
+  echo "install-tools: could not install $name" >&2
+  return 1
+}
+
+# Later Temporal CLI tags carry `replace` directives and cannot be `go install`ed.
+install_go_tool temporal \
+  github.com/temporalio/cli/cmd/temporal@v1.5.1 \
+  github.com/temporalio/cli/cmd/temporal@v1.5.0 \
+  github.com/temporalio/cli/cmd/temporal@v1.4.1
+if [ "${SKIP_S3_SERVER:-0}" != 1 ]; then
+  install_go_tool versitygw github.com/versity/versitygw/cmd/versitygw@v1.7.0 || \
+    echo "install-tools: versitygw unavailable; S3 tests fall back to moto_server if present" >&2
+fi
+
+if ! python3 -c 'import safetensors, numpy' >/dev/null 2>&1; then
+  echo "install-tools: pip install safetensors numpy" >&2
+  python3 -m pip install --quiet safetensors numpy >&2
+fi
+
+echo "temporal: $(find_tool temporal)"
+echo "versitygw: $(find_tool versitygw || echo missing)"
+echo "python safetensors: $(python3 -c 'import safetensors; print(safetensors.__version__)')"
