@@ -6,7 +6,7 @@
  * Byte order: Tensor.data is little-endian. Typed arrays use the host order, which is little-endian on every
  * platform Node ships for; reads that may be unaligned go through DataView with explicit little-endian.
  */
-import { SafetensorsError, type ErrorContext } from './errors';
+import { SafetensorsError, type ErrorContext, type SafetensorsFault } from './errors';
 import { DTYPE_BYTES, bytesOf, elementCount, isDType, type DType, type Tensor } from './tensors';
 
 // One scratch word to move between a float32 and its bits without allocating.
@@ -96,37 +96,23 @@ function f16ToF32Table(): Float32Array {
 export function checkTensor(tensor: Tensor, context: ErrorContext): void {
   const who = context.tensor === undefined ? 'tensor' : `tensor ${JSON.stringify(context.tensor)}`;
   const where = context.file === undefined ? who : `${context.file}: ${who}`;
-  if (tensor === null || typeof tensor !== 'object') {
-    throw new SafetensorsError('invalid-tensor', `${where} is not a tensor object`, context);
-  }
-  if (!isDType(tensor.dtype)) {
-    throw new SafetensorsError(
-      'unknown-dtype',
-      `${where} has unknown dtype ${JSON.stringify(tensor.dtype)}`,
-      {
-        ...context,
-        field: 'dtype',
-      },
-    );
-  }
+  const bad = (reason: SafetensorsFault, field: string | undefined, message: string) =>
+    new SafetensorsError(reason, `${where} ${message}`, { ...context, field });
+  if (tensor === null || typeof tensor !== 'object')
+    throw bad('invalid-tensor', undefined, 'is not a tensor object');
+  if (!isDType(tensor.dtype))
+    throw bad('unknown-dtype', 'dtype', `has unknown dtype ${JSON.stringify(tensor.dtype)}`);
   if (!Array.isArray(tensor.shape) || !tensor.shape.every(isDim)) {
-    throw new SafetensorsError('invalid-shape', `${where} shape must be an array of non-negative integers`, {
-      ...context,
-      field: 'shape',
-    });
+    throw bad('invalid-shape', 'shape', 'shape must be an array of non-negative integers');
   }
-  if (!ArrayBuffer.isView(tensor.data)) {
-    throw new SafetensorsError('invalid-tensor', `${where} data is not an ArrayBufferView`, {
-      ...context,
-      field: 'data',
-    });
-  }
+  if (!ArrayBuffer.isView(tensor.data)) throw bad('invalid-tensor', 'data', 'data is not an ArrayBufferView');
   const expected = shapeBytes(tensor.shape, tensor.dtype);
   if (BigInt(tensor.data.byteLength) !== expected) {
-    throw new SafetensorsError(
+    const what = `${tensor.dtype}${JSON.stringify(tensor.shape)}`;
+    throw bad(
       'shape-mismatch',
-      `${where}: ${tensor.dtype}${JSON.stringify(tensor.shape)} needs ${expected} bytes, data has ${tensor.data.byteLength}`,
-      { ...context, field: 'data' },
+      'data',
+      `${what} needs ${expected} bytes, data has ${tensor.data.byteLength}`,
     );
   }
 }
@@ -186,13 +172,12 @@ export function toFloat32(tensor: Tensor): Float32Array {
   checkTensor(tensor, {});
   const { data } = tensor;
   const n = elementCount(tensor.shape);
-  const out = new Float32Array(n);
   if (tensor.dtype === 'F32') {
     if (data instanceof Float32Array) return data;
     if (data.byteOffset % 4 === 0) return new Float32Array(data.buffer, data.byteOffset, n);
-    new Uint8Array(out.buffer).set(bytesOf(data)); // unaligned: one copy
-    return out;
+    return new Float32Array(bytesOf(data).slice().buffer); // unaligned: one copy
   }
+  const out = new Float32Array(n);
   const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
   switch (tensor.dtype) {
     case 'BF16': {

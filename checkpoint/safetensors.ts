@@ -169,22 +169,24 @@ function headerLengthFromPrefix(prefix: Uint8Array, fileLength: number, file: st
  */
 function scanHeader(text: string, file: string): void {
   const stack: { keys: Set<string> | null; key?: string; expectKey: boolean }[] = [];
-  const where = (): ErrorContext => ({
-    tensor: stack[0]?.key,
-    field: stack.length > 1 ? stack[1]?.key : undefined,
-  });
+  const where = (): ErrorContext => ({ tensor: stack[0]?.key, field: stack[1]?.key });
   for (let i = 0; i < text.length; i++) {
-    const c = text[i] as string;
+    const c = text.charCodeAt(i);
     const top = stack[stack.length - 1];
-    if (c === '{') stack.push({ keys: new Set(), expectKey: true });
-    else if (c === '[') stack.push({ keys: null, expectKey: false });
-    else if (c === '}' || c === ']') stack.pop();
-    else if (c === ',' && top?.keys) top.expectKey = true;
-    else if (c === '"') {
+    if (c === 0x7b /* { */) stack.push({ keys: new Set(), expectKey: true });
+    else if (c === 0x5b /* [ */) stack.push({ keys: null, expectKey: false });
+    else if (c === 0x7d /* } */ || c === 0x5d /* ] */) stack.pop();
+    else if (c === 0x2c /* , */ && top?.keys) top.expectKey = true;
+    else if (c === 0x22 /* " */) {
       let j = i + 1;
-      while (text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      let escaped = false;
+      for (let d = text.charCodeAt(j); d !== 0x22; d = text.charCodeAt(j)) {
+        if (d === 0x5c /* backslash */) escaped = true;
+        j += d === 0x5c ? 2 : 1;
+      }
       if (top?.keys && top.expectKey) {
-        const key = JSON.parse(text.slice(i, j + 1)) as string; // decodes escapes: "\u0061" is "a"
+        // Escapes must be decoded before comparing: "\u0061" and "a" are the same key.
+        const key = escaped ? (JSON.parse(text.slice(i, j + 1)) as string) : text.slice(i + 1, j);
         if (top.keys.has(key)) {
           const ctx = stack.length === 1 ? { tensor: key } : { ...where(), field: key };
           throw fault('duplicate-key', file, `duplicate key ${JSON.stringify(key)} in the header`, ctx);
@@ -194,9 +196,9 @@ function scanHeader(text: string, file: string): void {
         top.expectKey = false;
       }
       i = j;
-    } else if (c === '-' || (c >= '0' && c <= '9')) {
-      let j = i;
-      while (j < text.length && /[-+0-9.eE]/.test(text[j] as string)) j++;
+    } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39)) {
+      let j = i + 1;
+      while (j < text.length && '+-0123456789.eE'.includes(text[j] as string)) j++;
       const literal = text.slice(i, j);
       if (/[.eE]/.test(literal) || literal === '-0') {
         const ctx = where();

@@ -7,8 +7,9 @@ import { CheckpointError, configureLogging } from '../checkpoint';
 import { loadConfig } from '../temporal.config';
 import { type Command, formatUsage, parse } from './args';
 import { checkpointCommands } from './checkpoint-commands';
+import { trainCommands } from './train-commands';
 
-const commands: Command[] = [...checkpointCommands];
+const commands: Command[] = [...trainCommands, ...checkpointCommands];
 
 function mainUsage(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

@@ -7,10 +7,10 @@
  * - Parameter names and layout are nanochat's state_dict: matrices are [out_features, in_features]
  *   (PyTorch Linear, y = x @ W^T); see parameterShapes(). Variables are held in a Map under these stable
  *   names; the tfjs-level variable names get a per-instance prefix only to stay unique in the tfjs engine.
- * - Embedding lookup is one-hot @ wte. Its gradient is a plain matmul: deterministic and fast on wasm, which
- *   lacks the UnsortedSegmentSum kernel behind tf.gather's gradient; at the byte vocabulary (257) the one-hot
- *   product costs about as much as one MLP matmul. (Measured on wasm, [512 tokens, 257] x [257, 64]:
- *   one-hot matmul fwd+bwd ~14 ms/50 = faster than gather + custom scatter gradient.)
+ * - Embedding lookup is one-hot @ wte (forward and gradient are plain matmuls). Chosen over tf.gather because
+ *   the wasm backend lacks UnsortedSegmentSum (gather's gradient) and, measured on wasm for 512 tokens at
+ *   vocab 257 x 64, one-hot fwd+bwd takes ~3.7 ms against ~4.6 ms for gather plus a registered JS scatter-add
+ *   kernel; both are deterministic. Cost grows with the vocabulary: fine for bytes, revisit for a 50k BPE.
  * - Rotary tables and attention masks are derived from the config, computed lazily on first use, cached per
  *   sequence length and never parameters.
  * - Targets < 0 are ignored by loss() (nanochat's ignore_index=-1); the mean is over the other positions.
@@ -19,7 +19,16 @@ import type * as tfjs from '@tensorflow/tfjs';
 import { elementCount, type NamedTensors } from '../checkpoint/tensors';
 import { headDim, layerWindows, normalizeConfig, parameterShapes, type GPTConfig } from './config';
 import { ModelInputError } from './errors';
-import { attentionMask, linear, matmul, oneHotF32, rmsNorm, rotaryTables, rotate } from './ops';
+import {
+  attentionMask,
+  linear,
+  matmul,
+  oneHotF32,
+  rmsNorm,
+  rotaryTables,
+  rotate,
+  type RotaryTables,
+} from './ops';
 import { normalArray, Rng, uniformArray } from './random';
 import { checkTensorSet, f32Copy, toTfTensors } from './tensors';
 
@@ -70,7 +79,7 @@ function initialValues(
 }
 
 export class GPT {
-  private readonly rotary = new Map<number, { cos: TfTensor; sin: TfTensor }>();
+  private readonly rotary = new Map<number, RotaryTables>();
   private readonly masks = new Map<string, TfTensor>();
   private readonly windows: number[];
   private disposed = false;
@@ -87,17 +96,16 @@ export class GPT {
   static initialize(tf: TF, config: GPTConfig, seed: number): GPT {
     const cfg = normalizeConfig(config);
     if (!Number.isSafeInteger(seed)) throw new ModelInputError(`seed must be a safe integer, got ${seed}`);
-    const values = Object.entries(parameterShapes(cfg)).map(
-      ([name, shape]) => [name, shape, initialValues(name, shape, cfg, seed)] as const,
-    );
+    const shapes = parameterShapes(cfg);
     return GPT.adopt(tf, cfg, (name) => {
-      const v = values.find((e) => e[0] === name);
-      return tf.tensor(v![2], v![1], 'float32');
+      const shape = shapes[name]!;
+      return tf.tensor(initialValues(name, shape, cfg, seed), shape, 'float32');
     });
   }
 
   /**
-   * Adopts the given tensors (copied into fresh variables; the caller keeps ownership of its tensors).
+   * Adopts the given float32 tensors as fresh variables (they share the immutable data; the caller keeps
+   * ownership of, and may dispose, its tensors).
    * Runs no initializer. Checks the whole set first and throws one TensorSetMismatchError listing every
    * missing, unexpected and mis-shaped name.
    */
@@ -168,13 +176,7 @@ export class GPT {
     const tf = this.tf;
     return tf.tidy(() => {
       const logp = tf.logSoftmax(this.forward(tokens));
-      const onehot = tf.oneHot(
-        targets.reshape([B * T]) as tfjs.Tensor1D,
-        this.config.vocab_size,
-        1,
-        0,
-        'float32',
-      );
+      const onehot = oneHotF32(tf, targets.reshape([B * T]), this.config.vocab_size);
       const count = tf.maximum(tf.sum(onehot), 1);
       return tf.div(tf.neg(tf.sum(tf.mul(onehot, logp))), count) as tfjs.Scalar;
     });
@@ -206,7 +208,7 @@ export class GPT {
     if (this.disposed) return;
     this.disposed = true;
     for (const v of this.params.values()) v.dispose();
-    for (const { cos, sin } of this.rotary.values()) this.tf.dispose([cos, sin]);
+    for (const { cos, sin, swap } of this.rotary.values()) this.tf.dispose([cos, sin, swap]);
     for (const m of this.masks.values()) m.dispose();
     this.rotary.clear();
     this.masks.clear();
@@ -271,9 +273,9 @@ export class GPT {
     const w = (n: string) => this.p(`transformer.h.${i}.attn.${n}.weight`);
     // [B*T, n*D] -> [B, n, T, D]
     const heads = (t: TfTensor, n: number) => tf.transpose(tf.reshape(t, [B, T, n, D]), [0, 2, 1, 3]);
-    const { cos, sin } = this.rotaryFor(T);
-    const q = rmsNorm(tf, rotate(tf, heads(linear(tf, x, w('c_q')), H), cos, sin));
-    const k = rmsNorm(tf, rotate(tf, heads(linear(tf, x, w('c_k')), Hkv), cos, sin));
+    const rot = this.rotaryFor(T);
+    const q = rmsNorm(tf, rotate(tf, heads(linear(tf, x, w('c_q')), H), rot));
+    const k = rmsNorm(tf, rotate(tf, heads(linear(tf, x, w('c_k')), Hkv), rot));
     const v = heads(linear(tf, x, w('c_v')), Hkv);
     // GQA without copying k/v: the `rep` query heads of one kv head are stacked along the time axis, so
     // q [B*Hkv, rep*T, D] meets k, v [B*Hkv, T, D] and the mask rows repeat per head.
@@ -286,15 +288,17 @@ export class GPT {
     return linear(tf, merged, w('c_proj'));
   }
 
-  private rotaryFor(T: number): { cos: TfTensor; sin: TfTensor } {
+  private rotaryFor(T: number): RotaryTables {
     let entry = this.rotary.get(T);
     if (!entry) {
+      const tf = this.tf;
       const D = headDim(this.config);
-      const { cos, sin } = rotaryTables(T, D);
-      // keep(): created inside a caller's tidy, but cached across calls.
+      const { cos, sin, swap } = rotaryTables(T, D);
+      // keep(): first use may happen inside a caller's tidy, but the tables are cached across calls.
       entry = {
-        cos: this.tf.keep(this.tf.tensor2d(cos, [T, D / 2])),
-        sin: this.tf.keep(this.tf.tensor2d(sin, [T, D / 2])),
+        cos: tf.keep(tf.tensor2d(cos, [T, D])),
+        sin: tf.keep(tf.tensor2d(sin, [T, D])),
+        swap: tf.keep(tf.tensor2d(swap, [D, D])),
       };
       this.rotary.set(T, entry);
     }

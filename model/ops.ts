@@ -61,33 +61,44 @@ export function rmsNorm(tf: TF, x: TfTensor): TfTensor {
 }
 
 /**
- * Rotary embedding on x [B, heads, T, D]: rotate the pair (x[i], x[i + D/2]) by angle pos * freq_i, with
- * cos/sin tables of shape [T, D/2] (nanochat's half-split convention).
+ * Rotary embedding on x [B, heads, T, D] (nanochat's half-split convention): the pair (x[i], x[i + D/2]) is
+ * rotated by angle pos * freq_i, i.e. y = x * [cos, cos] + [x2, -x1] * [sin, sin]. The swap-and-negate
+ * [x2, -x1] is a product with a fixed signed permutation matrix (exact: one +-1 per column), which on wasm is
+ * ~20x cheaper than split + concat along the last axis. Tables are [T, D]: [cos, cos], [sin, sin], `swap` [D, D].
  */
-export function rotate(tf: TF, x: TfTensor, cos: TfTensor, sin: TfTensor): TfTensor {
-  const [x1, x2] = tf.split(x, 2, 3) as [TfTensor, TfTensor];
-  const y1 = tf.add(tf.mul(x1, cos), tf.mul(x2, sin));
-  const y2 = tf.sub(tf.mul(x2, cos), tf.mul(x1, sin));
-  return tf.concat([y1, y2], 3);
+export function rotate(tf: TF, x: TfTensor, tables: RotaryTables): TfTensor {
+  const D = x.shape[3]!;
+  const swapped = tf.reshape(matmul(tf, tf.reshape(x, [-1, D]), tables.swap), x.shape);
+  return tf.add(tf.mul(x, tables.cos), tf.mul(swapped, tables.sin));
 }
 
-/** cos/sin tables [T, D/2] for positions 0..T-1, base 10000, computed in float64 then rounded once. */
-export function rotaryTables(
-  T: number,
-  headDim: number,
-  base = 10000,
-): { cos: Float32Array; sin: Float32Array } {
+export interface RotaryTables {
+  cos: TfTensor;
+  sin: TfTensor;
+  swap: TfTensor;
+}
+
+/**
+ * Rotary tables for positions 0..T-1 (base 10000), computed in float64 and rounded once: cos and sin [T, D]
+ * with each half repeated, and the [D, D] matrix mapping [x1, x2] to [x2, -x1].
+ */
+export function rotaryTables(T: number, headDim: number, base = 10000) {
   const half = headDim / 2;
-  const cos = new Float32Array(T * half);
-  const sin = new Float32Array(T * half);
+  const cos = new Float32Array(T * headDim);
+  const sin = new Float32Array(T * headDim);
   for (let t = 0; t < T; t++) {
     for (let i = 0; i < half; i++) {
       const angle = t / Math.pow(base, (2 * i) / headDim);
-      cos[t * half + i] = Math.cos(angle);
-      sin[t * half + i] = Math.sin(angle);
+      cos[t * headDim + i] = cos[t * headDim + half + i] = Math.cos(angle);
+      sin[t * headDim + i] = sin[t * headDim + half + i] = Math.sin(angle);
     }
   }
-  return { cos, sin };
+  const swap = new Float32Array(headDim * headDim);
+  for (let j = 0; j < half; j++) {
+    swap[(j + half) * headDim + j] = 1; // out[j] = x[j + half]
+    swap[j * headDim + j + half] = -1; // out[j + half] = -x[j]
+  }
+  return { cos, sin, swap };
 }
 
 /** A large negative number rather than -Infinity, so fully masked math never produces NaN in gradients. */
