@@ -9,6 +9,7 @@
  *   CKPT_BACKEND         force a compute backend: tensorflow-gpu | tensorflow | wasm | cpu
  *   CKPT_LOG_LEVEL       pino level (debug, info, warn, error)                              default info
  *   CKPT_LOG_ALL_RANKS   1 = every rank logs, tagged with its rank (default: rank 0 only)
+ *   CKPT_LOG_FORMAT      text (short lines, the CLI's default) or json (pino lines)
  *   CKPT_GC_GRACE        grace period before orphan files are collected, e.g. 30m, 1h, 2d   default 1h
  */
 import { InvalidArgumentError, validateName, type RetentionPolicy } from './checkpoint';
@@ -22,6 +23,8 @@ export interface CkptConfig {
   backend?: BackendName;
   logLevel: string;
   logAllRanks: boolean;
+  /** 'text' for people (the CLI's default), 'json' for log pipelines (workers' default). */
+  logFormat: 'text' | 'json';
   gcGraceMs: number;
   /** Used by pipelines and `ckpt prune` when no policy flag is given. */
   retention: RetentionPolicy;
@@ -71,6 +74,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CkptConfig {
     backend: (backend as BackendName) || undefined,
     logLevel: env.CKPT_LOG_LEVEL?.trim() || 'info',
     logAllRanks: env.CKPT_LOG_ALL_RANKS === '1' || env.CKPT_LOG_ALL_RANKS === 'true',
+    logFormat: env.CKPT_LOG_FORMAT === 'json' ? 'json' : 'text',
     gcGraceMs: env.CKPT_GC_GRACE ? parseDuration(env.CKPT_GC_GRACE, 'CKPT_GC_GRACE') : 3_600_000,
     retention: { keepLast: 3 },
   };

@@ -18,3 +18,4 @@ export * from './migrations';
 export * from './log';
 export { toFloat32, fromFloat32 } from './dtype';
 export * from './safetensors';
+export * from './s3-store';

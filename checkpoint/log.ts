@@ -10,6 +10,25 @@ export interface LogOptions {
   allRanks?: boolean;
   /** Where lines go; stderr (fd 2) by default. */
   destination?: pino.DestinationStream;
+  /** 'json' (pino's lines, for machines) or 'text' (one short line per message, for people). */
+  format?: 'json' | 'text';
+}
+
+const LEVELS: Record<number, string> = { 10: 'trace', 20: 'debug', 30: '', 40: 'warning', 50: 'error', 60: 'fatal' };
+
+/** Turns pino's JSON lines into short lines for people: "ckpt: [warning: ]message [rank N]". */
+function textDestination(out: NodeJS.WritableStream): pino.DestinationStream {
+  return {
+    write(line: string) {
+      try {
+        const rec = JSON.parse(line) as { level: number; msg: string; rank?: number };
+        const level = LEVELS[rec.level] ?? '';
+        out.write(`ckpt: ${level ? level + ': ' : ''}${rec.msg}${rec.rank !== undefined ? ` [rank ${rec.rank}]` : ''}\n`);
+      } catch {
+        out.write(line);
+      }
+    },
+  };
 }
 
 const REDACT = [
@@ -37,7 +56,8 @@ function makeLogger(options: LogOptions): Logger {
       base: undefined,
       redact: { paths: REDACT, censor: '[redacted]' },
     },
-    options.destination ?? pino.destination({ fd: 2, sync: true }),
+    options.destination ??
+      (options.format === 'text' ? textDestination(process.stderr) : pino.destination({ fd: 2, sync: true })),
   );
 }
 

@@ -318,12 +318,12 @@ export function parseSafetensorsHeader(
 export interface ReadSafetensorsOptions {
   /** Named in every error. */
   file: string;
-  /** Lowercase hex; checked after the last byte (an IntegrityError on mismatch). */
+  /** Hex digest (either case), checked after the last byte: a mismatch is an IntegrityError. */
   expectedSha256?: string;
   /** Tensors for which this returns false are skipped (still hashed). */
   select?: (name: string) => boolean;
   /**
-   * Receives each selected tensor as soon as its bytes are in, instead of keeping it in the result. Awaited
+   * Receives each selected tensor (in file order) as soon as its bytes are in, instead of keeping it. Awaited
    * before reading on. The sha256 is only known at the end: a tensor handed out here is provisional until
    * readSafetensorsStream resolves, so callers must not commit anything derived from it before then.
    */
@@ -378,6 +378,9 @@ export async function readSafetensorsStream(
   };
 
   for await (const chunk of stream) {
+    if (!(chunk instanceof Uint8Array)) {
+      throw new InvalidArgumentError(`${file}: the stream must yield bytes, not ${typeof chunk}`, { file });
+    }
     if (pos + chunk.byteLength > fileLength) {
       throw fault('length-mismatch', file, `stream yields more than the expected ${fileLength} bytes`);
     }
@@ -399,7 +402,8 @@ export async function readSafetensorsStream(
         pos += take;
         off += take;
       } else if (parsed) {
-        const info = parsed.tensorInfos[ti] as TensorInfo; // exists: the header accounts for every byte
+        const info = parsed.tensorInfos[ti];
+        if (!info) throw fault('length-mismatch', file, 'bytes after the last tensor'); // the header forbids it
         const size = info.dataOffsets[1] - info.dataOffsets[0];
         const take = Math.min(size - filled, chunk.byteLength - off);
         if (filled === 0 && selected(info)) current = new Uint8Array(size);

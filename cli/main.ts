@@ -31,7 +31,7 @@ export async function main(argv: string[]): Promise<number> {
   const debug = argv.includes('--debug');
   try {
     const config = loadConfig();
-    configureLogging({ level: config.logLevel, allRanks: config.logAllRanks });
+    configureLogging({ level: config.logLevel, allRanks: config.logAllRanks, format: config.logFormat });
     const [name, ...rest] = argv;
     if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
       process.stdout.write(mainUsage());

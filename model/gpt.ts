@@ -247,10 +247,10 @@ export class GPT {
     const onehot = oneHotF32(tf, tokens.reshape([B * T]), V);
     let x = rmsNorm(tf, matmul(tf, onehot, this.p('transformer.wte.weight')));
     const x0 = x;
-    const resid = tf.unstack(this.p('resid_lambdas'));
-    const x0l = tf.unstack(this.p('x0_lambdas'));
+    // slice, not unstack: tfjs's Unpack gradient fails when there is a single layer (one output).
+    const lambda = (name: string, i: number) => tf.reshape(tf.slice(this.p(name), [i], [1]), []);
     for (let i = 0; i < n_layer; i++) {
-      x = tf.add(tf.mul(x, resid[i]!), tf.mul(x0, x0l[i]!));
+      x = tf.add(tf.mul(x, lambda('resid_lambdas', i)), tf.mul(x0, lambda('x0_lambdas', i)));
       x = tf.add(x, this.attention(rmsNorm(tf, x), i, B, T));
       x = tf.add(x, this.mlp(rmsNorm(tf, x), i));
     }

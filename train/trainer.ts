@@ -129,6 +129,7 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
   else log0(`training ${store.location} from scratch to step ${target} on ${backend}`);
 
   const saved: number[] = [];
+  const alreadySaved = new Set(await committedSteps(store));
   let history: Array<[number, number]> = [];
   let lastLoss: number | null = null;
   let windowStart = Date.now();
@@ -152,6 +153,13 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
       const done = step + 1;
       if (done % options.saveEvery === 0 || done === target) {
         loop.elapsed_s += (Date.now() - started) / 1000;
+        if (alreadySaved.has(done)) {
+          // Resuming from an earlier step replays steps whose checkpoints exist; committed files are never
+          // rewritten, and an exact replay would write the same tensors anyway.
+          log0(`step ${done} is already committed in ${store.location}; kept as it is`, { step: done });
+          history = [];
+          continue;
+        }
         await saveCheckpoint(store, done, {
           model: model.namedTensors(),
           optimizer: optimizer.stateTensors(),

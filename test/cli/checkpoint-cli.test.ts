@@ -15,12 +15,16 @@ import { checkpointCommands } from '../../cli/checkpoint-commands';
 const REPO = join(__dirname, '..', '..');
 const CLI = join(REPO, 'bin', 'ckpt.js');
 
-// The CLI reads CKPT_* settings from the environment; the tests run it with the defaults only.
-const ENV: NodeJS.ProcessEnv = Object.fromEntries(
-  Object.entries(process.env).filter(
-    ([k]) => !k.startsWith('CKPT_') && k !== 'RANK' && !k.startsWith('NODE_TEST'),
+// The CLI reads CKPT_* settings from the environment; the tests run it with the defaults, except for
+// log lines as JSON (one pino record a line) so stderr can be told apart from the one-line errors.
+const ENV: NodeJS.ProcessEnv = {
+  ...Object.fromEntries(
+    Object.entries(process.env).filter(
+      ([k]) => !k.startsWith('CKPT_') && k !== 'RANK' && !k.startsWith('NODE_TEST'),
+    ),
   ),
-);
+  CKPT_LOG_FORMAT: 'json',
+};
 
 interface Run {
   code: number | null;

@@ -1,0 +1,182 @@
+/**
+ * A real S3 server for tests: versitygw (posix backend in a temp dir) on 127.0.0.1 and a free port, with
+ * freshly generated root credentials and one bucket. Falls back to moto_server only when versitygw is not
+ * installed. When neither is, starting fails: S3 tests must fail loudly, never skip.
+ *
+ * Credentials go to the server through its environment, not its argv (visible in `ps`).
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { S3Connection, type S3StoreOptions, S3Store } from '../../checkpoint';
+
+export interface S3TestServer {
+  kind: 'versitygw' | 'moto';
+  endpoint: string;
+  bucket: string;
+  region: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  /** Store options pointing at this server (merge test tuning into them). */
+  options(extra?: S3StoreOptions): S3StoreOptions;
+  /** A store on `s3://bucket/<prefix>` with its own connection. */
+  store(prefix: string, extra?: S3StoreOptions): S3Store;
+  /** Environment for a child process (the CLI) to reach this server through the standard AWS variables. */
+  env(): NodeJS.ProcessEnv;
+  /** SIGTERM, wait for exit, remove the data directory. */
+  stop(): Promise<void>;
+  /** SIGKILL (a crash), wait for exit; data stays for restart(). */
+  kill(): Promise<void>;
+  /** Start again on the same port and data directory. */
+  restart(): Promise<void>;
+}
+
+/** versitygw or moto_server on PATH or in Go's bin directory. */
+export function findS3Server(): { kind: 'versitygw' | 'moto'; path: string } | null {
+  const dirs = (process.env.PATH ?? '').split(delimiter).filter(Boolean);
+  const go = spawnSync('go', ['env', 'GOBIN', 'GOPATH'], { encoding: 'utf8' });
+  if (go.status === 0) {
+    const [gobin, gopath] = go.stdout.split('\n').map((s) => s.trim());
+    if (gobin) dirs.push(gobin);
+    if (gopath) dirs.push(...gopath.split(delimiter).map((p) => join(p, 'bin')));
+  }
+  for (const [kind, name] of [
+    ['versitygw', 'versitygw'],
+    ['moto', 'moto_server'],
+  ] as const) {
+    for (const dir of dirs) {
+      const p = join(dir, name);
+      if (existsSync(p)) return { kind, path: p };
+    }
+  }
+  return null;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** Until the server answers HTTP at all (403 without credentials is an answer). */
+async function waitUntilUp(endpoint: string, child: ChildProcess, log: () => string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`S3 test server exited during start-up (${child.exitCode ?? child.signalCode}): ${log()}`);
+    }
+    try {
+      await fetch(endpoint, { signal: AbortSignal.timeout(1000) });
+      return;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`S3 test server did not answer at ${endpoint}: ${log()}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+export async function startS3Server(): Promise<S3TestServer> {
+  const found = findS3Server();
+  if (!found) {
+    throw new Error(
+      'no S3 server for the tests: install versitygw (bash infra/install-tools.sh) or moto (pip install "moto[server]")',
+    );
+  }
+  const port = await freePort();
+  const endpoint = `http://127.0.0.1:${port}`;
+  const accessKeyId = `test${randomBytes(6).toString('hex')}`;
+  const secretAccessKey = randomBytes(24).toString('base64url');
+  const region = 'us-east-1';
+  const bucket = `ckpt-test-${randomBytes(4).toString('hex')}`;
+  const root = mkdtempSync(join(tmpdir(), 'ckpt-s3-'));
+  const data = join(root, 'data');
+  mkdirSync(data);
+  let output = '';
+  let child: ChildProcess;
+
+  const launch = async () => {
+    const env = { ...process.env, ROOT_ACCESS_KEY_ID: accessKeyId, ROOT_SECRET_ACCESS_KEY: secretAccessKey };
+    const args =
+      found.kind === 'versitygw'
+        ? ['--port', `127.0.0.1:${port}`, '--quiet', 'posix', data]
+        : ['-H', '127.0.0.1', '-p', String(port)];
+    output = '';
+    child = spawn(found.path, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout?.on('data', (d) => (output = (output + d).slice(-4000)));
+    child.stderr?.on('data', (d) => (output = (output + d).slice(-4000)));
+    await waitUntilUp(endpoint, child, () => output);
+  };
+  await launch();
+
+  const options = (extra: S3StoreOptions = {}): S3StoreOptions => ({
+    endpoint,
+    region,
+    forcePathStyle: true,
+    credentials: { accessKeyId, secretAccessKey },
+    ...extra,
+  });
+  const server: S3TestServer = {
+    kind: found.kind,
+    endpoint,
+    bucket,
+    region,
+    accessKeyId,
+    secretAccessKey,
+    options,
+    store: (prefix, extra) => new S3Store(`s3://${bucket}/${prefix}`, new S3Connection(options(extra))),
+    env: () => ({
+      ...withoutS3Env(process.env),
+      AWS_ENDPOINT_URL: endpoint,
+      AWS_ACCESS_KEY_ID: accessKeyId,
+      AWS_SECRET_ACCESS_KEY: secretAccessKey,
+      AWS_REGION: region,
+      AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+    }),
+    async stop() {
+      child.kill('SIGTERM');
+      await exited(child);
+      rmSync(root, { recursive: true, force: true });
+    },
+    async kill() {
+      child.kill('SIGKILL');
+      await exited(child);
+    },
+    async restart() {
+      await launch();
+    },
+  };
+  const conn = new S3Connection(options());
+  try {
+    const { CreateBucketCommand } = await import('@aws-sdk/client-s3');
+    await conn.client.send(new CreateBucketCommand({ Bucket: bucket }));
+  } catch (err) {
+    await server.stop();
+    throw err;
+  } finally {
+    conn.destroy();
+  }
+  return server;
+}
+
+/** The caller's environment without any S3 or CKPT_S3 setting that would point the CLI elsewhere. */
+export function withoutS3Env(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (/^(AWS_|CKPT_S3_)/.test(k) && k !== 'AWS_CA_BUNDLE') continue;
+    out[k] = v;
+  }
+  return out;
+}
