@@ -11,8 +11,35 @@
  *   CKPT_LOG_ALL_RANKS   1 = every rank logs, tagged with its rank (default: rank 0 only)
  *   CKPT_LOG_FORMAT      text (short lines, the CLI's default) or json (pino lines)
  *   CKPT_GC_GRACE        grace period before orphan files are collected, e.g. 30m, 1h, 2d   default 1h
+ *
+ * S3 (s3:// locations; S3 credentials are never read here: the AWS SDK's chain finds them, i.e.
+ * AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile or an instance role, so they never enter our
+ * settings or logs):
+ *   CKPT_S3_ENDPOINT     S3-compatible endpoint URL       default AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS
+ *   CKPT_S3_REGION       default AWS_REGION, AWS_DEFAULT_REGION, else us-east-1
+ *   CKPT_S3_FORCE_PATH_STYLE  1/0: http://host/bucket/key addressing     default 1 with a custom endpoint
+ *   CKPT_S3_SSE          server-side encryption: AES256 | aws:kms | aws:kms:dsse      default none (bucket's)
+ *   CKPT_S3_SSE_KMS_KEY_ID  KMS key for aws:kms (implies aws:kms when CKPT_S3_SSE is unset)
+ *
+ * Temporal (the connection goes through @temporalio/envconfig, so TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+ * TEMPORAL_PROFILE, TEMPORAL_API_KEY, TEMPORAL_TLS_* and the TOML config file all work as in the CLI):
+ *   CKPT_TASK_QUEUE_TRAIN     task queue of training workers                               default ckpt-train
+ *   CKPT_TASK_QUEUE_CONTROL   task queue of workflows and light activities                 default ckpt-control
+ *   CKPT_HEARTBEAT_TIMEOUT    how soon a dead training worker is noticed                   default 30s
+ *   CKPT_SEGMENT_TIMEOUT      start-to-close limit of one training segment                 default 24h
+ *   CKPT_MAX_ATTEMPTS         attempts per activity before the pipeline fails              default 10
+ *   CKPT_TRAIN_SLOTS          segments one training worker runs at once (GPUs/slots)       default 1
+ *   CKPT_UI_ADDRESS           Temporal Web UI base address, for links                      default http://localhost:8233
  */
-import { InvalidArgumentError, validateName, type RetentionPolicy } from './checkpoint';
+import { loadClientConnectConfig, type ClientConnectConfig } from '@temporalio/envconfig';
+import {
+  InvalidArgumentError,
+  SSE_MODES,
+  validateName,
+  type RetentionPolicy,
+  type S3Sse,
+  type ServerSideEncryption,
+} from './checkpoint';
 
 export type BackendName = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
 
@@ -28,6 +55,88 @@ export interface CkptConfig {
   gcGraceMs: number;
   /** Used by pipelines and `ckpt prune` when no policy flag is given. */
   retention: RetentionPolicy;
+  /** Settings for s3:// locations (pass to configureS3). */
+  s3: S3Config;
+  temporal: TemporalSettings;
+}
+
+/** Activity timeouts and retries; passed to workflows in their input (their sandbox has no environment). */
+export interface ActivityPolicy {
+  heartbeatTimeoutMs: number;
+  segmentTimeoutMs: number;
+  lightTimeoutMs: number;
+  maximumAttempts: number;
+  initialRetryMs: number;
+  maximumRetryMs: number;
+}
+
+export interface TemporalSettings {
+  connect: ClientConnectConfig;
+  namespace: string;
+  taskQueues: { train: string; control: string };
+  activities: ActivityPolicy;
+  trainSlots: number;
+  uiAddress: string;
+}
+
+/** Error types that retrying cannot fix: bad input and incompatible checkpoints. */
+export const NON_RETRYABLE_ERRORS = [
+  'InvalidArgumentError',
+  'UsageError',
+  'WorldSizeMismatchError',
+  'TensorSetMismatchError',
+  'TokenizerMismatchError',
+  'ConfigError',
+  'SchemaError',
+  'AlreadyCommittedError',
+];
+
+function positiveInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const text = env[name]?.trim();
+  if (!text) return fallback;
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 1) {
+    throw new InvalidArgumentError(`${name} must be a positive integer, got "${text}"`, { field: name });
+  }
+  return n;
+}
+
+export function loadTemporalSettings(env: NodeJS.ProcessEnv = process.env): TemporalSettings {
+  const overrides = Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined));
+  let connect: ClientConnectConfig;
+  try {
+    connect = loadClientConnectConfig({ overrideEnvVars: overrides });
+  } catch (err) {
+    throw new InvalidArgumentError(`Temporal connection settings: ${(err as Error).message}`, { field: 'TEMPORAL_*' });
+  }
+  connect.connectionOptions.address ??= 'localhost:7233';
+  const duration = (name: string, fallback: string) => parseDuration(env[name] ?? fallback, name);
+  return {
+    connect,
+    namespace: connect.namespace ?? 'default',
+    taskQueues: {
+      train: env.CKPT_TASK_QUEUE_TRAIN?.trim() || 'ckpt-train',
+      control: env.CKPT_TASK_QUEUE_CONTROL?.trim() || 'ckpt-control',
+    },
+    activities: {
+      heartbeatTimeoutMs: duration('CKPT_HEARTBEAT_TIMEOUT', '30s'),
+      segmentTimeoutMs: duration('CKPT_SEGMENT_TIMEOUT', '24h'),
+      lightTimeoutMs: duration('CKPT_LIGHT_TIMEOUT', '10m'),
+      maximumAttempts: positiveInt(env, 'CKPT_MAX_ATTEMPTS', 10),
+      initialRetryMs: duration('CKPT_RETRY_INITIAL', '1s'),
+      maximumRetryMs: duration('CKPT_RETRY_MAX', '30s'),
+    },
+    trainSlots: positiveInt(env, 'CKPT_TRAIN_SLOTS', 1),
+    uiAddress: (env.CKPT_UI_ADDRESS?.trim() || 'http://localhost:8233').replace(/\/+$/, ''),
+  };
+}
+
+export interface S3Config {
+  endpoint?: string;
+  region: string;
+  /** Unset: path-style with a custom endpoint, the SDK's choice otherwise. */
+  forcePathStyle?: boolean;
+  sse?: S3Sse;
 }
 
 export const DEFAULT_SOURCES: Readonly<Record<string, string>> = {
@@ -77,7 +186,55 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CkptConfig {
     logFormat: env.CKPT_LOG_FORMAT === 'json' ? 'json' : 'text',
     gcGraceMs: env.CKPT_GC_GRACE ? parseDuration(env.CKPT_GC_GRACE, 'CKPT_GC_GRACE') : 3_600_000,
     retention: { keepLast: 3 },
+    s3: loadS3Config(env),
+    temporal: loadTemporalSettings(env),
   };
+}
+
+function firstSet(env: NodeJS.ProcessEnv, ...names: string[]): string | undefined {
+  for (const name of names) {
+    const v = env[name]?.trim();
+    if (v) return v;
+  }
+  return undefined;
+}
+
+export function loadS3Config(env: NodeJS.ProcessEnv = process.env): S3Config {
+  const config: S3Config = {
+    region: firstSet(env, 'CKPT_S3_REGION', 'AWS_REGION', 'AWS_DEFAULT_REGION') ?? 'us-east-1',
+  };
+  const endpoint = firstSet(env, 'CKPT_S3_ENDPOINT', 'AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL');
+  if (endpoint !== undefined) {
+    if (!/^https?:\/\/[^/]/i.test(endpoint)) {
+      throw new InvalidArgumentError(`CKPT_S3_ENDPOINT: "${endpoint}" must be an http(s) URL`, { field: 'CKPT_S3_ENDPOINT' });
+    }
+    config.endpoint = endpoint;
+  }
+  const pathStyle = env.CKPT_S3_FORCE_PATH_STYLE?.trim().toLowerCase();
+  if (pathStyle) {
+    if (!['1', '0', 'true', 'false'].includes(pathStyle)) {
+      throw new InvalidArgumentError(`CKPT_S3_FORCE_PATH_STYLE must be 1 or 0, got "${pathStyle}"`, {
+        field: 'CKPT_S3_FORCE_PATH_STYLE',
+      });
+    }
+    config.forcePathStyle = pathStyle === '1' || pathStyle === 'true';
+  }
+  const kmsKeyId = env.CKPT_S3_SSE_KMS_KEY_ID?.trim() || undefined;
+  const sse = env.CKPT_S3_SSE?.trim() || (kmsKeyId ? 'aws:kms' : undefined);
+  if (sse !== undefined) {
+    if (!SSE_MODES.includes(sse as ServerSideEncryption)) {
+      throw new InvalidArgumentError(`CKPT_S3_SSE must be one of ${SSE_MODES.join(', ')}, got "${sse}"`, {
+        field: 'CKPT_S3_SSE',
+      });
+    }
+    if (kmsKeyId && sse === 'AES256') {
+      throw new InvalidArgumentError('CKPT_S3_SSE_KMS_KEY_ID needs CKPT_S3_SSE=aws:kms or aws:kms:dsse', {
+        field: 'CKPT_S3_SSE_KMS_KEY_ID',
+      });
+    }
+    config.sse = { serverSideEncryption: sse as ServerSideEncryption, ...(kmsKeyId ? { kmsKeyId } : {}) };
+  }
+  return config;
 }
 
 /** Directory of a source under a root, e.g. ("./ckpt", "base") → "./ckpt/base_checkpoints". */

@@ -18,4 +18,5 @@ export * from './migrations';
 export * from './log';
 export { toFloat32, fromFloat32 } from './dtype';
 export * from './safetensors';
+export * from './copy';
 export * from './s3-store';

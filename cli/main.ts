@@ -3,13 +3,14 @@
  * go to stderr. Exit codes: 0 ok, 1 a check failed, 2 bad usage or bad input. Errors are one line; the
  * stack trace only with --debug.
  */
-import { CheckpointError, configureLogging } from '../checkpoint';
+import { CheckpointError, configureLogging, configureS3 } from '../checkpoint';
 import { loadConfig } from '../temporal.config';
 import { type Command, formatUsage, parse } from './args';
 import { checkpointCommands } from './checkpoint-commands';
+import { copyCommand } from './copy-command';
 import { trainCommands } from './train-commands';
 
-const commands: Command[] = [...trainCommands, ...checkpointCommands];
+const commands: Command[] = [...trainCommands, ...checkpointCommands, copyCommand];
 
 function mainUsage(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
@@ -32,6 +33,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     const config = loadConfig();
     configureLogging({ level: config.logLevel, allRanks: config.logAllRanks, format: config.logFormat });
+    configureS3(config.s3);
     const [name, ...rest] = argv;
     if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
       process.stdout.write(mainUsage());

@@ -62,9 +62,16 @@ describe('buildModel', () => {
     assert.equal(meta.step, 10);
     const rebuilt = model.namedTensors();
     for (const [name, t] of Object.entries(tensors)) {
-      assert.deepEqual(Buffer.from(rebuilt[name]!.data.buffer as ArrayBuffer), Buffer.from(t.data.buffer as ArrayBuffer), name);
+      assert.deepEqual(
+        Buffer.from(rebuilt[name]!.data.buffer as ArrayBuffer),
+        Buffer.from(t.data.buffer as ArrayBuffer),
+        name,
+      );
     }
-    assert.ok(![...model.parameters().keys()].some((k) => k.includes('rotary') || k.includes('cos')), 'rotary is not a parameter');
+    assert.ok(
+      ![...model.parameters().keys()].some((k) => k.includes('rotary') || k.includes('cos')),
+      'rotary is not a parameter',
+    );
     model.dispose();
   });
 
@@ -89,8 +96,14 @@ describe('buildModel', () => {
     const dir = tempDir();
     const tensors = await trainedTensors();
     const prefixed: NamedTensors = {};
-    for (const [name, t] of Object.entries(tensors)) prefixed[(name.length % 2 ? '_orig_mod.' : 'module.') + name] = t;
-    await saveCheckpoint(dir, 1, { model: prefixed, meta: { model_config: { ...CONFIG } } }, { saveDtype: 'BF16' });
+    for (const [name, t] of Object.entries(tensors))
+      prefixed[(name.length % 2 ? '_orig_mod.' : 'module.') + name] = t;
+    await saveCheckpoint(
+      dir,
+      1,
+      { model: prefixed, meta: { model_config: { ...CONFIG } } },
+      { saveDtype: 'BF16' },
+    );
     const { model, migrations } = await buildModel(dir, 1);
     assert.ok(migrations.includes('strip-wrapper-prefixes'));
     assert.equal(model.parameters().size, Object.keys(tensors).length);

@@ -49,17 +49,50 @@ test('n_head defaults to n_embd/16 (even head_dim), n_kv_head to n_head', () => 
 });
 
 test('validation errors name the field', () => {
-  assert.equal(fieldOf(() => normalizeConfig({ n_embd: 0 })), 'n_embd');
-  assert.equal(fieldOf(() => normalizeConfig({ n_layer: 1.5 })), 'n_layer');
-  assert.equal(fieldOf(() => normalizeConfig({ sequence_len: -4 })), 'sequence_len');
-  assert.equal(fieldOf(() => normalizeConfig({ vocab_size: '257' as unknown as number })), 'vocab_size');
-  assert.equal(fieldOf(() => normalizeConfig({ n_embd: 64, n_head: 3 })), 'n_head'); // not divisible
-  assert.equal(fieldOf(() => normalizeConfig({ n_embd: 64, n_head: 4, n_kv_head: 3 })), 'n_kv_head');
-  assert.equal(fieldOf(() => normalizeConfig({ n_embd: 12, n_head: 4 })), 'n_head'); // head_dim 3 is odd
-  assert.equal(fieldOf(() => normalizeConfig({ window_pattern: 'SXL' })), 'window_pattern');
-  assert.equal(fieldOf(() => normalizeConfig({ window_pattern: '' })), 'window_pattern');
-  assert.equal(fieldOf(() => normalizeConfig({ n_embed: 64 } as unknown as Partial<GPTConfig>)), 'n_embed');
-  assert.throws(() => normalizeConfig({ n_embd: 64, n_head: 3 }), /n_embd \(64\) must be divisible by n_head \(3\)/);
+  assert.equal(
+    fieldOf(() => normalizeConfig({ n_embd: 0 })),
+    'n_embd',
+  );
+  assert.equal(
+    fieldOf(() => normalizeConfig({ n_layer: 1.5 })),
+    'n_layer',
+  );
+  assert.equal(
+    fieldOf(() => normalizeConfig({ sequence_len: -4 })),
+    'sequence_len',
+  );
+  assert.equal(
+    fieldOf(() => normalizeConfig({ vocab_size: '257' as unknown as number })),
+    'vocab_size',
+  );
+  assert.equal(
+    fieldOf(() => normalizeConfig({ n_embd: 64, n_head: 3 })),
+    'n_head',
+  ); // not divisible
+  assert.equal(
+    fieldOf(() => normalizeConfig({ n_embd: 64, n_head: 4, n_kv_head: 3 })),
+    'n_kv_head',
+  );
+  assert.equal(
+    fieldOf(() => normalizeConfig({ n_embd: 12, n_head: 4 })),
+    'n_head',
+  ); // head_dim 3 is odd
+  assert.equal(
+    fieldOf(() => normalizeConfig({ window_pattern: 'SXL' })),
+    'window_pattern',
+  );
+  assert.equal(
+    fieldOf(() => normalizeConfig({ window_pattern: '' })),
+    'window_pattern',
+  );
+  assert.equal(
+    fieldOf(() => normalizeConfig({ n_embed: 64 } as unknown as Partial<GPTConfig>)),
+    'n_embed',
+  );
+  assert.throws(
+    () => normalizeConfig({ n_embd: 64, n_head: 3 }),
+    /n_embd \(64\) must be divisible by n_head \(3\)/,
+  );
 });
 
 test('window pattern is tiled over layers and the last layer is always full', () => {

@@ -11,7 +11,13 @@ before(async () => {
   tf = (await initBackend({ force: 'wasm', log: () => undefined })).tf;
 });
 
-const tiny: GPTConfig = normalizeConfig({ n_layer: 2, n_embd: 32, n_head: 2, sequence_len: 16, vocab_size: 257 });
+const tiny: GPTConfig = normalizeConfig({
+  n_layer: 2,
+  n_embd: 32,
+  n_head: 2,
+  sequence_len: 16,
+  vocab_size: 257,
+});
 
 function tokens(B: number, T: number, offset = 0): ReturnType<TF['tensor2d']> {
   const ids = Array.from({ length: B * T }, (_, i) => (i * 37 + offset) % 256);
@@ -20,12 +26,16 @@ function tokens(B: number, T: number, offset = 0): ReturnType<TF['tensor2d']> {
 
 function bits(named: NamedTensors): Map<string, Buffer> {
   const out = new Map<string, Buffer>();
-  for (const [k, t] of Object.entries(named)) out.set(k, Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+  for (const [k, t] of Object.entries(named))
+    out.set(k, Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength));
   return out;
 }
 
 test('parameters() has exactly parameterShapes() names and shapes, float32, no rotary', () => {
-  for (const config of [tiny, normalizeConfig({ n_embd: 64, n_head: 4, n_kv_head: 2, window_pattern: 'SL' })]) {
+  for (const config of [
+    tiny,
+    normalizeConfig({ n_embd: 64, n_head: 4, n_kv_head: 2, window_pattern: 'SL' }),
+  ]) {
     const model = GPT.initialize(tf, config, 1);
     const params = model.parameters();
     const expected = parameterShapes(config);
@@ -121,7 +131,10 @@ test('fromTensors rejects missing, unexpected and mis-shaped names in one error'
   const named = src.namedTensors();
   delete named['resid_lambdas'];
   named['transformer.wte.weight'] = { dtype: 'F16', shape: [257, 32], data: new Uint16Array(257 * 32) };
-  assert.throws(() => GPT.fromNamedTensors(tf, tiny, named), /missing: resid_lambdas; mismatched: transformer\.wte\.weight \(expected F32, got F16\)/);
+  assert.throws(
+    () => GPT.fromNamedTensors(tf, tiny, named),
+    /missing: resid_lambdas; mismatched: transformer\.wte\.weight \(expected F32, got F16\)/,
+  );
   src.dispose();
 });
 
@@ -144,7 +157,8 @@ test('fromNamedTensors reads unaligned little-endian views', () => {
 test('logits: shape, causality, and loss ignores targets < 0', () => {
   const model = GPT.initialize(tf, normalizeConfig({ ...tiny, n_kv_head: 1, window_pattern: 'SL' }), 5);
   // Give the zero-initialised projections some weight so every layer mixes positions.
-  for (const [name, v] of model.parameters()) if (name.endsWith('c_proj.weight')) v.assign(tf.randomNormal(v.shape, 0, 0.2, 'float32', 1));
+  for (const [name, v] of model.parameters())
+    if (name.endsWith('c_proj.weight')) v.assign(tf.randomNormal(v.shape, 0, 0.2, 'float32', 1));
   const x = tokens(2, 12);
   const logits = model.logits(x);
   assert.deepEqual(logits.shape, [2, 12, 257]);
@@ -156,7 +170,10 @@ test('logits: shape, causality, and loss ignores targets < 0', () => {
   const l2 = model.logits(x2).arraySync();
   assert.deepEqual(l1[0]!.slice(0, 11), l2[0]!.slice(0, 11));
   assert.notDeepEqual(l1[0]![11], l2[0]![11]);
-  assert.ok(l1.flat(2).every((v) => Math.abs(v) <= 15), 'softcapped');
+  assert.ok(
+    l1.flat(2).every((v) => Math.abs(v) <= 15),
+    'softcapped',
+  );
   // loss with half the targets ignored equals the loss over the other half.
   const y = tokens(2, 12, 3).arraySync();
   const yMasked = y.map((row) => row.map((v, t) => (t < 6 ? -1 : v)));
@@ -185,11 +202,15 @@ test('an S layer attends to the current and previous sequence_len/2 tokens only'
   // Layer 1 (always full) gets a zero attention projection, so only layer 0 mixes positions.
   const config = normalizeConfig({ ...tiny, window_pattern: 'S' }); // sequence_len 16: window 8
   const model = GPT.initialize(tf, config, 9);
-  model.parameters().get('transformer.h.0.attn.c_proj.weight')!.assign(tf.randomNormal([32, 32], 0, 0.3, 'float32', 2));
+  model
+    .parameters()
+    .get('transformer.h.0.attn.c_proj.weight')!
+    .assign(tf.randomNormal([32, 32], 0, 0.3, 'float32', 2));
   const base = tokens(1, 16);
   const last = (ids: number[][]) => model.logits(tf.tensor2d(ids, [1, 16], 'int32')).arraySync()[0]![15]!;
   const ref = last(base.arraySync());
-  const edit = (pos: number) => base.arraySync().map((row) => row.map((v, t) => (t === pos ? (v + 1) % 256 : v)));
+  const edit = (pos: number) =>
+    base.arraySync().map((row) => row.map((v, t) => (t === pos ? (v + 1) % 256 : v)));
   assert.deepEqual(last(edit(6)), ref, 'token 6 is outside the window of position 15');
   assert.notDeepEqual(last(edit(7)), ref, 'token 7 is inside the window');
   model.dispose();

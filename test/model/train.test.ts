@@ -62,7 +62,7 @@ test('the default tiny model learns: loss falls within 30 steps, no tensor leak'
   const first = losses[0]!;
   const last = losses.slice(-5).reduce((a, b) => a + b, 0) / 5;
   assert.ok(Math.abs(first - Math.log(257)) < 0.05, `starts at ~ln(vocab) (tiny lm_head init): ${first}`);
-  if (process.env.SHOW_LOSS) console.log(losses.map((l) => l.toFixed(2)).join(" "));
+  if (process.env.SHOW_LOSS) console.log(losses.map((l) => l.toFixed(2)).join(' '));
   assert.ok(last < first - 1.5, `loss fell: ${first.toFixed(3)} -> ${last.toFixed(3)}`);
   opt.dispose();
   model.dispose();

@@ -1,0 +1,155 @@
+/**
+ * Copying committed checkpoints between any two locations (local ↔ S3, S3 ↔ S3, local ↔ local). Each step
+ * is committed at the destination by the same protocol as a save: data files published no-replace while
+ * their bytes stream through a sha256 that must match the source manifest, the manifest last. A source
+ * file that does not match its manifest fails before it is published, so a corrupt source never becomes a
+ * committed destination checkpoint; a crash mid-copy leaves orphans that gc collects and a rerun replaces.
+ */
+import { createHash } from 'node:crypto';
+import { shaMismatch, sizeMismatch } from './checkpoint';
+import { committedSteps } from './discovery';
+import { CheckpointError, InvalidArgumentError, MissingFileError, NotCommittedError } from './errors';
+import { log0, warn0 } from './log';
+import { type Location, openStore } from './location';
+import { type FileRecord, parseManifest } from './manifest';
+import { evalFile, manifestFile, validateStep } from './names';
+import { AlreadyExistsError, type Store } from './store';
+
+export interface CopyOptions {
+  /** Copy only this step (it must be committed at the source). Default: every committed step. */
+  step?: number;
+}
+
+export interface CopyResult {
+  copied: Array<{ step: number; files: number; bytes: number }>;
+  /** Steps left alone, with why (already committed at the destination). */
+  skipped: Array<{ step: number; why: string }>;
+  /** Steps whose source does not verify (size, sha256, missing file, bad manifest): not committed. */
+  failed: Array<{ step: number; error: string }>;
+}
+
+export async function copyCheckpoints(src: Location, dst: Location, options: CopyOptions = {}): Promise<CopyResult> {
+  const from = openStore(src);
+  const to = openStore(dst);
+  if (from.location === to.location) {
+    throw new InvalidArgumentError(`copy: source and destination are the same location (${from.location})`, {
+      field: 'dst',
+    });
+  }
+  let steps: number[];
+  if (options.step !== undefined) {
+    const step = validateStep(options.step);
+    if (!(await from.exists(manifestFile(step)))) {
+      throw new NotCommittedError(`step ${step} is not committed in ${from.location}; nothing copied`, {
+        file: manifestFile(step),
+        step,
+      });
+    }
+    steps = [step];
+  } else {
+    steps = await committedSteps(from);
+  }
+  const result: CopyResult = { copied: [], skipped: [], failed: [] };
+  for (const step of steps) {
+    try {
+      const outcome = await copyStep(from, to, step);
+      if (typeof outcome === 'string') result.skipped.push({ step, why: outcome });
+      else result.copied.push({ step, ...outcome });
+    } catch (err) {
+      // A source that fails its own checks is reported and the other steps still go; a store failure
+      // (network, permissions) stops the copy.
+      if (!(err instanceof CheckpointError) || err.exitCode !== 1) throw err;
+      warn0(`not copying step ${step}: ${err.message}`, { step, file: err.file });
+      result.failed.push({ step, error: err.message });
+    }
+  }
+  return result;
+}
+
+/** Copies one step; returns why it was skipped, or what was copied. */
+async function copyStep(from: Store, to: Store, step: number): Promise<{ files: number; bytes: number } | string> {
+  const committedThere = `already committed in ${to.location}`;
+  if (await to.exists(manifestFile(step))) return committedThere;
+  // The manifest is copied byte for byte: same records, same commit time.
+  const manifestBytes = await from.read(manifestFile(step));
+  const manifest = parseManifest(manifestBytes, step);
+  let bytes = 0;
+  for (const [file, record] of Object.entries(manifest.files)) {
+    const outcome = await copyFile(from, to, step, file, record);
+    if (outcome === 'committed') return committedThere;
+    bytes += record.bytes;
+  }
+  try {
+    await to.put(manifestFile(step), manifestBytes, { exclusive: true });
+  } catch (err) {
+    if (err instanceof AlreadyExistsError) return `committed in ${to.location} by another writer during the copy`;
+    throw err;
+  }
+  await copyEval(from, to, step);
+  log0(`copied step ${step} from ${from.location} to ${to.location}`, { step });
+  return { files: Object.keys(manifest.files).length, bytes };
+}
+
+async function copyFile(from: Store, to: Store, step: number, file: string, record: FileRecord): Promise<'ok' | 'committed'> {
+  const entry = await from.stat(file);
+  if (!entry) {
+    throw new MissingFileError(`${file} is listed in ${manifestFile(step)} but missing from ${from.location}`, {
+      file,
+      step,
+    });
+  }
+  if (entry.bytes !== record.bytes) throw sizeMismatch(file, step, record.bytes, entry.bytes);
+  try {
+    await to.put(file, verified(from, file, step, record), { exclusive: true });
+    return 'ok';
+  } catch (err) {
+    if (!(err instanceof AlreadyExistsError)) throw err;
+  }
+  // Left by an earlier copy or save of this step that never committed (or one committing right now).
+  if (await to.exists(manifestFile(step))) return 'committed';
+  const existing = await hashStream(to.stream(file));
+  if (existing.sha256 === record.sha256 && existing.bytes === record.bytes) return 'ok';
+  if (await to.exists(manifestFile(step))) return 'committed';
+  warn0(`replacing ${file} in ${to.location}: left by an earlier attempt that never committed`, { file, step });
+  await to.put(file, verified(from, file, step, record));
+  return 'ok';
+}
+
+/**
+ * The source file's bytes, hashed on the way. A mismatch throws after the last chunk, before the put that
+ * consumes this can publish: the destination never holds an unverified file under its final name.
+ */
+async function* verified(from: Store, file: string, step: number, record: FileRecord): AsyncIterable<Uint8Array> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of from.stream(file)) {
+    hash.update(chunk);
+    bytes += chunk.byteLength;
+    if (bytes > record.bytes) throw sizeMismatch(file, step, record.bytes, bytes);
+    yield chunk;
+  }
+  if (bytes !== record.bytes) throw sizeMismatch(file, step, record.bytes, bytes);
+  const sha = hash.digest('hex');
+  if (sha !== record.sha256) throw shaMismatch(file, step, record.sha256, sha);
+}
+
+/** Eval results are not in the manifest (they come after the commit); carried along when present. */
+async function copyEval(from: Store, to: Store, step: number): Promise<void> {
+  const name = evalFile(step);
+  if (!(await from.exists(name))) return;
+  try {
+    await to.put(name, await from.read(name), { exclusive: true });
+  } catch (err) {
+    if (!(err instanceof AlreadyExistsError)) throw err;
+  }
+}
+
+async function hashStream(stream: AsyncIterable<Uint8Array>): Promise<FileRecord> {
+  const h = createHash('sha256');
+  let bytes = 0;
+  for await (const c of stream) {
+    h.update(c);
+    bytes += c.byteLength;
+  }
+  return { bytes, sha256: h.digest('hex') };
+}
