@@ -86,7 +86,7 @@ async function copyStep(from: Store, to: Store, step: number): Promise<{ files: 
     throw err;
   }
   await copyEval(from, to, step);
-  log0(`copied step ${step} from ${from.location} to ${to.location}`, { step });
+  log0(`copied step ${step} from ${from.location} to ${to.location}`, { step }, 'debug');
   return { files: Object.keys(manifest.files).length, bytes };
 }
 

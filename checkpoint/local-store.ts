@@ -8,9 +8,19 @@ import { createReadStream, promises as fs } from 'node:fs';
 import { dirname, join, resolve, sep } from 'node:path';
 import { InvalidArgumentError, StoreError } from './errors';
 import { TEMP_PREFIX } from './names';
-import { AlreadyExistsError, type ByteSource, type PutOptions, type PutResult, type Store, type StoreEntry } from './store';
+import {
+  AlreadyExistsError,
+  type ByteSource,
+  type PutOptions,
+  type PutResult,
+  type RangeReader,
+  type Store,
+  type StoreEntry,
+} from './store';
 
 const STREAM_CHUNK = 4 << 20;
+/** One read() call's most (the kernel caps a read near 2 GiB). */
+const MAX_READ = 1 << 30;
 
 export class LocalStore implements Store {
   readonly location: string;
@@ -46,13 +56,14 @@ export class LocalStore implements Store {
     try {
       handle = await fs.open(temp, 'wx');
       for await (const chunk of toAsync(source)) {
-        hash.update(chunk);
-        bytes += chunk.byteLength;
-        let written = 0;
-        while (written < chunk.byteLength) {
-          const { bytesWritten } = await handle.write(chunk, written, chunk.byteLength - written);
-          written += bytesWritten;
+        // The write runs on the thread pool: hash the same (unchanging) bytes meanwhile, then wait for it.
+        const writing = writeAll(handle, chunk);
+        try {
+          hash.update(chunk);
+        } finally {
+          await writing;
         }
+        bytes += chunk.byteLength;
       }
       await handle.sync();
       await handle.close();
@@ -114,6 +125,31 @@ export class LocalStore implements Store {
     }
   }
 
+  async openReader(key: string): Promise<RangeReader> {
+    const p = this.path(key);
+    const handle = await fs.open(p, 'r').catch((err) => {
+      throw storeError(err, `cannot read ${p}`, key);
+    });
+    return {
+      readInto: async (target, position) => {
+        let got = 0;
+        try {
+          while (got < target.byteLength) {
+            const length = Math.min(target.byteLength - got, MAX_READ);
+            const { bytesRead } = await handle.read(target, got, length, position + got);
+            if (bytesRead === 0) break;
+            got += bytesRead;
+          }
+        } catch (err) {
+          throw storeError(err, `cannot read ${p}`, key);
+        }
+        return got;
+      },
+      // FileHandle.close waits for reads still in flight and is a no-op the second time.
+      close: () => handle.close(),
+    };
+  }
+
   async stat(key: string): Promise<StoreEntry | null> {
     try {
       const st = await fs.stat(this.path(key));
@@ -173,6 +209,14 @@ async function readdirOrEmpty(dir: string, key: string) {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw storeError(err, `cannot list ${dir}`, key);
+  }
+}
+
+async function writeAll(handle: fs.FileHandle, chunk: Uint8Array): Promise<void> {
+  let written = 0;
+  while (written < chunk.byteLength) {
+    const { bytesWritten } = await handle.write(chunk, written, chunk.byteLength - written);
+    written += bytesWritten;
   }
 }
 

@@ -216,7 +216,8 @@ export function s3Error(err: unknown, action: string, url: string, bucket: strin
   if (err instanceof CheckpointError || err instanceof AlreadyExistsError) return err;
   const e = err as SdkErrorShape | undefined;
   const name = errorName(err);
-  const code = name ?? e?.code;
+  // SDK errors are named after the S3 code; network errors are plain Errors with a Node code.
+  const code = e?.Code ?? e?.code ?? (name !== 'Error' ? name : undefined);
   let message: string;
   if (name === 'NoSuchBucket') {
     message = `bucket "${bucket}" does not exist (${url}); create it first or fix the location`;

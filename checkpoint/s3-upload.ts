@@ -226,8 +226,9 @@ async function writerOf(t: UploadTarget): Promise<string | null | undefined> {
 
 /**
  * Re-chunk a byte source into parts of `sizeFor(n)` bytes (the last one shorter; one empty part for an
- * empty source). Every source chunk is copied, so producers may reuse their buffers, and handed to
- * `onChunk` in order (hashing).
+ * empty source), handing every source chunk to `onChunk` in order (hashing). Chunks are held by
+ * reference until their part is full and then copied once, so a small object never costs a part-sized
+ * buffer; like any async-iterable consumer, this expects producers not to mutate a chunk once yielded.
  */
 export async function* rechunk(
   source: ByteSource,
@@ -236,28 +237,26 @@ export async function* rechunk(
 ): AsyncGenerator<Buffer> {
   let n = 1;
   let target = sizeFor(n);
-  let buf: Buffer | null = null;
+  let held: Uint8Array[] = [];
   let fill = 0;
   for await (const chunk of toAsync(source)) {
     onChunk(chunk);
     let off = 0;
     while (off < chunk.byteLength) {
-      buf ??= Buffer.allocUnsafe(target);
       const take = Math.min(target - fill, chunk.byteLength - off);
-      buf.set(chunk.subarray(off, off + take), fill);
+      held.push(off === 0 && take === chunk.byteLength ? chunk : chunk.subarray(off, off + take));
       fill += take;
       off += take;
       if (fill === target) {
-        yield buf;
+        yield Buffer.concat(held, fill);
         n++;
         target = sizeFor(n);
-        buf = null;
+        held = [];
         fill = 0;
       }
     }
   }
-  if (buf) yield buf.subarray(0, fill);
-  else if (n === 1) yield Buffer.alloc(0);
+  if (fill > 0 || n === 1) yield Buffer.concat(held, fill);
 }
 
 async function* toAsync(source: ByteSource): AsyncIterable<Uint8Array> {

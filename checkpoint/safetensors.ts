@@ -328,6 +328,17 @@ export interface ReadSafetensorsOptions {
    * readSafetensorsStream resolves, so callers must not commit anything derived from it before then.
    */
   onTensor?: (name: string, tensor: Tensor) => void | Promise<void>;
+  /**
+   * Compute the sha256 (default true; always on when expectedSha256 is given). When false the result's
+   * sha256 is '' and no hashing cost is paid.
+   */
+  sha256?: boolean;
+  /**
+   * The stream hands its chunks over: a chunk that is exactly one whole tensor (its own ArrayBuffer, nothing
+   * else in it) becomes that tensor's storage instead of being copied. Only for streams that never reuse or
+   * keep a chunk they yielded (see tensorAlignedChunks).
+   */
+  adoptChunks?: boolean;
 }
 
 export interface SafetensorsReadResult {
@@ -349,7 +360,7 @@ export async function readSafetensorsStream(
 ): Promise<SafetensorsReadResult> {
   const { file, select, onTensor } = options;
   checkFileLength(fileLength, file);
-  const hash = createHash('sha256');
+  const hash = options.sha256 === false && options.expectedSha256 === undefined ? null : createHash('sha256');
   const tensors: NamedTensors = {};
   const prefix = new Uint8Array(8);
   let header: Uint8Array | undefined;
@@ -384,7 +395,7 @@ export async function readSafetensorsStream(
     if (pos + chunk.byteLength > fileLength) {
       throw fault('length-mismatch', file, `stream yields more than the expected ${fileLength} bytes`);
     }
-    hash.update(chunk);
+    hash?.update(chunk);
     let off = 0;
     while (off < chunk.byteLength) {
       if (pos < 8) {
@@ -406,8 +417,11 @@ export async function readSafetensorsStream(
         if (!info) throw fault('length-mismatch', file, 'bytes after the last tensor'); // the header forbids it
         const size = info.dataOffsets[1] - info.dataOffsets[0];
         const take = Math.min(size - filled, chunk.byteLength - off);
-        if (filled === 0 && selected(info)) current = new Uint8Array(size);
-        current?.set(chunk.subarray(off, off + take), filled);
+        if (filled === 0 && selected(info)) {
+          const whole = off === 0 && take === size && chunk.byteOffset === 0 && chunk.buffer.byteLength === size;
+          current = options.adoptChunks && whole ? chunk : new Uint8Array(size);
+        }
+        if (current !== chunk) current?.set(chunk.subarray(off, off + take), filled);
         filled += take;
         pos += take;
         off += take;
@@ -429,7 +443,7 @@ export async function readSafetensorsStream(
   if (pos < fileLength || !parsed || ti !== parsed.tensorInfos.length) {
     throw fault('truncated', file, `stream ended after ${pos} of ${fileLength} bytes`);
   }
-  const sha256 = hash.digest('hex');
+  const sha256 = hash ? hash.digest('hex') : '';
   if (options.expectedSha256 !== undefined && options.expectedSha256.toLowerCase() !== sha256) {
     throw new IntegrityError(`${file}: sha256 is ${sha256}, expected ${options.expectedSha256}`, {
       file,

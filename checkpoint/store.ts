@@ -23,6 +23,13 @@ export interface PutOptions {
 
 export type ByteSource = Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
 
+/** Positional reads of one open object (Store.openReader). */
+export interface RangeReader {
+  /** Fills `target` with the bytes from `position` on; returns how many it read (fewer only at the end). */
+  readInto(target: Uint8Array, position: number): Promise<number>;
+  close(): Promise<void>;
+}
+
 export interface Store {
   /** Human-readable location of the root (a path or a URL). */
   readonly location: string;
@@ -37,6 +44,11 @@ export interface Store {
   readRange(key: string, offset: number, length: number): Promise<Buffer>;
   /** Stream the object from `offset` (default 0) to its end. */
   stream(key: string, offset?: number): AsyncIterable<Uint8Array>;
+  /**
+   * Optional fast path for big sequential reads: read straight into the caller's buffers (no intermediate
+   * chunks). Stores without it are read through stream().
+   */
+  openReader?(key: string): Promise<RangeReader>;
   /** Size and mtime, or null when there is no such object. */
   stat(key: string): Promise<StoreEntry | null>;
   exists(key: string): Promise<boolean>;

@@ -9,8 +9,9 @@ import { type Command, formatUsage, parse } from './args';
 import { checkpointCommands } from './checkpoint-commands';
 import { copyCommand } from './copy-command';
 import { trainCommands } from './train-commands';
+import { pipelineCommands } from './pipeline-commands';
 
-const commands: Command[] = [...trainCommands, ...checkpointCommands, copyCommand];
+const commands: Command[] = [...trainCommands, ...checkpointCommands, copyCommand, ...pipelineCommands];
 
 function mainUsage(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
@@ -34,16 +35,26 @@ export async function main(argv: string[]): Promise<number> {
     const config = loadConfig();
     configureLogging({ level: config.logLevel, allRanks: config.logAllRanks, format: config.logFormat });
     configureS3(config.s3);
-    const [name, ...rest] = argv;
+    const [name, sub] = argv;
     if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
       process.stdout.write(mainUsage());
       return name === undefined ? 2 : 0;
     }
-    const command = commands.find((c) => c.name === name);
+    // Two-word commands ("pipeline start", "schedule eval create") are matched longest first.
+    const command =
+      commands.find((c) => c.name === `${name} ${sub} ${argv[2]}`) ??
+      commands.find((c) => c.name === `${name} ${sub}`) ??
+      commands.find((c) => c.name === name);
     if (!command) {
-      process.stderr.write(`ckpt: error: unknown command "${name}" (ckpt --help lists the commands)\n`);
+      const group = commands.filter((c) => c.name.startsWith(`${name} `)).map((c) => c.name);
+      process.stderr.write(
+        group.length > 0
+          ? `ckpt: error: "${name}" needs a subcommand: ${group.join(', ')}\n`
+          : `ckpt: error: unknown command "${name}" (ckpt --help lists the commands)\n`,
+      );
       return 2;
     }
+    const rest = argv.slice(command.name.split(' ').length);
     const args = parse(command, rest);
     if (args.values.help) {
       process.stdout.write(formatUsage(command));

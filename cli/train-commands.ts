@@ -1,5 +1,5 @@
 /** `ckpt train | eval | sample`: training with exact resume, evaluation and generation from checkpoints. */
-import { findLastStep, joinLocation } from '../checkpoint';
+import { findLastStep, joinLocation, validateName } from '../checkpoint';
 import { modelTag, normalizeConfig } from '../model/gpt';
 import { evaluateCheckpoint } from '../train/evaluate';
 import { sampleText } from '../train/sample';
@@ -10,6 +10,7 @@ import { ProgressLine } from './progress';
 
 export const TRAIN_OPTIONS = {
   root: { type: 'string' },
+  dir: { type: 'string' },
   source: { type: 'string' },
   tag: { type: 'string' },
   depth: { type: 'string' },
@@ -28,6 +29,8 @@ export const TRAIN_OPTIONS = {
   warmup: { type: 'string' },
   schedule: { type: 'string' },
   horizon: { type: 'string' },
+  // For the pipeline's training activity: progress as JSON lines on stdout instead of a progress bar.
+  'progress-json': { type: 'boolean' },
 } as const;
 
 type Args = Parameters<Command['run']>[0];
@@ -67,6 +70,12 @@ export function trainSettings(args: Args) {
 /** ROOT/<source_dir>/<tag>; the tag defaults to d<depth>. */
 export function checkpointDir(args: Args, command: string): { root: string; source: string; tag: string; dir: string } {
   const config = loadConfig();
+  const explicit = str(args, 'dir');
+  if (explicit !== undefined) {
+    // The checkpoint directory itself (ROOT/<source_dir>/<tag>), as the pipeline's activities pass it.
+    const tag = validateName(explicit.replace(/\/+$/, '').split('/').pop() ?? '', 'tag');
+    return { root: explicit, source: '', tag, dir: explicit };
+  }
   const root = str(args, 'root') ?? config.storeRoot;
   const source = str(args, 'source') ?? 'base';
   const depth = int(args, 'depth', 1);
@@ -83,6 +92,7 @@ const trainCommand: Command = {
   summary: 'Train the GPT, saving verified checkpoints; resume exactly where a run stopped.',
   usage:
     'ckpt train --root ROOT [--source base] [--tag T] --depth D --steps N [--save-every K] [--seed S]\n' +
+    '           [--dir ROOT/<source_dir>/<tag> instead of --root/--source/--tag]\n' +
     '           [--data FILE] [--resume | --resume-from-step N] [--save-dtype f32|bf16|f16]\n' +
     '           [--batch B] [--seq-len L] [--n-embd E] [--n-head H] [--lr X]\n' +
     '           [--schedule constant|cosine] [--warmup W] [--horizon H]\n\n' +
@@ -97,7 +107,16 @@ const trainCommand: Command = {
     if (from !== undefined && flag(args, 'resume')) throw new UsageError('train: give --resume or --resume-from-step, not both');
     const { dir, tag } = checkpointDir(args, 'train');
     const settings = trainSettings(args);
+    const json = flag(args, 'progress-json');
+    const emit = (event: Record<string, unknown>) => process.stdout.write(JSON.stringify(event) + '\n');
     const bar = new ProgressLine();
+    const controller = new AbortController();
+    const stop = () => controller.abort();
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+    // Started by a worker: if the worker dies, stop at once rather than train on as an orphan (a commit in
+    // flight is atomic, so exiting mid-save leaves nothing half-done).
+    if (process.send) process.once('disconnect', () => process.exit(137));
     const summary = await train({
       dir,
       steps,
@@ -105,11 +124,18 @@ const trainCommand: Command = {
       ...settings,
       resume: from !== undefined ? { step: from } : flag(args, 'resume') ? 'last' : 'none',
       backend: loadConfig().backend,
+      signal: controller.signal,
       onProgress: (p: Progress) =>
-        bar.update(`step ${p.step}/${p.steps}  loss ${p.loss.toFixed(4)}  (smoothed ${p.smoothedLoss.toFixed(4)})  ${p.stepsPerSec.toFixed(1)} steps/s`, p.step === p.steps || p.step % 10 === 0),
-      onSave: (s) => bar.log(`saved step ${s} to ${dir}`),
+        json
+          ? emit({ type: 'progress', step: p.step, loss: p.loss, lr: p.lr, stepsPerSec: p.stepsPerSec })
+          : bar.update(
+              `step ${p.step}/${p.steps}  loss ${p.loss.toFixed(4)}  (smoothed ${p.smoothedLoss.toFixed(4)})  ${p.stepsPerSec.toFixed(1)} steps/s`,
+              p.step === p.steps || p.step % 10 === 0,
+            ),
+      onSave: (s) => (json ? emit({ type: 'saved', step: s }) : bar.log(`saved step ${s} to ${dir}`)),
     });
     bar.done();
+    if (json) emit({ type: 'done', ...summary });
     note(
       summary.endStep === summary.startStep
         ? `nothing to do: ${tag} is already at step ${summary.startStep}`

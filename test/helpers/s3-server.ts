@@ -114,7 +114,12 @@ export async function startS3Server(): Promise<S3TestServer> {
         ? ['--port', `127.0.0.1:${port}`, '--quiet', 'posix', data]
         : ['-H', '127.0.0.1', '-p', String(port)];
     output = '';
-    child = spawn(found.path, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(found.path, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    child = proc;
+    // A test process that dies must not leave a server running.
+    const reap = () => proc.kill('SIGKILL');
+    process.once('exit', reap);
+    proc.once('exit', () => process.removeListener('exit', reap));
     child.stdout?.on('data', (d) => (output = (output + d).slice(-4000)));
     child.stderr?.on('data', (d) => (output = (output + d).slice(-4000)));
     await waitUntilUp(endpoint, child, () => output);
@@ -171,11 +176,14 @@ export async function startS3Server(): Promise<S3TestServer> {
   return server;
 }
 
-/** The caller's environment without any S3 or CKPT_S3 setting that would point the CLI elsewhere. */
+/**
+ * The caller's environment without settings that would point a child CLI elsewhere (AWS_*, CKPT_*) or
+ * make it report to this test runner (NODE_TEST_CONTEXT).
+ */
 export function withoutS3Env(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   const out: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(env)) {
-    if (/^(AWS_|CKPT_S3_)/.test(k) && k !== 'AWS_CA_BUNDLE') continue;
+    if (/^(AWS_|CKPT_|NODE_TEST)/.test(k) || k === 'RANK') continue;
     out[k] = v;
   }
   return out;

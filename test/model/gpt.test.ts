@@ -215,3 +215,21 @@ test('an S layer attends to the current and previous sequence_len/2 tokens only'
   assert.notDeepEqual(last(edit(7)), ref, 'token 7 is inside the window');
   model.dispose();
 });
+
+test('a one-layer model, and GQA, produce a gradient for every parameter', () => {
+  for (const config of [
+    normalizeConfig({ ...tiny, n_layer: 1 }),
+    normalizeConfig({ ...tiny, n_head: 2, n_kv_head: 1, window_pattern: 'SL' }),
+  ]) {
+    const model = GPT.initialize(tf, config, 4);
+    const { loss, grads } = model.lossAndGrads(tokens(2, 16), tokens(2, 16, 1));
+    assert.deepEqual([...grads.keys()], Object.keys(parameterShapes(config)));
+    for (const [name, g] of grads) assert.deepEqual(g.shape, parameterShapes(config)[name], name);
+    // c_proj starts at zero, so the output projections (and lm_head, resid scalars) get signal at step 0.
+    assert.ok(tf.abs(grads.get('lm_head.weight')!).sum().dataSync()[0]! > 0);
+    assert.ok(tf.abs(grads.get('transformer.h.0.attn.c_proj.weight')!).sum().dataSync()[0]! > 0);
+    assert.ok(Number.isFinite(loss.dataSync()[0]!));
+    tf.dispose([loss, ...grads.values()]);
+    model.dispose();
+  }
+});

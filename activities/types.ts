@@ -1,0 +1,67 @@
+/**
+ * What workflows and activities exchange: small, JSON-serialisable references (locations, steps, metrics),
+ * never tensors. Workflows import this file for types only.
+ */
+import type { RetentionPolicy } from '../checkpoint/retention';
+
+/** Flags of `ckpt train` that shape the run (the same names; undefined = default or from the checkpoint). */
+export interface TrainFlags {
+  depth?: number;
+  nEmbd?: number;
+  nHead?: number;
+  seqLen?: number;
+  batch?: number;
+  lr?: number;
+  warmup?: number;
+  horizon?: number;
+  schedule?: 'constant' | 'cosine';
+  seed?: number;
+  data?: string;
+  saveDtype?: 'f32' | 'bf16' | 'f16';
+}
+
+export interface SegmentInput {
+  /** Checkpoint directory: ROOT/<source_dir>/<tag> (a path or s3://…). */
+  dir: string;
+  /** Absolute step this segment trains to. */
+  toStep: number;
+  saveEvery: number;
+  flags: TrainFlags;
+}
+
+export interface SegmentResult {
+  startStep: number;
+  endStep: number;
+  saved: number[];
+  finalLoss: number | null;
+  backend: string;
+  seconds: number;
+  /** Which attempt of the activity produced this (2+ means it resumed after a failure). */
+  attempt: number;
+}
+
+export interface SegmentProgress {
+  step: number;
+  loss: number | null;
+}
+
+export interface EvalSummary {
+  step: number;
+  val_bpb: number;
+  val_loss: number;
+}
+
+export interface CheckpointSummary {
+  step: number;
+  committed: boolean;
+  bytes: number;
+  metrics?: Record<string, number>;
+}
+
+export interface PruneSummary {
+  keep: Array<{ step: number; reasons: string[] }>;
+  remove: Array<{ step: number; why: string }>;
+  deleted: number[];
+}
+
+export type { RetentionPolicy };

@@ -1,0 +1,411 @@
+/**
+ * Checkpoint I/O benchmark (`npm run bench:io`): one run, one set of ~512 MiB of f32 tensors, every contender.
+ *
+ *   write: raw node write+fsync (same chunks as our writer) | saveCheckpoint | Python save_file + os.fsync
+ *   read:  raw fs.readFile (no hashing) | loadCheckpoint verify on / off | Python load_file (numpy)
+ *          each once with the page cache dropped (when allowed: root + writable /proc/sys) and once warm
+ *   memory: peak RSS growth during buildModel vs the model's bytes (fresh child per backend: cpu, wasm)
+ *   speed:  ms/step of the demo model (DEFAULT_CONFIG, batch 8) on wasm and cpu (fresh child each)
+ *
+ * Prints the tables and writes them, with the command and the machine, into BENCHMARKS.md (between the
+ * bench:io markers). Temp files live in os.tmpdir() and are deleted at the end.
+ *
+ * Knobs (environment): BENCH_IO_TENSORS (64), BENCH_IO_FLOATS (2097152 per tensor), BENCH_IO_ROUNDS (3),
+ * BENCH_IO_STEPS (20 measured steps, after 3 warm-up), BENCH_IO_ONLY (io,rss,steps), BENCH_IO_RSS_RUNS (3), PYTHON (python3),
+ * BENCH_IO_NO_MD=1 to leave BENCHMARKS.md alone.
+ */
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, promises as fs, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { loadCheckpoint, saveCheckpoint } from '../checkpoint';
+import { safetensorsChunks } from '../checkpoint/safetensors';
+import type { NamedTensors } from '../checkpoint/tensors';
+import { normalizeConfig, parameterShapes } from '../model/config';
+import { fmt, markdownTable, median, MiB } from './lib/stats';
+import { dropCaches, filesystemOf, fullGc, machineInfo, syncAll } from './lib/system';
+
+const ROOT = resolve(__dirname, '..');
+const N_TENSORS = Number(process.env.BENCH_IO_TENSORS ?? 64);
+const FLOATS = Number(process.env.BENCH_IO_FLOATS ?? 2 * 1024 * 1024);
+const ROUNDS = Number(process.env.BENCH_IO_ROUNDS ?? 3);
+const STEPS = Number(process.env.BENCH_IO_STEPS ?? 20);
+const WARMUP_STEPS = 3;
+/** Comma-separated subset of io,rss,steps (default: all). */
+const ONLY = new Set((process.env.BENCH_IO_ONLY ?? 'io,rss,steps').split(','));
+const RSS_RUNS = Number(process.env.BENCH_IO_RSS_RUNS ?? 3);
+const PYTHON = process.env.PYTHON ?? 'python3';
+const RSS_MODEL = { n_embd: 512, n_layer: 8 };
+const MD_FILE = join(ROOT, 'BENCHMARKS.md');
+const MD_START = '<!-- bench:io:start -->';
+const MD_END = '<!-- bench:io:end -->';
+
+// ------------------------------------------------------------------------------------------ tensors
+
+/** Deterministic, non-trivial values (xorshift32 per tensor, mapped to [-1, 1)). */
+function makeTensors(count: number, floats: number): NamedTensors {
+  const cols = 1024;
+  const out: NamedTensors = {};
+  for (let i = 0; i < count; i++) {
+    const data = new Float32Array(floats);
+    let s = (0x9e3779b9 ^ Math.imul(i + 1, 0x85ebca6b)) >>> 0 || 1;
+    for (let j = 0; j < floats; j++) {
+      s ^= s << 13;
+      s ^= s >>> 17;
+      s ^= s << 5;
+      data[j] = ((s >>> 8) / 16777216) * 2 - 1;
+    }
+    const shape = floats % cols === 0 ? [floats / cols, cols] : [floats];
+    out[`blocks.${String(i).padStart(3, '0')}.weight`] = { dtype: 'F32', shape, data };
+  }
+  return out;
+}
+
+function sameTensors(a: NamedTensors, b: NamedTensors): boolean {
+  const names = Object.keys(a);
+  if (names.length !== Object.keys(b).length) return false;
+  return names.every((n) => {
+    const x = a[n]!.data;
+    const y = b[n]?.data;
+    return (
+      !!y &&
+      Buffer.from(x.buffer, x.byteOffset, x.byteLength).equals(Buffer.from(y.buffer, y.byteOffset, y.byteLength))
+    );
+  });
+}
+
+// ---------------------------------------------------------------------------------------- contenders
+
+async function rawWrite(path: string, tensors: NamedTensors): Promise<void> {
+  const handle = await fs.open(path, 'wx');
+  try {
+    for (const chunk of safetensorsChunks(tensors).chunks) {
+      let written = 0;
+      while (written < chunk.byteLength) {
+        const { bytesWritten } = await handle.write(chunk, written, chunk.byteLength - written);
+        written += bytesWritten;
+      }
+    }
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function time<T>(fn: () => Promise<T>): Promise<{ s: number; value: T }> {
+  const t0 = performance.now();
+  const value = await fn();
+  return { s: (performance.now() - t0) / 1000, value };
+}
+
+interface Series {
+  op: string;
+  who: string;
+  bytes: number;
+  runs: number[];
+}
+
+// ------------------------------------------------------------------------------------------ children
+
+function runChild(args: string[], what: string): Record<string, unknown> {
+  const res = spawnSync(args[0]!, args.slice(1), { cwd: ROOT, encoding: 'utf8', maxBuffer: 16 * MiB });
+  if (res.status !== 0) {
+    throw new Error(`${what} failed (exit ${res.status}):\n${res.stderr}\n${res.stdout}`);
+  }
+  const line = res.stdout.trim().split('\n').pop() ?? '';
+  try {
+    return JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    throw new Error(`${what}: no JSON result in its output:\n${res.stdout}\n${res.stderr}`);
+  }
+}
+
+const tsChild = (file: string, ...args: string[]) => [
+  process.execPath,
+  '--import',
+  'tsx',
+  join(ROOT, 'bench', 'lib', file),
+  ...args,
+];
+
+// ---------------------------------------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const base = await fs.mkdtemp(join(tmpdir(), 'bench-io-'));
+  const log = (msg: string) => process.stderr.write(`[bench:io ${((performance.now() - started) / 1000).toFixed(0)}s] ${msg}\n`);
+  try {
+    await run(base, log, started);
+  } finally {
+    await fs.rm(base, { recursive: true, force: true });
+  }
+}
+
+async function run(base: string, log: (m: string) => void, started: number): Promise<void> {
+  const machine = machineInfo();
+  const fsType = filesystemOf(base);
+  const canDrop = dropCaches();
+  log(`temp dir on ${fsType}; page cache ${canDrop ? 'dropped before every cold contender' : 'NOT droppable (not root?)'}`);
+
+  log(`generating ${N_TENSORS} x ${FLOATS} f32`);
+  const tensors = makeTensors(N_TENSORS, FLOATS);
+  const tensorBytes = Object.values(tensors).reduce((n, t) => n + t.data.byteLength, 0);
+  const fileBytes = safetensorsChunks(tensors).totalBytes;
+
+  // What the CPU alone costs on these bytes (no disk): explains the gap between raw and ours.
+  const hashS = median(
+    [0, 1, 2].map(() => {
+      const t0 = performance.now();
+      const h = createHash('sha256');
+      for (const c of safetensorsChunks(tensors).chunks) h.update(c);
+      h.digest();
+      return (performance.now() - t0) / 1000;
+    }),
+  );
+
+  const series = new Map<string, Series>();
+  const add = (op: string, who: string, bytes: number, s: number) => {
+    const key = `${op}\u0000${who}`;
+    const entry = series.get(key) ?? { op, who, bytes, runs: [] };
+    entry.runs.push(s);
+    series.set(key, entry);
+  };
+  const cold = canDrop ? 'read (cold cache)' : 'read (cache not dropped)';
+  const warm = 'read (warm cache)';
+  const W = 'write + fsync';
+  let pyFailed: string | null = null;
+  const pyFacts: Record<string, unknown>[] = [];
+
+  for (let r = 0; r < (ONLY.has('io') ? ROUNDS : 0); r++) {
+    log(`round ${r + 1}/${ROUNDS}`);
+    const rawPath = join(base, `raw-${r}.safetensors`);
+    const oursDir = join(base, `ours-${r}`);
+    const pyPath = join(base, `py-${r}.safetensors`);
+
+    // --- writes
+    dropCaches();
+    add(W, 'raw node fs (write chunks, fsync)', fileBytes, (await time(() => rawWrite(rawPath, tensors))).s);
+    dropCaches();
+    const saved = await time(() => saveCheckpoint(oursDir, 1, { model: tensors, meta: { bench: 'io' } }));
+    add(W, 'ours saveCheckpoint (sha256, fsync file + dir, manifest)', fileBytes, saved.s);
+
+    // --- reads: each contender cold (cache dropped), then warm (same file again)
+    for (const state of [cold, warm]) {
+      if (state === cold) dropCaches();
+      const raw = await time(() => fs.readFile(rawPath));
+      if (raw.value.byteLength !== fileBytes) throw new Error('raw read: wrong size');
+      add(state, 'raw node fs.readFile (no hashing)', fileBytes, raw.s);
+    }
+    fullGc();
+    for (const verify of [true, false]) {
+      for (const state of [cold, warm]) {
+        if (state === cold) dropCaches();
+        const loaded = await time(() => loadCheckpoint(oursDir, 1, { verify, loadOptimizer: false }));
+        add(state, `ours loadCheckpoint verify ${verify ? 'on' : 'off'}`, fileBytes, loaded.s);
+        if (r === 0 && state === cold && !sameTensors(tensors, loaded.value.model!)) {
+          throw new Error('loadCheckpoint returned different tensors');
+        }
+        fullGc();
+      }
+    }
+
+    // --- Python: one interpreter per round; it times itself (start-up and array building excluded)
+    if (!pyFailed) {
+      try {
+        const args = [PYTHON, join(ROOT, 'bench', 'python', 'st_io.py'), '--raw', rawPath, '--out', pyPath];
+        const py = runChild(canDrop ? [...args, '--drop'] : args, 'python safetensors');
+        if (py.roundtrip_equal !== true) throw new Error('python load_file did not return the saved tensors');
+        const pyBytes = Number(py.file_bytes);
+        add(W, 'python safetensors save_file + os.fsync', pyBytes, Number(py.save_s));
+        add(cold, 'python safetensors load_file (numpy)', pyBytes, Number(py.load_cold_s));
+        add(warm, 'python safetensors load_file (numpy)', pyBytes, Number(py.load_warm_s));
+        pyFacts.push(py);
+      } catch (err) {
+        pyFailed = (err as Error).message.split('\n')[0] ?? 'failed';
+        log(`python contender skipped: ${pyFailed}`);
+      }
+    }
+    await fs.rm(rawPath, { force: true });
+    await fs.rm(pyPath, { force: true });
+    await fs.rm(oursDir, { recursive: true, force: true });
+    syncAll();
+  }
+
+  // Page-cache-only write (no fsync): how much of a write is the disk.
+  const cacheWrite: number[] = [];
+  for (let r = 0; r < (ONLY.has('io') ? ROUNDS : 0); r++) {
+    const p = join(base, `cache-${r}.bin`);
+    dropCaches();
+    const t0 = performance.now();
+    const h = await fs.open(p, 'wx');
+    for (const c of safetensorsChunks(tensors).chunks) await h.write(c);
+    await h.close();
+    cacheWrite.push((performance.now() - t0) / 1000);
+    await fs.rm(p);
+  }
+
+  // --- peak RSS during buildModel
+  log('peak RSS during buildModel (fresh child per run)');
+  const gptConfig = normalizeConfig(RSS_MODEL);
+  const gptTensors: NamedTensors = {};
+  for (const [name, shape] of Object.entries(parameterShapes(gptConfig))) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(n);
+    if (name === 'resid_lambdas') data.fill(1);
+    else if (name !== 'x0_lambdas') for (let i = 0; i < n; i++) data[i] = (((i * 2654435761) >>> 0) / 2 ** 32 - 0.5) * 0.02;
+    gptTensors[name] = { dtype: 'F32', shape, data };
+  }
+  const gptBytes = Object.values(gptTensors).reduce((n, t) => n + t.data.byteLength, 0);
+  const gptDir = join(base, 'gpt');
+  await saveCheckpoint(gptDir, 1, { model: gptTensors, meta: { model_config: gptConfig } });
+  const rss: Record<string, Record<string, unknown>[]> = {};
+  for (const backend of ONLY.has('rss') ? ['cpu', 'wasm'] : []) {
+    rss[backend] = [];
+    for (let i = 0; i < RSS_RUNS; i++) {
+      rss[backend]!.push(runChild(tsChild('rss-child.ts', gptDir, '1', backend), `rss child (${backend})`));
+    }
+  }
+
+  // --- ms/step of the demo model
+  log('ms/step of the demo model (fresh child per backend)');
+  const steps: Record<string, Record<string, unknown>> = {};
+  for (const backend of ONLY.has('steps') ? ['wasm', 'cpu'] : []) {
+    steps[backend] = runChild(tsChild('step-child.ts', backend, String(WARMUP_STEPS), String(STEPS), '8'), `step child (${backend})`);
+  }
+
+  // ------------------------------------------------------------------------------------------ report
+  const all = [...series.values()];
+  const rate = (s: Series) => s.bytes / MiB / median(s.runs);
+  const find = (op: string, prefix: string) => all.find((s) => s.op === op && s.who.startsWith(prefix));
+  const ioRows = all.map((s) => {
+    const raw = find(s.op, 'raw');
+    const py = find(s.op, 'python');
+    const vsRaw = raw && s !== raw ? fmt(rate(s) / rate(raw)) + '×' : '';
+    const vsPy = py && s !== py && !s.who.startsWith('raw') ? fmt(rate(s) / rate(py)) + '×' : '';
+    return [s.op, s.who, fmt(median(s.runs), 3), fmt(rate(s), 0), vsRaw, vsPy, s.runs.map((x) => fmt(x, 3)).join(', ')];
+  });
+  const ioTable = markdownTable(
+    ['operation', 'contender', 'median s', 'MiB/s', 'vs raw', 'vs Python', 'runs (s)'],
+    ioRows,
+  );
+
+  const rssRows = Object.entries(rss).map(([backend, runs]) => {
+    const growthSampled = runs.map((x) => Number(x.peakSampled) - Number(x.rssBefore));
+    const growthHwm = runs.map((x) => (x.hwmReset ? Number(x.hwmAfter) - Number(x.rssBefore) : NaN));
+    const peak = runs.map((_, i) => Math.max(growthSampled[i]!, Number.isNaN(growthHwm[i]!) ? 0 : growthHwm[i]!));
+    const settled = runs.map((x) => Number(x.rssSettled) - Number(x.rssBefore));
+    const buildMs = runs.map((x) => Number(x.buildMs));
+    return [
+      backend,
+      fmt(gptBytes / MiB, 1),
+      fmt(median(runs.map((x) => Number(x.rssBefore))) / MiB, 0),
+      fmt(median(growthSampled) / MiB, 1),
+      fmt(median(growthHwm) / MiB, 1),
+      fmt(median(peak) / gptBytes) + '× (max ' + fmt(Math.max(...peak) / gptBytes) + '×)',
+      fmt(median(settled) / MiB, 1),
+      fmt(median(buildMs), 0),
+    ];
+  });
+  const rssTable = markdownTable(
+    [
+      'backend',
+      'model MiB',
+      'RSS before MiB',
+      'peak growth (polled) MiB',
+      'peak growth (VmHWM) MiB',
+      'peak growth / model bytes',
+      'growth after GC MiB',
+      'buildModel ms',
+    ],
+    rssRows,
+  );
+
+  const stepRows = Object.entries(steps).map(([backend, x]) => [
+    backend,
+    String(x.params),
+    String(x.batch),
+    `${x.warmup} + ${x.steps}`,
+    fmt(Number(x.medianMs), 1),
+    `${fmt(Number(x.minMs), 1)} – ${fmt(Number(x.maxMs), 1)}`,
+  ]);
+  const stepTable = markdownTable(['backend', 'params', 'batch', 'warm-up + measured', 'median ms/step', 'min – max'], stepRows);
+
+  const targets: string[] = [];
+  const check = (label: string, ok: boolean, detail: string) => targets.push(`- ${ok ? 'MET' : 'MISSED'}: ${label} — ${detail}`);
+  const save = find(W, 'ours');
+  const rawW = find(W, 'raw');
+  const pyW = find(W, 'python');
+  if (save && rawW) check('save ≥ 0.9× raw', rate(save) / rate(rawW) >= 0.9, `${fmt(rate(save) / rate(rawW))}× raw`);
+  if (save && pyW) check('save ≥ 1.0× Python', rate(save) / rate(pyW) >= 1, `${fmt(rate(save) / rate(pyW))}× Python`);
+  for (const op of [cold, warm]) {
+    for (const v of ['on', 'off']) {
+      const ours = find(op, `ours loadCheckpoint verify ${v}`);
+      const raw = find(op, 'raw');
+      const py = find(op, 'python');
+      if (ours && raw) check(`load ${op}, verify ${v} ≥ 0.9× raw`, rate(ours) / rate(raw) >= 0.9, `${fmt(rate(ours) / rate(raw))}× raw`);
+      if (ours && py) check(`load ${op}, verify ${v} ≥ 1.0× Python`, rate(ours) / rate(py) >= 1, `${fmt(rate(ours) / rate(py))}× Python`);
+    }
+  }
+  for (const row of rssRows) {
+    const runs = rss[row[0]!]!;
+    const peak = median(
+      runs.map((x) =>
+        Math.max(Number(x.peakSampled) - Number(x.rssBefore), x.hwmReset ? Number(x.hwmAfter) - Number(x.rssBefore) : 0),
+      ),
+    );
+    check(`peak RSS growth ≤ 1.15× model bytes (${row[0]})`, peak / gptBytes <= 1.15, `${fmt(peak / gptBytes)}×`);
+  }
+
+  const totalS = (performance.now() - started) / 1000;
+  const lines = [
+    `Command: \`npm run bench:io\` (\`node --import tsx bench/io.ts\`), ${new Date().toISOString().slice(0, 10)}, ${fmt(totalS, 0)} s in all.`,
+    '',
+    `Machine: ${machine.cpuModel}, nproc ${machine.nproc}, ${fmt(machine.memoryGiB, 1)} GiB memory, Node ${machine.node}, ${machine.os}; temp files in os.tmpdir() on ${fsType}.`,
+    '',
+    `Data: ${N_TENSORS} f32 tensors of ${FLOATS} floats = ${fmt(tensorBytes / MiB, 0)} MiB (file ${fileBytes} bytes), deterministic values; ` +
+      `median of ${ROUNDS} runs per contender; MiB/s = file bytes / median time. ` +
+      (canDrop
+        ? 'Page cache: `sync` + `echo 3 > /proc/sys/vm/drop_caches` (run as root) before every write contender and every cold read; the warm read follows the cold one on the same file.'
+        : 'Page cache could NOT be dropped (not root): "cold" reads may be partly cached.') +
+      ' Python times itself inside the interpreter (start-up and building the arrays excluded).',
+    '',
+    ioTable,
+    '',
+    `CPU-only costs on the same bytes: sha256 ${fmt(hashS, 3)} s (${fmt(tensorBytes / MiB / hashS, 0)} MiB/s); ` +
+      `write into the page cache without fsync ${fmt(median(cacheWrite), 3)} s (${fmt(fileBytes / MiB / median(cacheWrite), 0)} MiB/s).`,
+    '',
+    `Peak RSS growth during \`buildModel\` (verify on) of a GPT checkpoint n_embd ${gptConfig.n_embd}, n_layer ${gptConfig.n_layer} ` +
+      `(${fmt(gptBytes / MiB, 1)} MiB of f32), fresh child process per run, median of ${RSS_RUNS} runs; baseline = RSS after backend init and a full GC; ` +
+      'RSS polled every 2 ms and VmHWM (reset via /proc/self/clear_refs) read after.',
+    '',
+    rssTable,
+    '',
+    `Demo model (DEFAULT_CONFIG) train step = lossAndGrads + AdamW apply + loss read back, batch 8, fresh child per backend, median of ${STEPS} steps after ${WARMUP_STEPS} warm-up steps.`,
+    '',
+    stepTable,
+    '',
+    'Targets:',
+    '',
+    ...targets,
+  ];
+  if (pyFailed) lines.push('', `Python contender skipped: ${pyFailed}`);
+  const report = lines.join('\n');
+  process.stdout.write('\n' + report + '\n');
+
+  if (process.env.BENCH_IO_NO_MD !== '1') {
+    const section = `${MD_START}\n## Checkpoint I/O (\`npm run bench:io\`)\n\n${report}\n${MD_END}`;
+    let md = existsSync(MD_FILE) ? readFileSync(MD_FILE, 'utf8') : '# Benchmarks\n';
+    const a = md.indexOf(MD_START);
+    const b = md.indexOf(MD_END);
+    if (a >= 0 && b > a) md = md.slice(0, a) + section + md.slice(b + MD_END.length);
+    else md = md.trimEnd() + '\n\n' + section + '\n';
+    writeFileSync(MD_FILE, md);
+    log(`wrote ${MD_FILE}`);
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

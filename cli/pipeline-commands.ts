@@ -1,0 +1,323 @@
+/** `ckpt pipeline start | status | pause | resume | stop` and `ckpt worker`, `ckpt dev-server`. */
+import { createHash } from 'node:crypto';
+import { resolve } from 'node:path';
+import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
+import { InvalidArgumentError, joinLocation, type RetentionPolicy } from '../checkpoint';
+import { startDevServer } from '../infra/temporal';
+import { loadConfig, sourceDir } from '../temporal.config';
+import type { TrainFlags } from '../activities/types';
+import { runWorkers, type WorkerRole } from '../workers/worker';
+import type { PipelineInput, PipelineState } from '../workflows/pipeline';
+import { type Command, expectPositionals, flag, int, list, note, out, positional, step as stepArg, str, UsageError } from './args';
+import { TRAIN_OPTIONS, trainSettings } from './train-commands';
+import { connectClient, uiLink, workflowSettings } from './temporal-client';
+import { ProgressLine } from './progress';
+
+type Args = Parameters<Command['run']>[0];
+
+const RETENTION_OPTIONS = {
+  'keep-last': { type: 'string' },
+  'keep-best': { type: 'string' },
+  metric: { type: 'string' },
+  mode: { type: 'string' },
+  'keep-every': { type: 'string' },
+  pin: { type: 'string', multiple: true },
+} as const;
+
+/** Retention flags → policy, or undefined when none is given. */
+export function retentionFromArgs(args: Args): RetentionPolicy | undefined {
+  const policy: RetentionPolicy = {};
+  const keepLast = int(args, 'keep-last', 0);
+  if (keepLast !== undefined) policy.keepLast = keepLast;
+  const k = int(args, 'keep-best', 1);
+  if (k !== undefined) {
+    const metric = str(args, 'metric') ?? 'val_bpb';
+    const mode = str(args, 'mode') ?? 'min';
+    if (mode !== 'min' && mode !== 'max') throw new UsageError(`--mode must be min or max, got "${mode}"`, { field: 'mode' });
+    policy.keepBest = { k, metric, mode };
+  }
+  const every = int(args, 'keep-every', 1);
+  if (every !== undefined) policy.keepEvery = every;
+  const pins = list(args, 'pin').map((p) => stepArg({ values: { pin: p }, positionals: [] }, 'pin')!);
+  if (pins.length > 0) policy.pinned = pins;
+  return Object.keys(policy).length > 0 ? policy : undefined;
+}
+
+/** Local directories become absolute: workers may run elsewhere (or in another working directory). */
+function absoluteLocation(location: string): string {
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(location) ? location : resolve(location);
+}
+
+export function pipelineId(dir: string): string {
+  const tag = dir.replace(/\/+$/, '').split('/').pop();
+  return `ckpt-pipeline-${tag}-${createHash('sha256').update(dir).digest('hex').slice(0, 10)}`;
+}
+
+function toFlags(args: Args): TrainFlags {
+  const s = trainSettings(args);
+  return {
+    depth: s.model.n_layer,
+    nEmbd: s.model.n_embd,
+    nHead: s.model.n_head,
+    seqLen: s.model.sequence_len,
+    batch: s.batch,
+    lr: s.schedule.lr,
+    warmup: s.schedule.warmup,
+    horizon: s.schedule.horizon,
+    schedule: s.schedule.kind,
+    seed: s.seed,
+    data: s.dataFile ? resolve(s.dataFile) : undefined,
+    saveDtype: str(args, 'save-dtype') as TrainFlags['saveDtype'],
+  };
+}
+
+const { dir: _dir, resume: _resume, 'resume-from-step': _rfs, 'progress-json': _pj, ...PIPELINE_TRAIN_OPTIONS } = TRAIN_OPTIONS;
+
+const startCommand: Command = {
+  name: 'pipeline start',
+  summary: 'Start a durable training pipeline (segments, evaluation, retention) on the Temporal server.',
+  usage:
+    'ckpt pipeline start --root ROOT [--source base] --tag T --depth D --steps N --segment-steps S --save-every K\n' +
+    '                    [--seed X] [--eval] [--keep-last N] [--keep-best K --metric M --mode min|max] [--keep-every S]\n' +
+    '                    [--pin STEP]... [--id ID] [--segments-per-run R] [--wait] [every flag of ckpt train]',
+  options: {
+    ...PIPELINE_TRAIN_OPTIONS,
+    ...RETENTION_OPTIONS,
+    'segment-steps': { type: 'string' },
+    eval: { type: 'boolean' },
+    id: { type: 'string' },
+    wait: { type: 'boolean' },
+    'segments-per-run': { type: 'string' },
+  },
+  async run(args) {
+    expectPositionals(args, 0, 'pipeline start');
+    const config = loadConfig();
+    const steps = int(args, 'steps', 1);
+    if (steps === undefined) throw new UsageError('pipeline start: --steps N is required', { field: 'steps' });
+    const root = absoluteLocation(str(args, 'root') ?? config.storeRoot);
+    const source = str(args, 'source') ?? 'base';
+    const depth = int(args, 'depth', 1);
+    const tag = str(args, 'tag') ?? (depth !== undefined ? `d${depth}` : undefined);
+    if (!tag) throw new UsageError('pipeline start: give --tag T or --depth D');
+    const dir = joinLocation(root, sourceDir(config, source), tag);
+    const segmentSteps = int(args, 'segment-steps', 1) ?? steps;
+    const saveEvery = int(args, 'save-every', 1) ?? segmentSteps;
+    const input: PipelineInput = {
+      dir,
+      targetSteps: steps,
+      segmentSteps,
+      saveEvery,
+      flags: toFlags(args),
+      evaluate: flag(args, 'eval'),
+      retention: retentionFromArgs(args),
+      segmentsPerRun: int(args, 'segments-per-run', 1),
+      settings: workflowSettings(config.temporal),
+    };
+    if (input.retention?.keepBest) input.metric = { name: input.retention.keepBest.metric, mode: input.retention.keepBest.mode };
+    const id = str(args, 'id') ?? pipelineId(dir);
+    const client = await connectClient(config.temporal);
+    try {
+      await client.workflow.start('trainingPipeline', {
+        taskQueue: config.temporal.taskQueues.control,
+        workflowId: id,
+        args: [input],
+        workflowIdConflictPolicy: 'FAIL',
+        memo: { dir, tag, targetSteps: steps },
+      });
+    } catch (err) {
+      if (err instanceof WorkflowExecutionAlreadyStartedError) {
+        throw new InvalidArgumentError(
+          `a pipeline is already running on ${dir} (workflow id ${id}); see: ckpt pipeline status ${id}`,
+          { field: 'id' },
+        );
+      }
+      throw err;
+    }
+    note(`started pipeline ${id} on ${dir}`);
+    note(`Web UI: ${uiLink(config.temporal, id)}`);
+    out(id);
+    if (!flag(args, 'wait')) return 0;
+    return waitFor(client, id);
+  },
+};
+
+async function waitFor(client: Client, id: string): Promise<number> {
+  const bar = new ProgressLine();
+  let lastStep = -1;
+  for (;;) {
+    const status = await pipelineStatus(client, id);
+    if (status.step !== lastStep || status.state !== 'running') {
+      bar.update(`${status.state}  step ${status.step}/${status.targetSteps ?? '?'}  loss ${status.loss ?? '-'}  segment ${status.segment ?? '-'}`, true);
+      lastStep = status.step;
+    }
+    if (status.state === 'completed') {
+      bar.done();
+      return 0;
+    }
+    if (['failed', 'stopped', 'terminated', 'cancelled', 'timed_out'].includes(status.state)) {
+      bar.done();
+      note(`pipeline ${id} ended: ${status.state}${status.error ? ` (${status.error})` : ''}`);
+      return 1;
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+export interface PipelineStatus extends Omit<Partial<PipelineState>, 'state' | 'step'> {
+  id: string;
+  state: string;
+  step: number;
+  /** Where `step` came from: the running segment's heartbeat, the workflow's query, or its result. */
+  stepSource: 'heartbeat' | 'query' | 'result' | 'unknown';
+  workflowStatus: string;
+  error?: string;
+}
+
+/**
+ * The pipeline's status: the workflow's query merged with the live step from the running segment's
+ * heartbeat (which the workflow cannot see), falling back to describe() when no worker answers the query.
+ */
+export async function pipelineStatus(client: Client, id: string): Promise<PipelineStatus> {
+  const handle = client.workflow.getHandle(id);
+  const description = await handle.describe();
+  const workflowStatus = description.status.name;
+  let heartbeatStep: number | null = null;
+  for (const activity of description.raw.pendingActivities ?? []) {
+    const payload = activity.heartbeatDetails?.payloads?.[0];
+    if (!payload) continue;
+    const details = defaultPayloadConverter.fromPayload(payload as never) as { step?: number };
+    if (typeof details?.step === 'number' && details.step >= 0) heartbeatStep = details.step;
+  }
+  let state: PipelineState | null = null;
+  let error: string | undefined;
+  if (workflowStatus === 'COMPLETED') {
+    state = (await handle.result()) as PipelineState;
+  } else if (workflowStatus === 'RUNNING') {
+    try {
+      state = await Promise.race([
+        handle.query<PipelineState>('status'),
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('query timed out')), 5000)),
+      ]);
+    } catch {
+      state = null;
+    }
+  } else if (workflowStatus === 'FAILED') {
+    error = await handle.result().then(
+      () => undefined,
+      (err: Error) => (err.cause as Error | undefined)?.message ?? err.message,
+    );
+  }
+  const step = heartbeatStep !== null ? Math.max(heartbeatStep, state?.step ?? 0) : (state?.step ?? 0);
+  return {
+    ...(state ?? {}),
+    id,
+    workflowStatus,
+    state: workflowStatus === 'RUNNING' ? (state?.state ?? 'running') : workflowStatus === 'COMPLETED' ? (state?.state ?? 'completed') : workflowStatus.toLowerCase(),
+    step,
+    stepSource: heartbeatStep !== null && heartbeatStep >= (state?.step ?? 0) ? 'heartbeat' : state ? (workflowStatus === 'COMPLETED' ? 'result' : 'query') : 'unknown',
+    ...(error ? { error } : {}),
+  };
+}
+
+function withClient(name: string, summary: string, run: (client: Client, id: string, args: Args) => Promise<number>): Command {
+  return {
+    name: `pipeline ${name}`,
+    summary,
+    usage: `ckpt pipeline ${name} ID${name === 'status' ? ' [--json]' : ''}`,
+    options: name === 'status' ? { json: { type: 'boolean' } } : {},
+    async run(args) {
+      expectPositionals(args, 1, `pipeline ${name}`);
+      const id = positional(args, 0, 'ID', `pipeline ${name}`);
+      const client = await connectClient(loadConfig().temporal);
+      try {
+        return await run(client, id, args);
+      } catch (err) {
+        if (err instanceof WorkflowNotFoundError) throw new InvalidArgumentError(`no pipeline with id ${id}`, { field: 'ID' });
+        throw err;
+      }
+    },
+  };
+}
+
+const statusCommand = withClient('status', 'Show a pipeline: state, step (live), loss, last checkpoint, best metric.', async (client, id, args) => {
+  const status = await pipelineStatus(client, id);
+  if (flag(args, 'json')) {
+    out(JSON.stringify(status, null, 2));
+    return 0;
+  }
+  const best = status.bestMetric ? `${status.bestMetric.value.toFixed(4)} at step ${status.bestMetric.step}` : '-';
+  out(
+    [
+      `pipeline        ${id}`,
+      `state           ${status.state}`,
+      `step            ${status.step} / ${status.targetSteps ?? '?'}  (${status.stepSource})`,
+      `loss            ${status.loss ?? '-'}`,
+      `last checkpoint ${status.lastCheckpoint ?? '-'}`,
+      `best metric     ${best}`,
+      `segment         ${status.segment ?? '-'}`,
+      `Web UI          ${uiLink(loadConfig().temporal, id)}`,
+      ...(status.error ? [`error           ${status.error}`] : []),
+    ].join('\n'),
+  );
+  return 0;
+});
+
+const signalCommand = (name: 'pause' | 'resume' | 'stop', summary: string) =>
+  withClient(name, summary, async (client, id) => {
+    await client.workflow.getHandle(id).signal(name);
+    note(`${name} sent to ${id}`);
+    return 0;
+  });
+
+const workerCommand: Command = {
+  name: 'worker',
+  summary: 'Run a worker: train (training/eval activities), control (workflows, light activities) or all.',
+  usage: 'ckpt worker [--role train|control|all] [--task-queue Q]',
+  options: { role: { type: 'string' }, 'task-queue': { type: 'string' } },
+  async run(args) {
+    expectPositionals(args, 0, 'worker');
+    const role = (str(args, 'role') ?? 'all') as WorkerRole;
+    if (!['train', 'control', 'all'].includes(role)) throw new UsageError(`--role must be train, control or all, got "${role}"`);
+    const taskQueue = str(args, 'task-queue');
+    if (taskQueue && role === 'all') throw new UsageError('--task-queue needs --role train or --role control');
+    const config = loadConfig();
+    note(`worker (${role}) connecting to ${config.temporal.connect.connectionOptions.address}, namespace ${config.temporal.namespace}`);
+    await runWorkers({ role, settings: config.temporal, taskQueue, identity: `${role}@${process.pid}` });
+    return 0;
+  },
+};
+
+const devServerCommand: Command = {
+  name: 'dev-server',
+  summary: 'Run a local Temporal dev server in the foreground (installs the Temporal CLI if missing).',
+  usage: 'ckpt dev-server [--port P] [--ui-port U] [--db FILE]',
+  options: { port: { type: 'string' }, 'ui-port': { type: 'string' }, db: { type: 'string' } },
+  async run(args) {
+    expectPositionals(args, 0, 'dev-server');
+    const server = await startDevServer({
+      port: int(args, 'port', 1) ?? 7233,
+      uiPort: int(args, 'ui-port', 1) ?? 8233,
+      db: str(args, 'db'),
+      stdio: 'inherit',
+    });
+    note(`Temporal dev server on ${server.address}; Web UI ${server.uiAddress}; Ctrl-C stops it`);
+    await new Promise<void>((resolveStop) => {
+      const stop = () => void server.stop().then(resolveStop);
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      server.process.once('exit', () => resolveStop());
+    });
+    return 0;
+  },
+};
+
+export const pipelineCommands: Command[] = [
+  startCommand,
+  statusCommand,
+  signalCommand('pause', 'Pause a pipeline after its current segment.'),
+  signalCommand('resume', 'Resume a paused pipeline.'),
+  signalCommand('stop', 'Stop a pipeline: cancels the running segment; the last checkpoint stays committed.'),
+  workerCommand,
+  devServerCommand,
+];

@@ -1,0 +1,129 @@
+/**
+ * A real Temporal server for development and tests: the Temporal CLI's dev server. Finds the `temporal`
+ * binary (PATH, then Go's bin folder), installs it with `go install` when missing, and starts
+ * `temporal server start-dev` on chosen ports with an in-memory or SQLite-file database.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createConnection, createServer } from 'node:net';
+import { delimiter, join } from 'node:path';
+
+export const CLI_MODULES = [
+  // Later tags carry `replace` directives and cannot be `go install`ed.
+  'github.com/temporalio/cli/cmd/temporal@v1.5.1',
+  'github.com/temporalio/cli/cmd/temporal@v1.5.0',
+  'github.com/temporalio/cli/cmd/temporal@v1.4.1',
+];
+
+function goBin(): string | null {
+  try {
+    const gobin = execFileSync('go', ['env', 'GOBIN'], { encoding: 'utf8' }).trim();
+    if (gobin) return gobin;
+    return join(execFileSync('go', ['env', 'GOPATH'], { encoding: 'utf8' }).trim(), 'bin');
+  } catch {
+    return null;
+  }
+}
+
+/** Path of a Go-installed tool: on PATH first, then in Go's bin folder; null when absent. */
+export function findTool(name: string): string | null {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (dir && existsSync(join(dir, name))) return join(dir, name);
+  }
+  const bin = goBin();
+  return bin && existsSync(join(bin, name)) ? join(bin, name) : null;
+}
+
+/** The temporal CLI, installed from the Go module proxy if missing. */
+export function ensureTemporalCli(log: (msg: string) => void = (m) => process.stderr.write(m + '\n')): string {
+  const found = findTool('temporal');
+  if (found) return found;
+  const errors: string[] = [];
+  for (const module of CLI_MODULES) {
+    log(`installing the Temporal CLI: go install ${module} (one time, a few minutes)`);
+    try {
+      execFileSync('go', ['install', module], { stdio: ['ignore', 'inherit', 'inherit'] });
+      const path = findTool('temporal');
+      if (path) return path;
+    } catch (err) {
+      errors.push(`${module}: ${(err as Error).message}`);
+    }
+  }
+  throw new Error(`could not install the Temporal CLI:\n${errors.join('\n')}`);
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+export interface DevServerOptions {
+  port?: number;
+  uiPort?: number;
+  /** SQLite file: state survives a restart. Default: in memory. */
+  db?: string;
+  namespace?: string;
+  ip?: string;
+  /** Where the server's own log goes (default: ignored). */
+  stdio?: 'inherit' | 'ignore';
+}
+
+export interface DevServer {
+  address: string;
+  uiAddress: string;
+  port: number;
+  uiPort: number;
+  process: ChildProcess;
+  stop(): Promise<void>;
+}
+
+export async function startDevServer(options: DevServerOptions = {}): Promise<DevServer> {
+  const bin = ensureTemporalCli();
+  const ip = options.ip ?? '127.0.0.1';
+  const port = options.port ?? (await freePort());
+  const uiPort = options.uiPort ?? (await freePort());
+  const args = ['server', 'start-dev', '--ip', ip, '--port', String(port), '--ui-port', String(uiPort), '--log-level', 'error'];
+  if (options.db) args.push('--db-filename', options.db);
+  if (options.namespace && options.namespace !== 'default') args.push('--namespace', options.namespace);
+  // Search attributes the pipelines set, so runs can be filtered in the Web UI.
+  args.push('--search-attribute', 'CkptTag=Keyword', '--search-attribute', 'CkptStep=Int', '--search-attribute', 'CkptDir=Keyword');
+  const child = spawn(bin, args, { stdio: options.stdio ?? 'ignore' });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  await waitForPort(ip, port, 60_000, child);
+  return {
+    address: `${ip}:${port}`,
+    uiAddress: `http://${ip}:${uiPort}`,
+    port,
+    uiPort,
+    process: child,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    },
+  };
+}
+
+async function waitForPort(host: string, port: number, timeoutMs: number, child: ChildProcess): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`temporal server exited with code ${child.exitCode} before listening`);
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = createConnection({ host, port }, () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.on('error', () => resolve(false));
+    });
+    if (open) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`temporal server did not listen on ${host}:${port} within ${timeoutMs} ms`);
+}

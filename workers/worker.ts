@@ -1,0 +1,70 @@
+/**
+ * Wires activities and workflows to task queues. A training worker runs the compute activities (training
+ * segments, evaluation, model builds) with as many slots as it has GPUs; a control worker runs the
+ * workflows and the light activities (listing, discovery, pruning). `all` runs both in one process.
+ */
+import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { controlActivities, trainActivities } from '../activities';
+import type { TemporalSettings } from '../temporal.config';
+
+export type WorkerRole = 'train' | 'control' | 'all';
+
+export interface WorkerSetup {
+  role: WorkerRole;
+  settings: TemporalSettings;
+  /** Override the task queue (single-role workers only). */
+  taskQueue?: string;
+  /** Pre-built workflow bundle (tests bundle once); default: bundle workflows/ at start. */
+  workflowBundle?: WorkerOptions['workflowBundle'];
+  identity?: string;
+}
+
+export async function connectWorkerConnection(settings: TemporalSettings): Promise<NativeConnection> {
+  return NativeConnection.connect(settings.connect.connectionOptions);
+}
+
+export async function createWorkers(setup: WorkerSetup, connection: NativeConnection): Promise<Worker[]> {
+  const { settings } = setup;
+  const workers: Worker[] = [];
+  const common = {
+    connection,
+    namespace: settings.namespace,
+    identity: setup.identity,
+    // On SIGINT/SIGTERM, running segments are cancelled at once: the training child stops at a step
+    // boundary and saves nothing half-done; what it committed before stays.
+    shutdownGraceTime: '2s',
+  } satisfies Partial<WorkerOptions>;
+  if (setup.role === 'train' || setup.role === 'all') {
+    workers.push(
+      await Worker.create({
+        ...common,
+        taskQueue: (setup.role === 'train' && setup.taskQueue) || settings.taskQueues.train,
+        activities: trainActivities,
+        maxConcurrentActivityTaskExecutions: settings.trainSlots,
+      }),
+    );
+  }
+  if (setup.role === 'control' || setup.role === 'all') {
+    workers.push(
+      await Worker.create({
+        ...common,
+        taskQueue: (setup.role === 'control' && setup.taskQueue) || settings.taskQueues.control,
+        activities: controlActivities,
+        ...(setup.workflowBundle ? { workflowBundle: setup.workflowBundle } : { workflowsPath: require.resolve('../workflows') }),
+      }),
+    );
+  }
+  return workers;
+}
+
+/** Run workers until a shutdown signal (SIGINT/SIGTERM) or until `signal` aborts. */
+export async function runWorkers(setup: WorkerSetup, signal?: AbortSignal): Promise<void> {
+  const connection = await connectWorkerConnection(setup.settings);
+  try {
+    const workers = await createWorkers(setup, connection);
+    signal?.addEventListener('abort', () => workers.forEach((w) => w.shutdown()), { once: true });
+    await Promise.all(workers.map((w) => w.run()));
+  } finally {
+    await connection.close();
+  }
+}

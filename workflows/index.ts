@@ -1,0 +1,3 @@
+export * from './pipeline';
+export * from './maintenance';
+export type { WorkflowSettings } from './options';

@@ -1,0 +1,190 @@
+/**
+ * trainingPipeline: one durable training run of one checkpoint directory. It only orchestrates: find the
+ * resume point, run training segments until the target step, evaluate new checkpoints, apply retention.
+ * Every fact about progress that matters lives in the store (committed checkpoints) or in this workflow's
+ * history, so a dead worker costs only the steps since the last checkpoint, and a dead workflow worker
+ * costs nothing. No Node builtins here: the workflow sandbox forbids them; activities are imported as types.
+ */
+import {
+  ActivityFailure,
+  CancellationScope,
+  condition,
+  continueAsNew,
+  defineQuery,
+  defineSignal,
+  defineUpdate,
+  isCancellation,
+  proxyActivities,
+  setHandler,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { ControlActivities, TrainActivities } from '../activities';
+import type { EvalSummary, PruneSummary, RetentionPolicy, SegmentResult, TrainFlags } from '../activities/types';
+import { activityOptions, type WorkflowSettings } from './options';
+
+export interface PipelineInput {
+  dir: string;
+  targetSteps: number;
+  segmentSteps: number;
+  saveEvery: number;
+  flags: TrainFlags;
+  evaluate: boolean;
+  /** Metric the pipeline reports as best (from eval results). */
+  metric?: { name: string; mode: 'min' | 'max' };
+  retention?: RetentionPolicy;
+  /** Continue-as-new after this many segments in one run (Temporal's own suggestion also triggers it). */
+  segmentsPerRun?: number;
+  settings: WorkflowSettings;
+  /** Carried across continue-as-new. */
+  carried?: PipelineState;
+}
+
+export type PipelineStateName = 'starting' | 'running' | 'paused' | 'stopping' | 'completed' | 'stopped';
+
+export interface PipelineState {
+  state: PipelineStateName;
+  step: number;
+  targetSteps: number;
+  loss: number | null;
+  lastCheckpoint: number | null;
+  bestMetric: { step: number; value: number } | null;
+  segment: number;
+  runs: number;
+  evals: EvalSummary[];
+  pruned: number[];
+  retries: number;
+  retention?: RetentionPolicy;
+}
+
+export const pauseSignal = defineSignal('pause');
+export const resumeSignal = defineSignal('resume');
+export const stopSignal = defineSignal('stop');
+export const statusQuery = defineQuery<PipelineState>('status');
+export const setTargetUpdate = defineUpdate<PipelineState, [number]>('setTargetSteps');
+export const setRetentionUpdate = defineUpdate<PipelineState, [RetentionPolicy | null]>('setRetention');
+
+export async function trainingPipeline(input: PipelineInput): Promise<PipelineState> {
+  const train = proxyActivities<TrainActivities>(activityOptions(input.settings, 'train'));
+  const evalActs = proxyActivities<TrainActivities>(activityOptions(input.settings, 'eval'));
+  const control = proxyActivities<ControlActivities>(activityOptions(input.settings, 'control'));
+
+  const s: PipelineState = input.carried ?? {
+    state: 'starting',
+    step: 0,
+    targetSteps: input.targetSteps,
+    loss: null,
+    lastCheckpoint: null,
+    bestMetric: null,
+    segment: 0,
+    runs: 0,
+    evals: [],
+    pruned: [],
+    retries: 0,
+    retention: input.retention,
+  };
+  s.runs += 1;
+  let paused = s.state === 'paused';
+  let stopRequested = false;
+  let segmentScope: CancellationScope | null = null;
+
+  setHandler(statusQuery, () => s);
+  setHandler(pauseSignal, () => {
+    paused = true;
+    if (s.state === 'running') s.state = 'paused';
+  });
+  setHandler(resumeSignal, () => {
+    paused = false;
+    if (s.state === 'paused') s.state = 'running';
+  });
+  setHandler(stopSignal, () => {
+    stopRequested = true;
+    s.state = 'stopping';
+    segmentScope?.cancel();
+  });
+  setHandler(
+    setTargetUpdate,
+    (steps) => {
+      s.targetSteps = steps;
+      return s;
+    },
+    {
+      validator: (steps) => {
+        if (!Number.isSafeInteger(steps) || steps < 1) throw new Error(`target steps must be a positive integer, got ${steps}`);
+      },
+    },
+  );
+  setHandler(setRetentionUpdate, (policy) => {
+    s.retention = policy ?? undefined;
+    return s;
+  });
+
+  if (!input.carried) {
+    const last = await control.findLastStep({ dir: input.dir });
+    s.step = last ?? 0;
+    s.lastCheckpoint = last;
+  }
+  if (!paused) s.state = 'running';
+
+  let segmentsThisRun = 0;
+  while (s.step < s.targetSteps && !stopRequested) {
+    if (paused) {
+      await condition(() => !paused || stopRequested);
+      continue;
+    }
+    const toStep = Math.min(s.targetSteps, s.step + input.segmentSteps);
+    let result: SegmentResult | null = null;
+    try {
+      segmentScope = new CancellationScope();
+      result = await segmentScope.run(() =>
+        train.trainSegment({ dir: input.dir, toStep, saveEvery: input.saveEvery, flags: input.flags }),
+      );
+    } catch (err) {
+      if (!(stopRequested && (isCancellation(err) || (err instanceof ActivityFailure && isCancellation(err.cause))))) throw err;
+    } finally {
+      segmentScope = null;
+    }
+    if (!result) {
+      // Stopped mid-segment: whatever the segment committed is the last checkpoint.
+      s.lastCheckpoint = await control.findLastStep({ dir: input.dir });
+      s.step = s.lastCheckpoint ?? s.step;
+      break;
+    }
+    s.segment += 1;
+    s.step = result.endStep;
+    s.loss = result.finalLoss;
+    if (result.saved.length > 0) s.lastCheckpoint = result.saved[result.saved.length - 1]!;
+    if (result.attempt > 1) s.retries += result.attempt - 1;
+
+    if (input.evaluate) await evaluateNew(input, evalActs, control, s);
+    if (s.retention) {
+      const pruned: PruneSummary = await control.pruneCheckpoints({ dir: input.dir, policy: s.retention });
+      s.pruned.push(...pruned.deleted);
+    }
+    segmentsThisRun += 1;
+    const more = s.step < s.targetSteps && !stopRequested;
+    if (more && (workflowInfo().continueAsNewSuggested || segmentsThisRun >= (input.segmentsPerRun ?? 100))) {
+      await continueAsNew<typeof trainingPipeline>({ ...input, carried: s });
+    }
+  }
+  s.state = stopRequested ? 'stopped' : 'completed';
+  return s;
+}
+
+async function evaluateNew(
+  input: PipelineInput,
+  evalActs: TrainActivities,
+  control: ControlActivities,
+  s: PipelineState,
+): Promise<void> {
+  const metric = input.metric ?? { name: 'val_bpb', mode: 'min' as const };
+  for (const step of await control.stepsWithoutEval({ dir: input.dir })) {
+    const result = await evalActs.evaluateCheckpoint({ dir: input.dir, step, data: input.flags.data });
+    s.evals.push(result);
+    const value = (result as unknown as Record<string, number>)[metric.name];
+    if (typeof value !== 'number') continue;
+    const better = s.bestMetric === null || (metric.mode === 'min' ? value < s.bestMetric.value : value > s.bestMetric.value);
+    if (better) s.bestMetric = { step, value };
+  }
+  // Keep the carried state small: the last evaluations are enough for status; the files hold them all.
+  if (s.evals.length > 50) s.evals.splice(0, s.evals.length - 50);
+}
