@@ -10,7 +10,7 @@
  * Prints the tables and writes them, with the command and the machine, into BENCHMARKS.md (between the
  * bench:io markers). Temp files live in os.tmpdir() and are deleted at the end.
  *
- * Knobs (environment): BENCH_IO_TENSORS (64), BENCH_IO_FLOATS (2097152 per tensor), BENCH_IO_ROUNDS (3),
+ * Knobs (environment): BENCH_IO_TENSORS (64), BENCH_IO_FLOATS (2097152 per tensor), BENCH_IO_ROUNDS (5),
  * BENCH_IO_STEPS (20 measured steps, after 3 warm-up), BENCH_IO_ONLY (io,rss,steps), BENCH_IO_RSS_RUNS (3), PYTHON (python3),
  * BENCH_IO_NO_MD=1 to leave BENCHMARKS.md alone.
  */
@@ -29,7 +29,9 @@ import { dropCaches, filesystemOf, fullGc, machineInfo, syncAll } from './lib/sy
 const ROOT = resolve(__dirname, '..');
 const N_TENSORS = Number(process.env.BENCH_IO_TENSORS ?? 64);
 const FLOATS = Number(process.env.BENCH_IO_FLOATS ?? 2 * 1024 * 1024);
-const ROUNDS = Number(process.env.BENCH_IO_ROUNDS ?? 3);
+const ROUNDS = Number(process.env.BENCH_IO_ROUNDS ?? 5);
+/** Pause after dropping the page cache: the VM keeps reclaiming for a while, which slows the next writer. */
+const SETTLE_MS = 1000;
 const STEPS = Number(process.env.BENCH_IO_STEPS ?? 20);
 const WARMUP_STEPS = 3;
 /** Comma-separated subset of io,rss,steps (default: all). */
@@ -70,12 +72,20 @@ function sameTensors(a: NamedTensors, b: NamedTensors): boolean {
     const y = b[n]?.data;
     return (
       !!y &&
-      Buffer.from(x.buffer, x.byteOffset, x.byteLength).equals(Buffer.from(y.buffer, y.byteOffset, y.byteLength))
+      Buffer.from(x.buffer, x.byteOffset, x.byteLength).equals(
+        Buffer.from(y.buffer, y.byteOffset, y.byteLength),
+      )
     );
   });
 }
 
 // ---------------------------------------------------------------------------------------- contenders
+
+/** Before a cold contender: flush and drop the page cache where allowed, then let the machine settle. */
+async function coldStart(): Promise<void> {
+  if (dropCaches()) await new Promise((r) => setTimeout(r, SETTLE_MS));
+  else syncAll();
+}
 
 async function rawWrite(path: string, tensors: NamedTensors): Promise<void> {
   const handle = await fs.open(path, 'wx');
@@ -134,7 +144,8 @@ const tsChild = (file: string, ...args: string[]) => [
 async function main(): Promise<void> {
   const started = performance.now();
   const base = await fs.mkdtemp(join(tmpdir(), 'bench-io-'));
-  const log = (msg: string) => process.stderr.write(`[bench:io ${((performance.now() - started) / 1000).toFixed(0)}s] ${msg}\n`);
+  const log = (msg: string) =>
+    process.stderr.write(`[bench:io ${((performance.now() - started) / 1000).toFixed(0)}s] ${msg}\n`);
   try {
     await run(base, log, started);
   } finally {
@@ -146,7 +157,9 @@ async function run(base: string, log: (m: string) => void, started: number): Pro
   const machine = machineInfo();
   const fsType = filesystemOf(base);
   const canDrop = dropCaches();
-  log(`temp dir on ${fsType}; page cache ${canDrop ? 'dropped before every cold contender' : 'NOT droppable (not root?)'}`);
+  log(
+    `temp dir on ${fsType}; page cache ${canDrop ? 'dropped before every cold contender' : 'NOT droppable (not root?)'}`,
+  );
 
   log(`generating ${N_TENSORS} x ${FLOATS} f32`);
   const tensors = makeTensors(N_TENSORS, FLOATS);
@@ -183,16 +196,28 @@ async function run(base: string, log: (m: string) => void, started: number): Pro
     const oursDir = join(base, `ours-${r}`);
     const pyPath = join(base, `py-${r}.safetensors`);
 
-    // --- writes
-    dropCaches();
-    add(W, 'raw node fs (write chunks, fsync)', fileBytes, (await time(() => rawWrite(rawPath, tensors))).s);
-    dropCaches();
-    const saved = await time(() => saveCheckpoint(oursDir, 1, { model: tensors, meta: { bench: 'io' } }));
-    add(W, 'ours saveCheckpoint (sha256, fsync file + dir, manifest)', fileBytes, saved.s);
+    // --- writes (the order alternates between rounds)
+    const writers = [
+      async () => {
+        await coldStart();
+        add(
+          W,
+          'raw node fs (write chunks, fsync)',
+          fileBytes,
+          (await time(() => rawWrite(rawPath, tensors))).s,
+        );
+      },
+      async () => {
+        await coldStart();
+        const saved = await time(() => saveCheckpoint(oursDir, 1, { model: tensors, meta: { bench: 'io' } }));
+        add(W, 'ours saveCheckpoint (sha256, fsync file + dir, manifest)', fileBytes, saved.s);
+      },
+    ];
+    for (const write of r % 2 === 0 ? writers : [...writers].reverse()) await write();
 
     // --- reads: each contender cold (cache dropped), then warm (same file again)
     for (const state of [cold, warm]) {
-      if (state === cold) dropCaches();
+      if (state === cold) await coldStart();
       const raw = await time(() => fs.readFile(rawPath));
       if (raw.value.byteLength !== fileBytes) throw new Error('raw read: wrong size');
       add(state, 'raw node fs.readFile (no hashing)', fileBytes, raw.s);
@@ -200,7 +225,7 @@ async function run(base: string, log: (m: string) => void, started: number): Pro
     fullGc();
     for (const verify of [true, false]) {
       for (const state of [cold, warm]) {
-        if (state === cold) dropCaches();
+        if (state === cold) await coldStart();
         const loaded = await time(() => loadCheckpoint(oursDir, 1, { verify, loadOptimizer: false }));
         add(state, `ours loadCheckpoint verify ${verify ? 'on' : 'off'}`, fileBytes, loaded.s);
         if (r === 0 && state === cold && !sameTensors(tensors, loaded.value.model!)) {
@@ -214,7 +239,10 @@ async function run(base: string, log: (m: string) => void, started: number): Pro
     if (!pyFailed) {
       try {
         const args = [PYTHON, join(ROOT, 'bench', 'python', 'st_io.py'), '--raw', rawPath, '--out', pyPath];
-        const py = runChild(canDrop ? [...args, '--drop'] : args, 'python safetensors');
+        const py = runChild(
+          canDrop ? [...args, '--drop', '--settle', String(SETTLE_MS / 1000)] : args,
+          'python safetensors',
+        );
         if (py.roundtrip_equal !== true) throw new Error('python load_file did not return the saved tensors');
         const pyBytes = Number(py.file_bytes);
         add(W, 'python safetensors save_file + os.fsync', pyBytes, Number(py.save_s));
@@ -236,7 +264,7 @@ async function run(base: string, log: (m: string) => void, started: number): Pro
   const cacheWrite: number[] = [];
   for (let r = 0; r < (ONLY.has('io') ? ROUNDS : 0); r++) {
     const p = join(base, `cache-${r}.bin`);
-    dropCaches();
+    await coldStart();
     const t0 = performance.now();
     const h = await fs.open(p, 'wx');
     for (const c of safetensorsChunks(tensors).chunks) await h.write(c);
@@ -253,7 +281,8 @@ async function run(base: string, log: (m: string) => void, started: number): Pro
     const n = shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
     if (name === 'resid_lambdas') data.fill(1);
-    else if (name !== 'x0_lambdas') for (let i = 0; i < n; i++) data[i] = (((i * 2654435761) >>> 0) / 2 ** 32 - 0.5) * 0.02;
+    else if (name !== 'x0_lambdas')
+      for (let i = 0; i < n; i++) data[i] = (((i * 2654435761) >>> 0) / 2 ** 32 - 0.5) * 0.02;
     gptTensors[name] = { dtype: 'F32', shape, data };
   }
   const gptBytes = Object.values(gptTensors).reduce((n, t) => n + t.data.byteLength, 0);
@@ -271,7 +300,10 @@ async function run(base: string, log: (m: string) => void, started: number): Pro
   log('ms/step of the demo model (fresh child per backend)');
   const steps: Record<string, Record<string, unknown>> = {};
   for (const backend of ONLY.has('steps') ? ['wasm', 'cpu'] : []) {
-    steps[backend] = runChild(tsChild('step-child.ts', backend, String(WARMUP_STEPS), String(STEPS), '8'), `step child (${backend})`);
+    steps[backend] = runChild(
+      tsChild('step-child.ts', backend, String(WARMUP_STEPS), String(STEPS), '8'),
+      `step child (${backend})`,
+    );
   }
 
   // ------------------------------------------------------------------------------------------ report
@@ -283,7 +315,15 @@ async function run(base: string, log: (m: string) => void, started: number): Pro
     const py = find(s.op, 'python');
     const vsRaw = raw && s !== raw ? fmt(rate(s) / rate(raw)) + '×' : '';
     const vsPy = py && s !== py && !s.who.startsWith('raw') ? fmt(rate(s) / rate(py)) + '×' : '';
-    return [s.op, s.who, fmt(median(s.runs), 3), fmt(rate(s), 0), vsRaw, vsPy, s.runs.map((x) => fmt(x, 3)).join(', ')];
+    return [
+      s.op,
+      s.who,
+      fmt(median(s.runs), 3),
+      fmt(rate(s), 0),
+      vsRaw,
+      vsPy,
+      s.runs.map((x) => fmt(x, 3)).join(', '),
+    ];
   });
   const ioTable = markdownTable(
     ['operation', 'contender', 'median s', 'MiB/s', 'vs raw', 'vs Python', 'runs (s)'],
@@ -293,7 +333,9 @@ async function run(base: string, log: (m: string) => void, started: number): Pro
   const rssRows = Object.entries(rss).map(([backend, runs]) => {
     const growthSampled = runs.map((x) => Number(x.peakSampled) - Number(x.rssBefore));
     const growthHwm = runs.map((x) => (x.hwmReset ? Number(x.hwmAfter) - Number(x.rssBefore) : NaN));
-    const peak = runs.map((_, i) => Math.max(growthSampled[i]!, Number.isNaN(growthHwm[i]!) ? 0 : growthHwm[i]!));
+    const peak = runs.map((_, i) =>
+      Math.max(growthSampled[i]!, Number.isNaN(growthHwm[i]!) ? 0 : growthHwm[i]!),
+    );
     const settled = runs.map((x) => Number(x.rssSettled) - Number(x.rssBefore));
     const buildMs = runs.map((x) => Number(x.buildMs));
     return [
@@ -329,32 +371,55 @@ async function run(base: string, log: (m: string) => void, started: number): Pro
     fmt(Number(x.medianMs), 1),
     `${fmt(Number(x.minMs), 1)} – ${fmt(Number(x.maxMs), 1)}`,
   ]);
-  const stepTable = markdownTable(['backend', 'params', 'batch', 'warm-up + measured', 'median ms/step', 'min – max'], stepRows);
+  const stepTable = markdownTable(
+    ['backend', 'params', 'batch', 'warm-up + measured', 'median ms/step', 'min – max'],
+    stepRows,
+  );
 
   const targets: string[] = [];
-  const check = (label: string, ok: boolean, detail: string) => targets.push(`- ${ok ? 'MET' : 'MISSED'}: ${label} — ${detail}`);
+  const check = (label: string, ok: boolean, detail: string) =>
+    targets.push(`- ${ok ? 'MET' : 'MISSED'}: ${label} — ${detail}`);
   const save = find(W, 'ours');
   const rawW = find(W, 'raw');
   const pyW = find(W, 'python');
-  if (save && rawW) check('save ≥ 0.9× raw', rate(save) / rate(rawW) >= 0.9, `${fmt(rate(save) / rate(rawW))}× raw`);
-  if (save && pyW) check('save ≥ 1.0× Python', rate(save) / rate(pyW) >= 1, `${fmt(rate(save) / rate(pyW))}× Python`);
+  if (save && rawW)
+    check('save ≥ 0.9× raw', rate(save) / rate(rawW) >= 0.9, `${fmt(rate(save) / rate(rawW))}× raw`);
+  if (save && pyW)
+    check('save ≥ 1.0× Python', rate(save) / rate(pyW) >= 1, `${fmt(rate(save) / rate(pyW))}× Python`);
   for (const op of [cold, warm]) {
     for (const v of ['on', 'off']) {
       const ours = find(op, `ours loadCheckpoint verify ${v}`);
       const raw = find(op, 'raw');
       const py = find(op, 'python');
-      if (ours && raw) check(`load ${op}, verify ${v} ≥ 0.9× raw`, rate(ours) / rate(raw) >= 0.9, `${fmt(rate(ours) / rate(raw))}× raw`);
-      if (ours && py) check(`load ${op}, verify ${v} ≥ 1.0× Python`, rate(ours) / rate(py) >= 1, `${fmt(rate(ours) / rate(py))}× Python`);
+      if (ours && raw)
+        check(
+          `load ${op}, verify ${v} ≥ 0.9× raw`,
+          rate(ours) / rate(raw) >= 0.9,
+          `${fmt(rate(ours) / rate(raw))}× raw`,
+        );
+      if (ours && py)
+        check(
+          `load ${op}, verify ${v} ≥ 1.0× Python`,
+          rate(ours) / rate(py) >= 1,
+          `${fmt(rate(ours) / rate(py))}× Python`,
+        );
     }
   }
   for (const row of rssRows) {
     const runs = rss[row[0]!]!;
     const peak = median(
       runs.map((x) =>
-        Math.max(Number(x.peakSampled) - Number(x.rssBefore), x.hwmReset ? Number(x.hwmAfter) - Number(x.rssBefore) : 0),
+        Math.max(
+          Number(x.peakSampled) - Number(x.rssBefore),
+          x.hwmReset ? Number(x.hwmAfter) - Number(x.rssBefore) : 0,
+        ),
       ),
     );
-    check(`peak RSS growth ≤ 1.15× model bytes (${row[0]})`, peak / gptBytes <= 1.15, `${fmt(peak / gptBytes)}×`);
+    check(
+      `peak RSS growth ≤ 1.15× model bytes (${row[0]})`,
+      peak / gptBytes <= 1.15,
+      `${fmt(peak / gptBytes)}×`,
+    );
   }
 
   const totalS = (performance.now() - started) / 1000;
@@ -366,7 +431,7 @@ async function run(base: string, log: (m: string) => void, started: number): Pro
     `Data: ${N_TENSORS} f32 tensors of ${FLOATS} floats = ${fmt(tensorBytes / MiB, 0)} MiB (file ${fileBytes} bytes), deterministic values; ` +
       `median of ${ROUNDS} runs per contender; MiB/s = file bytes / median time. ` +
       (canDrop
-        ? 'Page cache: `sync` + `echo 3 > /proc/sys/vm/drop_caches` (run as root) before every write contender and every cold read; the warm read follows the cold one on the same file.'
+        ? `Page cache: \`sync\` + \`echo 3 > /proc/sys/vm/drop_caches\` (run as root) and a ${SETTLE_MS} ms pause before every write contender and every cold read; the warm read follows the cold one on the same file.`
         : 'Page cache could NOT be dropped (not root): "cold" reads may be partly cached.') +
       ' Python times itself inside the interpreter (start-up and building the arrays excluded).',
     '',

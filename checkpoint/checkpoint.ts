@@ -13,7 +13,7 @@ import { FORMAT, FORMAT_VERSION, type FileRecord, type Manifest, type Meta, pars
 import { applyMigrations } from './migrations';
 import { manifestFile, metaFile, modelFile, optimFile, validateRank, validateStep } from './names';
 import { type Location, openStore } from './location';
-import { readSafetensorsStream, safetensorsChunks } from './safetensors';
+import { ChunkPool, readSafetensorsStream, safetensorsChunks, tensorAlignedChunks } from './safetensors';
 import { fromFloat32, toFloat32 } from './dtype';
 import { AlreadyExistsError, type Store } from './store';
 import { type Coordinator, storeCoordinator, soloCoordinator } from './coordinator';
@@ -190,6 +190,12 @@ export interface LoadOptions {
   migrate?: boolean;
   /** Receive model tensors one by one instead of collecting them (they are then not in `model`). */
   onModelTensor?: (name: string, tensor: Tensor) => void | Promise<void>;
+  /**
+   * onModelTensor copies what it keeps before it returns (e.g. into a wasm heap): a tensor's storage is then
+   * reused for later tensors of the same size, so the load leaves no per-tensor garbage behind. Default
+   * false: the tensors handed out are the caller's to keep.
+   */
+  transientModelTensors?: boolean;
 }
 
 export interface LoadedCheckpoint {
@@ -233,11 +239,19 @@ export async function loadCheckpoint(dir: Location, step: number, options: LoadO
   if (wantModel && manifest.files[modelFile(step)]) {
     const collected: NamedTensors = {};
     const convert = options.toFloat32 ?? true;
-    await readTensors(store, manifest, modelFile(step), verify, async (name, t) => {
-      const tensor = convert && isFloat(t) && t.dtype !== 'F32' ? { dtype: 'F32' as const, shape: t.shape, data: toFloat32(t) } : t;
-      if (options.onModelTensor) await options.onModelTensor(name, tensor);
-      else collected[name] = tensor;
-    });
+    const transient = !!options.onModelTensor && !!options.transientModelTensors;
+    await readTensors(
+      store,
+      manifest,
+      modelFile(step),
+      verify,
+      async (name, t) => {
+        const tensor = convert && isFloat(t) && t.dtype !== 'F32' ? { dtype: 'F32' as const, shape: t.shape, data: toFloat32(t) } : t;
+        if (options.onModelTensor) await options.onModelTensor(name, tensor);
+        else collected[name] = tensor;
+      },
+      transient,
+    );
     model = options.onModelTensor ? null : collected;
   }
 
@@ -295,6 +309,7 @@ async function readTensors(
   name: string,
   verify: boolean,
   onTensor: (name: string, t: Tensor) => void | Promise<void>,
+  transient = false,
 ): Promise<void> {
   const record = manifest.files[name]!;
   const entry = await store.stat(name);
@@ -305,11 +320,25 @@ async function readTensors(
     });
   }
   if (verify && entry.bytes !== record.bytes) throw sizeMismatch(name, manifest.step, record.bytes, entry.bytes);
-  await readSafetensorsStream(store.stream(name), entry.bytes, {
-    file: name,
-    expectedSha256: verify ? record.sha256 : undefined,
-    onTensor,
-  });
+  // A store that reads into our buffers (local files) hands each big tensor over without a copy.
+  const reader = await store.openReader?.(name);
+  const pool = reader && transient ? new ChunkPool() : undefined;
+  try {
+    await readSafetensorsStream(
+      reader ? tensorAlignedChunks(reader, entry.bytes, name, pool) : store.stream(name),
+      entry.bytes,
+      {
+        file: name,
+        expectedSha256: verify ? record.sha256 : undefined,
+        sha256: verify,
+        adoptChunks: reader !== undefined,
+        release: pool && ((chunk) => pool.give(chunk)),
+        onTensor,
+      },
+    );
+  } finally {
+    await reader?.close();
+  }
 }
 
 export function sizeMismatch(file: string, step: number, expected: number, actual: number): IntegrityError {

@@ -170,7 +170,8 @@ export class S3Store implements Store {
       yield* this.singleGet(key, offset, head.etag);
       return;
     }
-    // Parallel ranged GETs, yielded in order; at most `downloadConcurrency` ranges are buffered.
+    // Parallel ranged GETs, yielded in order: at most `downloadConcurrency` in flight plus the one being
+    // consumed are in memory, whatever the object size.
     const ranges: Array<[number, number]> = [];
     for (let start = offset; start < head.bytes; start += rangeSize) {
       ranges.push([start, Math.min(start + rangeSize, head.bytes) - 1]);

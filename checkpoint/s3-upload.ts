@@ -15,6 +15,8 @@
  * the default is 50 ms. The limit that remains: a competing request still in flight after that wait (a
  * stalled server, a huge multipart completion) can still overwrite the winner. The tag also settles a 412
  * that answers an SDK retry of our own write that had landed: the object is ours, the put succeeded.
+ * An exclusive put also HEADs the key first: an existing object is refused before any byte is read or
+ * sent, and on a server that ignores If-None-Match altogether a sequential replace is still refused.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { CompletedPart, S3Client } from '@aws-sdk/client-s3';
@@ -49,6 +51,9 @@ export async function uploadObject(t: UploadTarget, source: ByteSource, exclusiv
   const it = parts[Symbol.asyncIterator]();
   const tag = randomBytes(12).toString('hex');
   try {
+    // Refuse an existing object before reading the source: no upload of a large file just to be told
+    // 412 at completion, and a server that ignores If-None-Match still refuses a sequential replace.
+    if (exclusive && (await writerOf(t)) !== undefined) throw new AlreadyExistsError(t.key);
     const first = await it.next();
     const second = first.done ? first : await it.next();
     if (second.done) {
@@ -191,16 +196,26 @@ async function abort(t: UploadTarget, uploadId: string): Promise<void> {
 
 /** Run a conditional write and decide, by the writer tag, whether this put won. See the file comment. */
 async function conditional(t: UploadTarget, tag: string, write: () => Promise<unknown>): Promise<void> {
-  try {
-    await write();
-  } catch (err) {
-    if (!isConditionFailed(err)) throw err;
-    if ((await writerOf(t)) === tag) return; // our own earlier attempt landed and the SDK retried it
-    throw new AlreadyExistsError(t.key);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await write();
+      break;
+    } catch (err) {
+      if (!isConditionFailed(err)) throw err;
+      const writer = await writerOf(t);
+      if (writer === tag) return; // our own earlier attempt landed and the SDK retried it
+      if (writer !== undefined) throw new AlreadyExistsError(t.key);
+      // Refused, yet there is no object: AWS's 409 for a concurrent conditional write that then failed,
+      // or the object was deleted since. Nobody holds the key, so try again.
+      if (attempt >= 3) {
+        throw new StoreError(`cannot write ${t.url}: conditional write kept conflicting`, { file: t.key, code: 'Conflict' });
+      }
+      await sleep(50 * attempt);
+    }
   }
   const wait = t.tuning.confirmExclusiveMs;
   if (wait === false) return;
-  if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+  if (wait > 0) await sleep(wait);
   const writer = await writerOf(t);
   if (writer === tag) return;
   if (writer === undefined) {
@@ -210,6 +225,10 @@ async function conditional(t: UploadTarget, tag: string, write: () => Promise<un
     });
   }
   throw new AlreadyExistsError(t.key);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** The object's writer tag: undefined when there is no object, null when it has no tag. */

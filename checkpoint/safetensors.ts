@@ -21,7 +21,7 @@ import {
   type ErrorContext,
   type SafetensorsFault,
 } from './errors';
-import type { Store } from './store';
+import type { RangeReader, Store } from './store';
 import { bytesOf, isDType, type DType, type NamedTensors, type Tensor } from './tensors';
 
 /** The same cap as the reference (Rust) implementation. */
@@ -339,6 +339,12 @@ export interface ReadSafetensorsOptions {
    * keep a chunk they yielded (see tensorAlignedChunks).
    */
   adoptChunks?: boolean;
+  /**
+   * Receives every chunk the reader is done with, for a pooled stream to reuse (see ChunkPool): a chunk it
+   * copied from once consumed, an adopted chunk once onTensor has resolved. With it, a tensor handed to
+   * onTensor is only valid until onTensor resolves (the callback must copy what it keeps).
+   */
+  release?: (chunk: Uint8Array) => void;
 }
 
 export interface SafetensorsReadResult {
@@ -396,6 +402,7 @@ export async function readSafetensorsStream(
       throw fault('length-mismatch', file, `stream yields more than the expected ${fileLength} bytes`);
     }
     hash?.update(chunk);
+    let adopted = false;
     let off = 0;
     while (off < chunk.byteLength) {
       if (pos < 8) {
@@ -418,8 +425,10 @@ export async function readSafetensorsStream(
         const size = info.dataOffsets[1] - info.dataOffsets[0];
         const take = Math.min(size - filled, chunk.byteLength - off);
         if (filled === 0 && selected(info)) {
-          const whole = off === 0 && take === size && chunk.byteOffset === 0 && chunk.buffer.byteLength === size;
-          current = options.adoptChunks && whole ? chunk : new Uint8Array(size);
+          const whole =
+            off === 0 && take === size && chunk.byteOffset === 0 && chunk.buffer.byteLength === size;
+          adopted = !!options.adoptChunks && whole;
+          current = adopted ? chunk : new Uint8Array(size);
         }
         if (current !== chunk) current?.set(chunk.subarray(off, off + take), filled);
         filled += take;
@@ -427,6 +436,7 @@ export async function readSafetensorsStream(
         off += take;
         if (filled === size) {
           if (current) await deliver(info, current);
+          if (current === chunk && onTensor) options.release?.(chunk); // delivered and done with
           current = undefined;
           filled = 0;
           ti++;
@@ -439,6 +449,7 @@ export async function readSafetensorsStream(
         await deliverEmpties(parsed.tensorInfos);
       }
     }
+    if (!adopted) options.release?.(chunk);
   }
   if (pos < fileLength || !parsed || ti !== parsed.tensorInfos.length) {
     throw fault('truncated', file, `stream ended after ${pos} of ${fileLength} bytes`);
@@ -453,6 +464,109 @@ export async function readSafetensorsStream(
     });
   }
   return { metadata: parsed.metadata, tensors, sha256, tensorInfos: parsed.tensorInfos };
+}
+
+/**
+ * Chunk buffers handed back through readSafetensorsStream's `release`, reused by tensorAlignedChunks for
+ * later chunks of the same size: a load whose tensors are copied elsewhere (a wasm heap) then allocates
+ * about one buffer per distinct tensor size instead of one per tensor, and leaves no garbage behind.
+ */
+export class ChunkPool {
+  private readonly free = new Map<number, Uint8Array[]>();
+
+  /** A buffer of exactly `size` bytes with its own ArrayBuffer; its contents are undefined. */
+  take(size: number): Uint8Array {
+    return this.free.get(size)?.pop() ?? Buffer.allocUnsafe(size);
+  }
+
+  give(chunk: Uint8Array): void {
+    // Only whole buffers (not views into a shared slab, such as Node's small-Buffer pool).
+    if (chunk.byteOffset !== 0 || chunk.buffer.byteLength !== chunk.byteLength || chunk.byteLength === 0)
+      return;
+    const list = this.free.get(chunk.byteLength);
+    if (list) list.push(chunk);
+    else this.free.set(chunk.byteLength, [chunk]);
+  }
+}
+
+/** Tensors at least this big are read into a buffer of their own (and adopted)... */
+const OWN_SPAN_MIN = 256 << 10;
+/** ...smaller ones are read in groups of up to this many bytes (copied out by the reader). */
+const SPAN_BYTES = 4 << 20;
+/** The next span is read ahead (while the current one is hashed) only up to this size, to bound memory. */
+const READ_AHEAD_MAX = 64 << 20;
+
+/**
+ * A safetensors file read through positional reads, in chunks laid out for readSafetensorsStream with
+ * `adoptChunks`: the prefix and header first, then each tensor of OWN_SPAN_MIN or more in a buffer of its
+ * own (adopted as the tensor's storage: the bytes are copied once, by the kernel, and never again), smaller
+ * tensors grouped into chunks of up to SPAN_BYTES. The next chunk is read while the consumer works on the
+ * current one. A file whose header does not parse is passed on in plain chunks, so that
+ * readSafetensorsStream reports the fault exactly as it would for any stream. Buffers come from `pool`
+ * when given (pair it with the reader's `release`), else are fresh. Does not close the reader.
+ */
+export async function* tensorAlignedChunks(
+  reader: RangeReader,
+  fileLength: number,
+  file: string,
+  pool?: ChunkPool,
+): AsyncGenerator<Uint8Array> {
+  const spans: [number, number][] = [];
+  let head: Uint8Array | undefined;
+  try {
+    checkFileLength(fileLength, file);
+    const prefix = new Uint8Array(8);
+    if ((await reader.readInto(prefix, 0)) === 8) {
+      const n = headerLengthFromPrefix(prefix, fileLength, file);
+      head = new Uint8Array(8 + n);
+      if ((await reader.readInto(head, 0)) !== head.byteLength) throw new Error('short read');
+      const { tensorInfos } = parseSafetensorsHeader(head.subarray(8), fileLength, file);
+      let group: [number, number] | undefined;
+      for (const { dataOffsets } of tensorInfos) {
+        const [begin, end] = [head.byteLength + dataOffsets[0], head.byteLength + dataOffsets[1]];
+        if (begin === end) continue;
+        if (group && (end - begin >= OWN_SPAN_MIN || end - group[0] > SPAN_BYTES)) {
+          spans.push(group);
+          group = undefined;
+        }
+        if (end - begin >= OWN_SPAN_MIN) spans.push([begin, end]);
+        else group = group ? [group[0], end] : [begin, end];
+      }
+      if (group) spans.push(group);
+    }
+  } catch {
+    head = undefined;
+  }
+  if (!head) {
+    spans.length = 0;
+    for (let at = 0; at < fileLength; at += SPAN_BYTES)
+      spans.push([at, Math.min(at + SPAN_BYTES, fileLength)]);
+  } else {
+    yield head;
+  }
+  // One byte past the end: a file that grew since it was measured must still fail as too long.
+  spans.push([fileLength, fileLength + 1]);
+
+  const read = async ([begin, end]: [number, number]): Promise<Uint8Array> => {
+    // Not zero-filled (saves a pass over fresh memory): the read overwrites it all, and after a short read
+    // only the bytes read are passed on (as a view the reader copies, never adopts).
+    const buf = pool ? pool.take(end - begin) : Buffer.allocUnsafe(end - begin);
+    const got = await reader.readInto(buf, begin);
+    return got === buf.byteLength ? buf : buf.subarray(0, got);
+  };
+  const start = (span: [number, number]) => {
+    const p = read(span);
+    p.catch(() => undefined); // awaited below; this only keeps an abandoned read-ahead from going unhandled
+    return p;
+  };
+  let next: Promise<Uint8Array> | undefined = start(spans[0]!);
+  for (let i = 0; i < spans.length; i++) {
+    const chunk = await (next ?? read(spans[i]!));
+    const following = spans[i + 1];
+    next = following && following[1] - following[0] <= READ_AHEAD_MAX ? start(following) : undefined;
+    if (chunk.byteLength > 0) yield chunk;
+    if (chunk.byteLength < spans[i]![1] - spans[i]![0]) return; // end of file
+  }
 }
 
 /** Reads and validates only the header, with two range reads (for `inspect`): no tensor bytes are read. */

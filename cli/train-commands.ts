@@ -116,7 +116,11 @@ const trainCommand: Command = {
     process.once('SIGINT', stop);
     // Started by a worker: if the worker dies, stop at once rather than train on as an orphan (a commit in
     // flight is atomic, so exiting mid-save leaves nothing half-done).
-    if (process.send) process.once('disconnect', () => process.exit(137));
+    if (process.send) {
+      process.once('disconnect', () => process.exit(137));
+      // The channel only watches the parent; it must not keep this process alive once training is done.
+      process.channel?.unref();
+    }
     const summary = await train({
       dir,
       steps,

@@ -55,7 +55,7 @@ export async function buildModel(
   step: number,
   options: BuildOptions = {},
 ): Promise<BuiltModel> {
-  const { tf } = await initBackend({ force: options.backend, log: (m) => log0(m) });
+  const { tf, name: backend } = await initBackend({ force: options.backend, log: (m) => log0(m) });
   // Each tensor goes to the backend as soon as it is read and verified chunk by chunk; the host copy is
   // dropped at once, so peak memory stays near one copy of the model.
   const adopted = new Map<string, TfTensor>();
@@ -65,6 +65,8 @@ export async function buildModel(
     checkpoint = await loadCheckpoint(dir, step, {
       loadOptimizer: false,
       verify: options.verify ?? true,
+      // The wasm backend copies a new tensor into its own heap at once: the host buffer can be reused.
+      transientModelTensors: backend === 'wasm',
       onModelTensor: (name, tensor) => {
         adopted.set(name, tf.tensor(toFloat32(tensor), [...tensor.shape], 'float32'));
         shapes[name] = { dtype: 'F32', shape: tensor.shape, data: new Float32Array(0) };

@@ -6,7 +6,7 @@ valid safetensors file: names, shapes and bytes), then times, inside this proces
   load: safetensors.numpy.load_file, once with the page cache dropped (when --drop) and once warm.
 Interpreter start-up and building the input arrays are not timed. Prints one JSON line.
 
-Usage: python3 st_io.py --raw RAW --out OUT [--drop]
+Usage: python3 st_io.py --raw RAW --out OUT [--drop [--settle SECONDS]]
 """
 
 import argparse
@@ -23,16 +23,19 @@ from safetensors.numpy import load_file, save_file
 DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "I32": np.int32, "I64": np.int64}
 
 
-def drop_caches(enabled):
+def drop_caches(enabled, settle_s):
+    """sync + drop the page cache, then pause as the Node side does (the VM keeps reclaiming for a while)."""
     if not enabled:
+        subprocess.run(["sync"], check=False)
         return False
     subprocess.run(["sync"], check=False)
     try:
         with open("/proc/sys/vm/drop_caches", "w") as f:
             f.write("3\n")
-        return True
     except OSError:
         return False
+    time.sleep(settle_s)
+    return True
 
 
 def read_tensors(path):
@@ -40,12 +43,13 @@ def read_tensors(path):
         (n,) = struct.unpack("<Q", f.read(8))
         header = json.loads(f.read(n))
     header.pop("__metadata__", None)
-    data = np.fromfile(path, dtype=np.uint8, offset=8 + n)
     tensors = {}
+    # One array per tensor, read straight from the file: no big temporary is freed just before the timed save.
     for name, info in header.items():
         begin, end = info["data_offsets"]
-        dtype = DTYPES[info["dtype"]]
-        tensors[name] = data[begin:end].view(dtype).reshape(info["shape"]).copy()
+        dtype = np.dtype(DTYPES[info["dtype"]])
+        count = (end - begin) // dtype.itemsize
+        tensors[name] = np.fromfile(path, dtype=dtype, count=count, offset=8 + n + begin).reshape(info["shape"])
     return tensors
 
 
@@ -54,13 +58,14 @@ def main():
     ap.add_argument("--raw", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--drop", action="store_true")
+    ap.add_argument("--settle", type=float, default=1.0)
     args = ap.parse_args()
 
     tensors = read_tensors(args.raw)
     nbytes = sum(t.nbytes for t in tensors.values())
     gc.collect()
 
-    dropped = drop_caches(args.drop)
+    dropped = drop_caches(args.drop, args.settle)
     t0 = time.perf_counter()
     save_file(tensors, args.out)
     fd = os.open(args.out, os.O_RDONLY)
@@ -70,7 +75,7 @@ def main():
         os.close(fd)
     save_s = time.perf_counter() - t0
 
-    drop_caches(args.drop)
+    drop_caches(args.drop, args.settle)
     t0 = time.perf_counter()
     loaded = load_file(args.out)
     load_cold_s = time.perf_counter() - t0

@@ -30,8 +30,10 @@ export interface S3TestServer {
   stop(): Promise<void>;
   /** SIGKILL (a crash), wait for exit; data stays for restart(). */
   kill(): Promise<void>;
-  /** Start again on the same port and data directory. */
+  /** Start again on the same port and data directory (moto keeps no data: its bucket comes back empty). */
   restart(): Promise<void>;
+  /** Whether objects survive kill() + restart() (versitygw: yes; moto: in memory only). */
+  persistent: boolean;
 }
 
 /** versitygw or moto_server on PATH or in Go's bin directory. */
@@ -161,17 +163,24 @@ export async function startS3Server(): Promise<S3TestServer> {
     },
     async restart() {
       await launch();
+      if (found.kind === 'moto') await createBucket();
     },
+    persistent: found.kind === 'versitygw',
   };
-  const conn = new S3Connection(options());
+  const createBucket = async () => {
+    const conn = new S3Connection(options());
+    try {
+      const { CreateBucketCommand } = await import('@aws-sdk/client-s3');
+      await conn.client.send(new CreateBucketCommand({ Bucket: bucket }));
+    } finally {
+      conn.destroy();
+    }
+  };
   try {
-    const { CreateBucketCommand } = await import('@aws-sdk/client-s3');
-    await conn.client.send(new CreateBucketCommand({ Bucket: bucket }));
+    await createBucket();
   } catch (err) {
     await server.stop();
     throw err;
-  } finally {
-    conn.destroy();
   }
   return server;
 }

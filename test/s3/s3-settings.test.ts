@@ -8,7 +8,15 @@ import { createHash } from 'node:crypto';
 import { inspect } from 'node:util';
 import { describe, it } from 'node:test';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { InvalidArgumentError, openStore, parseS3Location, S3Connection, S3Store, type S3StoreOptions } from '../../checkpoint';
+import {
+  AlreadyExistsError,
+  InvalidArgumentError,
+  openStore,
+  parseS3Location,
+  S3Connection,
+  S3Store,
+  type S3StoreOptions,
+} from '../../checkpoint';
 import { rechunk } from '../../checkpoint/s3-upload';
 import { loadS3Config } from '../../temporal.config';
 
@@ -40,9 +48,20 @@ function fakeClient(partDelayMs = 0) {
         case 'CompleteMultipartUpload':
           return { ETag: '"m"' };
         case 'HeadObject': {
-          // The writer tag read back is the one the last put sent: this put won.
-          const put = [...sent].reverse().find((s) => s.name === 'PutObject' || s.name === 'CreateMultipartUpload');
-          return { ContentLength: 1, Metadata: put?.input.Metadata };
+          // The writer tag read back is the one the last put of the key sent: that put won.
+          const put = [...sent]
+            .reverse()
+            .find(
+              (s) =>
+                (s.name === 'PutObject' || s.name === 'CreateMultipartUpload') &&
+                s.input.Key === command.input.Key,
+            );
+          if (!put)
+            throw Object.assign(new Error('NotFound'), {
+              name: 'NotFound',
+              $metadata: { httpStatusCode: 404 },
+            });
+          return { ContentLength: 1, Metadata: put.input.Metadata };
         }
         default:
           return {};
@@ -68,7 +87,15 @@ describe('s3:// locations', () => {
   });
 
   it('reject bad bucket names, traversal and empty segments', () => {
-    for (const bad of ['s3://', 's3://ab', 's3://Upper/x', 's3://b_b/x', 's3://bucket/../x', 's3://bucket/a//b', 's3://bucket/./a']) {
+    for (const bad of [
+      's3://',
+      's3://ab',
+      's3://Upper/x',
+      's3://b_b/x',
+      's3://bucket/../x',
+      's3://bucket/a//b',
+      's3://bucket/./a',
+    ]) {
       assert.throws(() => parseS3Location(bad), InvalidArgumentError, bad);
     }
     assert.throws(() => new S3Store('s3://bucket/a').sub('..'), InvalidArgumentError);
@@ -89,8 +116,15 @@ describe('loadS3Config', () => {
       AWS_REGION: 'us-west-2',
       CKPT_S3_FORCE_PATH_STYLE: '0',
     });
-    assert.deepEqual(both, { endpoint: 'https://s3.example.com', region: 'ap-south-1', forcePathStyle: false });
-    assert.equal(loadS3Config({ AWS_ENDPOINT_URL_S3: 'http://a:1', AWS_ENDPOINT_URL: 'http://b:1' }).endpoint, 'http://a:1');
+    assert.deepEqual(both, {
+      endpoint: 'https://s3.example.com',
+      region: 'ap-south-1',
+      forcePathStyle: false,
+    });
+    assert.equal(
+      loadS3Config({ AWS_ENDPOINT_URL_S3: 'http://a:1', AWS_ENDPOINT_URL: 'http://b:1' }).endpoint,
+      'http://a:1',
+    );
   });
 
   it('reads server-side encryption and rejects bad values', () => {
@@ -100,7 +134,10 @@ describe('loadS3Config', () => {
       kmsKeyId: 'key-1',
     });
     assert.throws(() => loadS3Config({ CKPT_S3_SSE: 'rot13' }), InvalidArgumentError);
-    assert.throws(() => loadS3Config({ CKPT_S3_SSE: 'AES256', CKPT_S3_SSE_KMS_KEY_ID: 'k' }), InvalidArgumentError);
+    assert.throws(
+      () => loadS3Config({ CKPT_S3_SSE: 'AES256', CKPT_S3_SSE_KMS_KEY_ID: 'k' }),
+      InvalidArgumentError,
+    );
     assert.throws(() => loadS3Config({ CKPT_S3_ENDPOINT: 'localhost:9000' }), InvalidArgumentError);
     assert.throws(() => loadS3Config({ CKPT_S3_FORCE_PATH_STYLE: 'maybe' }), InvalidArgumentError);
   });
@@ -121,13 +158,60 @@ describe('what the store sends', () => {
     assert.equal(put.SSEKMSKeyId, 'kms-1');
     assert.equal(put.ChecksumSHA256, createHash('sha256').update(body).digest('base64'));
     assert.match(String((put.Metadata as Record<string, string>)['ckpt-writer']), /^[0-9a-f]{24}$/);
-    assert.deepEqual(sent.map((s) => s.name), ['PutObject', 'HeadObject']);
+    // HEAD first (refuse early), the conditional PUT, then the writer tag read back.
+    assert.deepEqual(
+      sent.map((s) => s.name),
+      ['HeadObject', 'PutObject', 'HeadObject'],
+    );
+  });
+
+  it('an exclusive put of an existing key is refused before the source is read', async () => {
+    const { client, sent } = fakeClient();
+    const store = storeWith({}, client);
+    await store.put('k', Buffer.from('first'));
+    let pulled = false;
+    async function* source() {
+      pulled = true;
+      yield Buffer.from('second');
+    }
+    await assert.rejects(store.put('k', source(), { exclusive: true }), AlreadyExistsError);
+    assert.equal(pulled, false);
+    assert.deepEqual(
+      sent.map((s) => s.name),
+      ['PutObject', 'HeadObject'],
+    );
+  });
+
+  it('a 412 answering the SDK retry of our own landed write is a success (the writer tag is ours)', async () => {
+    const { client, sent } = fakeClient();
+    const retried = {
+      async send(cmd: { constructor: { name: string } }) {
+        const out = await client.send(cmd as never);
+        if (cmd.constructor.name === 'PutObjectCommand') {
+          throw Object.assign(new Error('At least one of the pre-conditions you specified did not hold'), {
+            name: 'PreconditionFailed',
+            $metadata: { httpStatusCode: 412 },
+          });
+        }
+        return out;
+      },
+      destroy() {},
+    } as unknown as S3Client;
+    const result = await storeWith({}, retried).put('m', Buffer.from('x'), { exclusive: true });
+    assert.equal(result.bytes, 1);
+    assert.deepEqual(
+      sent.map((s) => s.name),
+      ['HeadObject', 'PutObject', 'HeadObject'],
+    );
   });
 
   it('a plain put has no condition and no read-back', async () => {
     const { client, sent } = fakeClient();
     await storeWith({}, client).put('k', Buffer.from('x'));
-    assert.deepEqual(sent.map((s) => s.name), ['PutObject']);
+    assert.deepEqual(
+      sent.map((s) => s.name),
+      ['PutObject'],
+    );
     assert.equal(sent[0]!.input.IfNoneMatch, undefined);
     assert.equal(sent[0]!.input.ServerSideEncryption, undefined);
   });
@@ -135,7 +219,10 @@ describe('what the store sends', () => {
   it('a large put is a multipart upload: bounded parallel parts, SSE on create, condition on complete', async () => {
     const { client, sent, stats } = fakeClient(20);
     const partSize = 5 << 20;
-    const store = storeWith({ partSize, uploadConcurrency: 3, sse: { serverSideEncryption: 'AES256' } }, client);
+    const store = storeWith(
+      { partSize, uploadConcurrency: 3, sse: { serverSideEncryption: 'AES256' } },
+      client,
+    );
     const total = 8 * partSize + 12345;
     let pulled = 0;
     let maxAhead = 0;
@@ -153,16 +240,20 @@ describe('what the store sends', () => {
     const result = await store.put('model.safetensors', source(), { exclusive: true });
     assert.equal(result.bytes, total);
     assert.equal(result.sha256, hash.digest('hex'));
-    const names = sent.map((s) => s.name);
+    const names = sent.map((s) => s.name).filter((n) => n !== 'HeadObject');
     assert.equal(names[0], 'CreateMultipartUpload');
     assert.equal(names.filter((n) => n === 'UploadPart').length, 9);
     assert.ok(names.includes('CompleteMultipartUpload'));
-    assert.equal(sent[0]!.input.ServerSideEncryption, 'AES256');
-    assert.equal(sent[0]!.input.ChecksumAlgorithm, 'SHA256');
+    const create = sent.find((s) => s.name === 'CreateMultipartUpload')!.input;
+    assert.equal(create.ServerSideEncryption, 'AES256');
+    assert.equal(create.ChecksumAlgorithm, 'SHA256');
     const complete = sent.find((s) => s.name === 'CompleteMultipartUpload')!.input;
     assert.equal(complete.IfNoneMatch, '*');
     const parts = (complete.MultipartUpload as { Parts: Array<{ PartNumber: number }> }).Parts;
-    assert.deepEqual(parts.map((p) => p.PartNumber), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert.deepEqual(
+      parts.map((p) => p.PartNumber),
+      [1, 2, 3, 4, 5, 6, 7, 8, 9],
+    );
     assert.ok(stats.maxInflight <= 3, `at most 3 parts in flight, saw ${stats.maxInflight}`);
     // Read-ahead: the parts in flight, the part being filled, and one source chunk.
     assert.ok(maxAhead <= 5 * partSize + 1_000_003, `read ahead ${maxAhead} bytes`);
@@ -172,7 +263,10 @@ describe('what the store sends', () => {
     const { client, sent } = fakeClient();
     const failing = {
       send: async (cmd: { constructor: { name: string } }) => {
-        if (cmd.constructor.name === 'UploadPartCommand' && sent.filter((s) => s.name === 'UploadPart').length > 1) {
+        if (
+          cmd.constructor.name === 'UploadPartCommand' &&
+          sent.filter((s) => s.name === 'UploadPart').length > 1
+        ) {
           await client.send(cmd as never);
           throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
         }
@@ -197,11 +291,21 @@ describe('rechunk', () => {
     const seen: number[] = [];
     const chunks = [Buffer.from([1, 2, 3]), Buffer.from([]), Buffer.from([4, 5, 6, 7, 8]), Buffer.from([9])];
     const parts: number[][] = [];
-    for await (const p of rechunk(chunks, () => 4, (c) => seen.push(...c))) parts.push([...p]);
+    for await (const p of rechunk(
+      chunks,
+      () => 4,
+      (c) => seen.push(...c),
+    ))
+      parts.push([...p]);
     assert.deepEqual(parts, [[1, 2, 3, 4], [5, 6, 7, 8], [9]]);
     assert.deepEqual(seen, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     const empty: number[][] = [];
-    for await (const p of rechunk([], () => 4, () => undefined)) empty.push([...p]);
+    for await (const p of rechunk(
+      [],
+      () => 4,
+      () => undefined,
+    ))
+      empty.push([...p]);
     assert.deepEqual(empty, [[]]);
   });
 });
@@ -213,7 +317,12 @@ describe('credentials stay secret', () => {
       endpoint: 'http://127.0.0.1:1',
       credentials: { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: secret },
     });
-    for (const text of [JSON.stringify(store), inspect(store, { depth: 10 }), JSON.stringify(store.connection), inspect(store.connection, { depth: 10 })]) {
+    for (const text of [
+      JSON.stringify(store),
+      inspect(store, { depth: 10 }),
+      JSON.stringify(store.connection),
+      inspect(store.connection, { depth: 10 }),
+    ]) {
       assert.ok(!text.includes(secret), text);
       assert.ok(!text.includes('AKIDEXAMPLE'), text);
     }

@@ -64,6 +64,13 @@ describe('S3Store: the Store contract', () => {
     assert.ok(Math.abs(st!.mtimeMs - Date.now()) < 60_000, 'mtime from LastModified');
     assert.equal(await store.stat('a/nope'), null);
     assert.equal(await store.exists('a/nope'), false);
+    assert.deepEqual(await store.put('empty', Buffer.alloc(0)), {
+      bytes: 0,
+      sha256: createHash('sha256').digest('hex'),
+    });
+    assert.equal((await store.read('empty')).length, 0);
+    for await (const c of store.stream('empty')) assert.fail(`unexpected chunk of ${c.byteLength} bytes`);
+    await store.delete('empty');
     await store.put('top.json', Buffer.from('{}'));
     assert.deepEqual((await store.list()).map((e) => e.key), ['top.json']);
     assert.deepEqual((await store.list('a')).map((e) => e.key), ['a/file.bin']);
@@ -233,21 +240,20 @@ class KillingStore extends S3Store {
   }
   override async put(key: string, source: ByteSource, options?: PutOptions) {
     if (!this.target(key) || this.killed) return super.put(key, source, options);
-    const self = this;
+    const threshold = this.after;
+    const kill = async () => {
+      if (this.killed) return;
+      this.killed = true;
+      await server.kill();
+    };
     async function* killMidway(): AsyncIterable<Uint8Array> {
       let seen = 0;
       for await (const chunk of (source instanceof Uint8Array ? [source] : source) as AsyncIterable<Uint8Array>) {
-        if (seen >= self.after && !self.killed) {
-          self.killed = true;
-          await server.kill();
-        }
+        if (seen >= threshold) await kill();
         seen += chunk.byteLength;
         yield chunk;
       }
-      if (!self.killed) {
-        self.killed = true;
-        await server.kill();
-      }
+      await kill(); // a source shorter than the threshold: before the upload can complete
     }
     return super.put(key, killMidway(), options);
   }
@@ -270,10 +276,13 @@ describe('the S3 server killed mid-upload', () => {
       await server.restart();
 
       const fresh = new S3Store(dir, server.options());
-      assert.deepEqual(await committedSteps(fresh), [10]);
       assert.equal(await fresh.exists(manifestFile(20)), false);
-      assert.equal(await findLastStep(fresh), 10);
-      assert.equal((await verifyCheckpoint(fresh, 10)).ok, true);
+      if (server.persistent) {
+        // (moto, the fallback server, forgets everything when it dies.)
+        assert.deepEqual(await committedSteps(fresh), [10]);
+        assert.equal(await findLastStep(fresh), 10);
+        assert.equal((await verifyCheckpoint(fresh, 10)).ok, true);
+      }
 
       const retry = await saveCheckpoint(fresh, 20, big(2));
       assert.equal(retry.committed, true);
