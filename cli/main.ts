@@ -10,8 +10,9 @@ import { checkpointCommands } from './checkpoint-commands';
 import { copyCommand } from './copy-command';
 import { trainCommands } from './train-commands';
 import { pipelineCommands } from './pipeline-commands';
+import { scheduleCommands } from './schedule-commands';
 
-const commands: Command[] = [...trainCommands, ...checkpointCommands, copyCommand, ...pipelineCommands];
+const commands: Command[] = [...trainCommands, ...checkpointCommands, copyCommand, ...pipelineCommands, ...scheduleCommands];
 
 function mainUsage(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

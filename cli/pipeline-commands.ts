@@ -16,7 +16,7 @@ import { ProgressLine } from './progress';
 
 type Args = Parameters<Command['run']>[0];
 
-const RETENTION_OPTIONS = {
+export const RETENTION_OPTIONS = {
   'keep-last': { type: 'string' },
   'keep-best': { type: 'string' },
   metric: { type: 'string' },

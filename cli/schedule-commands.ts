@@ -1,0 +1,128 @@
+/** `ckpt schedule eval|retention create`, `ckpt schedule list | delete | trigger`: Temporal Schedules. */
+import { resolve } from 'node:path';
+import { ScheduleOverlapPolicy, ScheduleNotFoundError } from '@temporalio/client';
+import { InvalidArgumentError } from '../checkpoint';
+import { loadConfig, parseDuration } from '../temporal.config';
+import { type Command, expectPositionals, flag, note, out, positional, str, table, UsageError } from './args';
+import { retentionFromArgs, RETENTION_OPTIONS } from './pipeline-commands';
+import { connectClient, workflowSettings } from './temporal-client';
+
+function absoluteLocation(location: string): string {
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(location) ? location : resolve(location);
+}
+
+function scheduleId(kind: string, dir: string): string {
+  return `ckpt-${kind}-${dir.replace(/\/+$/, '').split('/').slice(-2).join('-')}`.replace(/[^A-Za-z0-9._-]/g, '-');
+}
+
+function createCommand(kind: 'eval' | 'retention'): Command {
+  return {
+    name: `schedule ${kind} create`,
+    summary:
+      kind === 'eval'
+        ? 'Schedule evaluation of every new checkpoint of a directory (overlapping runs are skipped).'
+        : 'Schedule a retention policy on a directory (overlapping runs are skipped).',
+    usage:
+      kind === 'eval'
+        ? 'ckpt schedule eval create --dir DIR --every D [--id ID] [--data FILE]'
+        : 'ckpt schedule retention create --dir DIR --every D --keep-last N [--keep-best K --metric M --mode min|max]\n' +
+          '                               [--keep-every S] [--pin STEP]... [--id ID]',
+    options: {
+      dir: { type: 'string' },
+      every: { type: 'string' },
+      id: { type: 'string' },
+      ...(kind === 'eval' ? { data: { type: 'string' } } : RETENTION_OPTIONS),
+    },
+    async run(args) {
+      expectPositionals(args, 0, `schedule ${kind} create`);
+      const dirArg = str(args, 'dir');
+      const every = str(args, 'every');
+      if (!dirArg) throw new UsageError(`schedule ${kind} create: --dir DIR is required`, { field: 'dir' });
+      if (!every) throw new UsageError(`schedule ${kind} create: --every D is required (e.g. 10m, 1h)`, { field: 'every' });
+      const dir = absoluteLocation(dirArg);
+      const config = loadConfig();
+      const settings = workflowSettings(config.temporal);
+      const policy = kind === 'retention' ? retentionFromArgs(args) : undefined;
+      if (kind === 'retention' && !policy) throw new UsageError('schedule retention create: give at least one policy flag');
+      const id = str(args, 'id') ?? scheduleId(kind, dir);
+      const client = await connectClient(config.temporal);
+      const data = str(args, 'data');
+      await client.schedule.create({
+        scheduleId: id,
+        spec: { intervals: [{ every: parseDuration(every, '--every') }] },
+        policies: { overlap: ScheduleOverlapPolicy.SKIP },
+        action: {
+          type: 'startWorkflow',
+          workflowType: kind === 'eval' ? 'evaluateNewCheckpoints' : 'applyRetention',
+          taskQueue: config.temporal.taskQueues.control,
+          args: [kind === 'eval' ? { dir, settings, ...(data ? { data: resolve(data) } : {}) } : { dir, policy, settings }],
+        },
+        memo: { dir, kind },
+        state: {
+          note:
+            kind === 'eval'
+              ? `evaluate new checkpoints of ${dir} every ${every}`
+              : `apply retention ${JSON.stringify(policy)} to ${dir} every ${every}`,
+        },
+      });
+      note(`created schedule ${id}`);
+      out(id);
+      return 0;
+    },
+  };
+}
+
+const listCommand: Command = {
+  name: 'schedule list',
+  summary: 'List schedules.',
+  usage: 'ckpt schedule list [--json]',
+  options: { json: { type: 'boolean' } },
+  async run(args) {
+    expectPositionals(args, 0, 'schedule list');
+    const client = await connectClient(loadConfig().temporal);
+    const rows: Array<{ id: string; workflow: string; note: string; paused: boolean }> = [];
+    for await (const s of client.schedule.list()) {
+      rows.push({
+        id: s.scheduleId,
+        workflow: s.action?.type === 'startWorkflow' ? s.action.workflowType : '',
+        note: s.state.note ?? '',
+        paused: s.state.paused,
+      });
+    }
+    if (flag(args, 'json')) out(JSON.stringify(rows, null, 2));
+    else if (rows.length === 0) note('no schedules');
+    else out(table([['ID', 'WORKFLOW', 'PAUSED', 'NOTE'], ...rows.map((r) => [r.id, r.workflow, String(r.paused), r.note])]));
+    return 0;
+  },
+};
+
+function onSchedule(name: 'delete' | 'trigger', summary: string): Command {
+  return {
+    name: `schedule ${name}`,
+    summary,
+    usage: `ckpt schedule ${name} ID`,
+    options: {},
+    async run(args) {
+      expectPositionals(args, 1, `schedule ${name}`);
+      const id = positional(args, 0, 'ID', `schedule ${name}`);
+      const handle = (await connectClient(loadConfig().temporal)).schedule.getHandle(id);
+      try {
+        if (name === 'delete') await handle.delete();
+        else await handle.trigger(ScheduleOverlapPolicy.ALLOW_ALL);
+      } catch (err) {
+        if (err instanceof ScheduleNotFoundError) throw new InvalidArgumentError(`no schedule with id ${id}`, { field: 'ID' });
+        throw err;
+      }
+      note(`${name === 'delete' ? 'deleted' : 'triggered'} schedule ${id}`);
+      return 0;
+    },
+  };
+}
+
+export const scheduleCommands: Command[] = [
+  createCommand('eval'),
+  createCommand('retention'),
+  listCommand,
+  onSchedule('delete', 'Delete a schedule.'),
+  onSchedule('trigger', 'Run a schedule now (regardless of overlap).'),
+];
