@@ -56,6 +56,21 @@ export async function saveCheckpoint(
   options: SaveOptions = {},
 ): Promise<SaveResult> {
   const store = openStore(dir);
+  const files = await writeCheckpointFiles(store, step, data, options);
+  return commitCheckpoint(store, step, files, options);
+}
+
+/**
+ * Phase 1 of a save: publish this rank's files (rank 0: model + meta; every rank: its optimizer shard)
+ * and return their sizes and checksums. Nothing is visible as a checkpoint yet.
+ */
+export async function writeCheckpointFiles(
+  dir: Location,
+  step: number,
+  data: SaveData,
+  options: Pick<SaveOptions, 'rank' | 'worldSize' | 'saveDtype'> = {},
+): Promise<Record<string, FileRecord>> {
+  const store = openStore(dir);
   validateStep(step);
   const rank = options.rank ?? 0;
   const worldSize = options.worldSize ?? 1;
@@ -77,7 +92,22 @@ export async function saveCheckpoint(
     const name = optimFile(step, rank);
     files[name] = await publish(store, step, name, () => safetensorsChunks(optimizer).chunks);
   }
+  return files;
+}
 
+/**
+ * Phase 2: every rank hands its file records to rank 0 (through the coordinator), and rank 0 writes the
+ * manifest — the commit — once all of them are there.
+ */
+export async function commitCheckpoint(
+  dir: Location,
+  step: number,
+  files: Record<string, FileRecord>,
+  options: Pick<SaveOptions, 'rank' | 'worldSize' | 'coordinator' | 'commitTimeoutMs'> = {},
+): Promise<SaveResult> {
+  const store = openStore(dir);
+  const rank = options.rank ?? 0;
+  const worldSize = options.worldSize ?? 1;
   const coordinator =
     options.coordinator ?? (worldSize === 1 ? soloCoordinator() : storeCoordinator(store, options.commitTimeoutMs));
   const gathered = await coordinator.gatherFileRecords(step, rank, worldSize, files);

@@ -20,3 +20,4 @@ export { toFloat32, fromFloat32 } from './dtype';
 export * from './safetensors';
 export * from './copy';
 export * from './s3-store';
+export * from './async-save';

@@ -19,6 +19,8 @@ import {
 } from './store';
 
 const STREAM_CHUNK = 4 << 20;
+/** put() starts the disk write-back (fdatasync, not awaited) each time this many bytes have been written. */
+const EARLY_FLUSH_BYTES = 64 << 20;
 /** One read() call's most (the kernel caps a read near 2 GiB). */
 const MAX_READ = 1 << 30;
 
@@ -55,6 +57,11 @@ export class LocalStore implements Store {
     let handle: fs.FileHandle | undefined;
     try {
       handle = await fs.open(temp, 'wx');
+      // Write-back to disk starts every EARLY_FLUSH_BYTES without waiting, so it overlaps the hashing and
+      // writing of later chunks and the final fsync has little left to do. Its errors surface below.
+      let flushing: Promise<void> | undefined;
+      let flushError: unknown;
+      let unflushed = 0;
       for await (const chunk of toAsync(source)) {
         // The write runs on the thread pool: hash the same (unchanging) bytes meanwhile, then wait for it.
         const writing = writeAll(handle, chunk);
@@ -64,7 +71,23 @@ export class LocalStore implements Store {
           await writing;
         }
         bytes += chunk.byteLength;
+        unflushed += chunk.byteLength;
+        if (flushError) throw flushError;
+        if (unflushed >= EARLY_FLUSH_BYTES && !flushing) {
+          unflushed = 0;
+          flushing = handle.datasync().then(
+            () => {
+              flushing = undefined;
+            },
+            (err: unknown) => {
+              flushing = undefined;
+              flushError ??= err;
+            },
+          );
+        }
       }
+      await flushing;
+      if (flushError) throw flushError;
       await handle.sync();
       await handle.close();
       handle = undefined;
@@ -156,7 +179,8 @@ export class LocalStore implements Store {
       if (!st.isFile()) return null;
       return { key, bytes: st.size, mtimeMs: st.mtimeMs };
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      // ENOTDIR: a parent on the path is a file, so there is no object here either.
+      if (['ENOENT', 'ENOTDIR'].includes((err as NodeJS.ErrnoException).code ?? '')) return null;
       throw storeError(err, `cannot stat ${this.path(key)}`, key);
     }
   }
@@ -207,7 +231,7 @@ async function readdirOrEmpty(dir: string, key: string) {
   try {
     return await fs.readdir(dir, { withFileTypes: true });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    if (['ENOENT', 'ENOTDIR'].includes((err as NodeJS.ErrnoException).code ?? '')) return [];
     throw storeError(err, `cannot list ${dir}`, key);
   }
 }

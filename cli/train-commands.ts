@@ -128,6 +128,7 @@ const trainCommand: Command = {
       ...settings,
       resume: from !== undefined ? { step: from } : flag(args, 'resume') ? 'last' : 'none',
       backend: loadConfig().backend,
+      storeConfig: loadConfig().s3,
       signal: controller.signal,
       onProgress: (p: Progress) =>
         json

@@ -14,6 +14,7 @@ import {
   NoCheckpointError,
   openStore,
   saveCheckpoint,
+  AsyncSaver,
   validateStep,
   type Location,
   type SaveDtype,
@@ -50,6 +51,10 @@ export interface TrainOptions {
   saveDtype?: SaveDtype;
   backend?: BackendChoice;
   signal?: AbortSignal;
+  /** Save on a background thread while training goes on (default true for directory/URL locations). */
+  asyncSave?: boolean;
+  /** What a background save thread needs to open the store (e.g. S3 settings). */
+  storeConfig?: unknown;
   onProgress?: (p: Progress) => void;
   onSave?: (step: number) => void;
 }
@@ -129,6 +134,15 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
   else log0(`training ${store.location} from scratch to step ${target} on ${backend}`);
 
   const saved: number[] = [];
+  const committed = (step: number) => {
+    saved.push(step);
+    options.onSave?.(step);
+  };
+  // A checkpoint is reported only once its manifest exists: async saves report from their commit.
+  const saver =
+    options.asyncSave !== false && typeof options.dir === 'string'
+      ? new AsyncSaver({ storeConfig: options.storeConfig, onCommitted: (r) => committed(r.step) })
+      : null;
   const alreadySaved = new Set(await committedSteps(store));
   let history: Array<[number, number]> = [];
   let lastLoss: number | null = null;
@@ -160,19 +174,27 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
           history = [];
           continue;
         }
-        await saveCheckpoint(store, done, {
+        const snapshot = {
           model: model.namedTensors(),
           optimizer: optimizer.stateTensors(),
           meta: buildMeta(run, data, tokenizer, backend, done, run.batch, loop, history),
-        }, { saveDtype: options.saveDtype });
-        saved.push(done);
+        };
+        if (saver) {
+          await saver.save(options.dir as string, done, snapshot, { saveDtype: options.saveDtype, transfer: true });
+        } else {
+          await saveCheckpoint(store, done, snapshot, { saveDtype: options.saveDtype });
+          committed(done);
+        }
         history = [];
-        options.onSave?.(done);
       }
     }
+    await saver?.finish();
   } finally {
     model.dispose();
     optimizer.dispose();
+    // On an error or a cancellation the save in flight still completes (or fails) as a whole: a commit
+    // is atomic, so nothing half-done is left either way.
+    await saver?.close().catch(() => undefined);
   }
   return {
     startStep,

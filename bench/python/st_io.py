@@ -2,11 +2,12 @@
 
 Builds the very same tensors as the Node side by reading them out of the raw file the benchmark wrote (a
 valid safetensors file: names, shapes and bytes), then times, inside this process:
-  save: safetensors.numpy.save_file + os.fsync of the written file
-  load: safetensors.numpy.load_file, once with the page cache dropped (when --drop) and once warm.
+  --mode save: safetensors.numpy.save_file to OUT + os.fsync of the written file
+  --mode load: safetensors.numpy.load_file of OUT, once with the page cache dropped (when --drop), once warm;
+               then (untimed) checks that it returned exactly the raw file's tensors.
 Interpreter start-up and building the input arrays are not timed. Prints one JSON line.
 
-Usage: python3 st_io.py --raw RAW --out OUT [--drop [--settle SECONDS]]
+Usage: python3 st_io.py --mode save|load --raw RAW --out OUT [--drop [--settle SECONDS]]
 """
 
 import argparse
@@ -55,52 +56,41 @@ def read_tensors(path):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", choices=["save", "load"], required=True)
     ap.add_argument("--raw", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--drop", action="store_true")
     ap.add_argument("--settle", type=float, default=1.0)
     args = ap.parse_args()
 
-    tensors = read_tensors(args.raw)
-    nbytes = sum(t.nbytes for t in tensors.values())
-    gc.collect()
-
-    dropped = drop_caches(args.drop, args.settle)
-    t0 = time.perf_counter()
-    save_file(tensors, args.out)
-    fd = os.open(args.out, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    save_s = time.perf_counter() - t0
-
-    drop_caches(args.drop, args.settle)
-    t0 = time.perf_counter()
-    loaded = load_file(args.out)
-    load_cold_s = time.perf_counter() - t0
-    same = set(loaded) == set(tensors) and all(np.array_equal(loaded[k], tensors[k]) for k in tensors)
-    del loaded
-    gc.collect()
-
-    t0 = time.perf_counter()
-    loaded = load_file(args.out)
-    load_warm_s = time.perf_counter() - t0
-    del loaded
-
-    print(
-        json.dumps(
-            {
-                "save_s": save_s,
-                "load_cold_s": load_cold_s,
-                "load_warm_s": load_warm_s,
-                "file_bytes": os.path.getsize(args.out),
-                "tensor_bytes": nbytes,
-                "dropped": dropped,
-                "roundtrip_equal": bool(same),
-            }
-        )
-    )
+    if args.mode == "save":
+        tensors = read_tensors(args.raw)
+        gc.collect()
+        dropped = drop_caches(args.drop, args.settle)
+        t0 = time.perf_counter()
+        save_file(tensors, args.out)
+        fd = os.open(args.out, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        result = {"save_s": time.perf_counter() - t0}
+    else:
+        dropped = drop_caches(args.drop, args.settle)
+        t0 = time.perf_counter()
+        loaded = load_file(args.out)
+        load_cold_s = time.perf_counter() - t0
+        del loaded
+        gc.collect()
+        t0 = time.perf_counter()
+        loaded = load_file(args.out)
+        load_warm_s = time.perf_counter() - t0
+        # Untimed: the file holds exactly the tensors of the raw file.
+        tensors = read_tensors(args.raw)
+        same = set(loaded) == set(tensors) and all(np.array_equal(loaded[k], tensors[k]) for k in tensors)
+        result = {"load_cold_s": load_cold_s, "load_warm_s": load_warm_s, "roundtrip_equal": bool(same)}
+    result.update({"file_bytes": os.path.getsize(args.out), "dropped": dropped})
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,141 @@
+/**
+ * Asynchronous saves: the training loop hands over a host-memory snapshot of its tensors and goes on;
+ * serialising, hashing and writing run on a worker thread, and the commit (gathering every rank's records,
+ * writing the manifest) follows on this thread without blocking it. At most one save is in flight: the next
+ * save waits for it, and its error surfaces there or at finish(). A step is reported committed only once
+ * its manifest exists.
+ */
+import { Worker } from 'node:worker_threads';
+import { join } from 'node:path';
+import { commitCheckpoint, type SaveData, type SaveOptions, type SaveResult, writeCheckpointFiles } from './checkpoint';
+import type { FileRecord } from './manifest';
+import type { NamedTensors, Tensor } from './tensors';
+
+export interface AsyncSaveOptions extends SaveOptions {
+  /** The caller will never touch these tensors again: hand them over without copying. */
+  transfer?: boolean;
+}
+
+interface InFlight {
+  step: number;
+  promise: Promise<SaveResult>;
+}
+
+export interface AsyncSaverOptions {
+  /** Write on a worker thread (default). Off: write on this thread, still without awaiting it. */
+  workerThread?: boolean;
+  /** Settings a worker thread needs to open stores (e.g. the S3 configuration). */
+  storeConfig?: unknown;
+  onCommitted?: (result: SaveResult) => void;
+}
+
+export class AsyncSaver {
+  private inFlight: InFlight | null = null;
+  private worker: Worker | null = null;
+  private nextId = 0;
+  private readonly pending = new Map<number, { resolve: (files: Record<string, FileRecord>) => void; reject: (err: Error) => void }>();
+
+  constructor(private readonly options: AsyncSaverOptions = {}) {}
+
+  /**
+   * Snapshot `data` and start saving it. Resolves once the snapshot is taken (and any previous save has
+   * finished); rejects with the previous save's error if it failed.
+   */
+  async save(dir: string, step: number, data: SaveData, options: AsyncSaveOptions = {}): Promise<void> {
+    await this.finish();
+    const snapshot: SaveData = {
+      meta: JSON.parse(JSON.stringify(data.meta)) as Record<string, unknown>,
+      model: data.model ? snapshotTensors(data.model, options.transfer) : undefined,
+      optimizer: data.optimizer ? snapshotTensors(data.optimizer, options.transfer) : undefined,
+    };
+    const promise = (async () => {
+      const files = await this.writeFiles(dir, step, snapshot, options);
+      const result = await commitCheckpoint(dir, step, files, options);
+      if (result.committed) this.options.onCommitted?.(result);
+      return result;
+    })();
+    // Keep an unobserved failure from crashing the process; it is rethrown by the next save or finish().
+    promise.catch(() => undefined);
+    this.inFlight = { step, promise };
+  }
+
+  /** Step of the save in flight, or null. */
+  get savingStep(): number | null {
+    return this.inFlight?.step ?? null;
+  }
+
+  /** Wait for the save in flight; rethrows its error. */
+  async finish(): Promise<SaveResult | null> {
+    const current = this.inFlight;
+    if (!current) return null;
+    try {
+      return await current.promise;
+    } finally {
+      if (this.inFlight === current) this.inFlight = null;
+    }
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.finish();
+    } finally {
+      await this.worker?.terminate();
+      this.worker = null;
+    }
+  }
+
+  private writeFiles(dir: string, step: number, data: SaveData, options: SaveOptions): Promise<Record<string, FileRecord>> {
+    const writeOptions = { rank: options.rank, worldSize: options.worldSize, saveDtype: options.saveDtype };
+    if (this.options.workerThread === false) return writeCheckpointFiles(dir, step, data, writeOptions);
+    const worker = this.ensureWorker();
+    const id = this.nextId++;
+    const transfer = [...buffersOf(data.model), ...buffersOf(data.optimizer ?? undefined)];
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      worker.postMessage({ id, dir, step, data, options: writeOptions }, transfer);
+    });
+  }
+
+  private ensureWorker(): Worker {
+    if (this.worker) return this.worker;
+    const worker = new Worker(join(__dirname, 'async-save-thread.js'), { workerData: { storeConfig: this.options.storeConfig } });
+    worker.unref();
+    worker.on('message', (msg: { id: number; files?: Record<string, FileRecord>; error?: { name: string; message: string } }) => {
+      const waiter = this.pending.get(msg.id);
+      if (!waiter) return;
+      this.pending.delete(msg.id);
+      if (msg.files) waiter.resolve(msg.files);
+      else {
+        const err = new Error(msg.error?.message ?? 'async save failed');
+        err.name = msg.error?.name ?? 'Error';
+        waiter.reject(err);
+      }
+    });
+    worker.on('error', (err) => {
+      for (const waiter of this.pending.values()) waiter.reject(err);
+      this.pending.clear();
+      this.worker = null;
+    });
+    this.worker = worker;
+    return worker;
+  }
+}
+
+/** Copies (or, when transferring, keeps) each tensor in its own ArrayBuffer so it can move to the thread. */
+function snapshotTensors(tensors: NamedTensors, transfer = false): NamedTensors {
+  const out: NamedTensors = {};
+  for (const [name, t] of Object.entries(tensors)) {
+    const whole = t.data.byteOffset === 0 && t.data.byteLength === t.data.buffer.byteLength && t.data.buffer instanceof ArrayBuffer;
+    const data: ArrayBufferView =
+      transfer && whole ? t.data : new Uint8Array(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    out[name] = { dtype: t.dtype, shape: [...t.shape], data } satisfies Tensor;
+  }
+  return out;
+}
+
+function buffersOf(tensors: NamedTensors | undefined): ArrayBuffer[] {
+  if (!tensors) return [];
+  const seen = new Set<ArrayBuffer>();
+  for (const t of Object.values(tensors)) if (t.data.buffer instanceof ArrayBuffer) seen.add(t.data.buffer);
+  return [...seen];
+}
