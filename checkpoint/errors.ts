@@ -100,7 +100,7 @@ export class WorldSizeMismatchError extends CheckpointError {
   ) {
     super(
       `${context.file ?? 'checkpoint'}: saved with world size ${savedWorldSize}, but loaded with world size ${requestedWorldSize}` +
-        ' (load with the same world size, or reshard)',
+        ' (use the same world size, or pass --reshard to re-partition the optimizer state)',
       context,
     );
   }

@@ -7,6 +7,8 @@ import { train, type Progress } from '../train/trainer';
 import { loadConfig, sourceDir } from '../temporal.config';
 import { type Command, expectPositionals, flag, int, note, num, out, positional, step as stepArg, str, UsageError } from './args';
 import { ProgressLine } from './progress';
+import { launchRanks } from './launcher';
+import { initProcessGroup, optionsFromEnv } from '../train/dist';
 
 export const TRAIN_OPTIONS = {
   root: { type: 'string' },
@@ -31,6 +33,8 @@ export const TRAIN_OPTIONS = {
   horizon: { type: 'string' },
   // For the pipeline's training activity: progress as JSON lines on stdout instead of a progress bar.
   'progress-json': { type: 'boolean' },
+  nproc: { type: 'string' },
+  reshard: { type: 'boolean' },
 } as const;
 
 type Args = Parameters<Command['run']>[0];
@@ -95,9 +99,11 @@ const trainCommand: Command = {
     '           [--dir ROOT/<source_dir>/<tag> instead of --root/--source/--tag]\n' +
     '           [--data FILE] [--resume | --resume-from-step N] [--save-dtype f32|bf16|f16]\n' +
     '           [--batch B] [--seq-len L] [--n-embd E] [--n-head H] [--lr X]\n' +
-    '           [--schedule constant|cosine] [--warmup W] [--horizon H]\n\n' +
+    '           [--schedule constant|cosine] [--warmup W] [--horizon H] [--nproc W] [--reshard]\n\n' +
     '--steps is the absolute target step. The learning-rate schedule has its own horizon, so a run to 20\n' +
-    'resumed to 30 equals a run to 30. On resume, flags that are not given come from the checkpoint.',
+    'resumed to 30 equals a run to 30. On resume, flags that are not given come from the checkpoint.\n' +
+    '--nproc W starts W rank processes (data parallel, ZeRO-1 sharded optimizer); --batch is the global batch.\n' +
+    'Resuming a checkpoint saved with another world size needs --reshard.',
   options: TRAIN_OPTIONS,
   async run(args) {
     expectPositionals(args, 0, 'train');
@@ -105,8 +111,17 @@ const trainCommand: Command = {
     if (steps === undefined) throw new UsageError('train: --steps N is required', { field: 'steps' });
     const from = stepArg(args, 'resume-from-step');
     if (from !== undefined && flag(args, 'resume')) throw new UsageError('train: give --resume or --resume-from-step, not both');
+    const nproc = int(args, 'nproc', 1) ?? 1;
+    if (nproc > 1 && process.env.RANK === undefined) {
+      const argv = process.argv.slice(2);
+      const i = argv.findIndex((a) => a === '--nproc' || a.startsWith('--nproc='));
+      argv.splice(i, argv[i]!.includes('=') ? 1 : 2);
+      return launchRanks(argv, nproc);
+    }
     const { dir, tag } = checkpointDir(args, 'train');
     const settings = trainSettings(args);
+    const groupOptions = optionsFromEnv();
+    const group = groupOptions.worldSize > 1 ? await initProcessGroup(groupOptions) : undefined;
     const json = flag(args, 'progress-json');
     const emit = (event: Record<string, unknown>) => process.stdout.write(JSON.stringify(event) + '\n');
     const bar = new ProgressLine();
@@ -121,24 +136,32 @@ const trainCommand: Command = {
       // The channel only watches the parent; it must not keep this process alive once training is done.
       process.channel?.unref();
     }
-    const summary = await train({
-      dir,
-      steps,
-      saveEvery: int(args, 'save-every', 1) ?? Math.max(1, Math.min(steps, 100)),
-      ...settings,
-      resume: from !== undefined ? { step: from } : flag(args, 'resume') ? 'last' : 'none',
-      backend: loadConfig().backend,
-      storeConfig: loadConfig().s3,
-      signal: controller.signal,
-      onProgress: (p: Progress) =>
-        json
-          ? emit({ type: 'progress', step: p.step, loss: p.loss, lr: p.lr, stepsPerSec: p.stepsPerSec })
-          : bar.update(
-              `step ${p.step}/${p.steps}  loss ${p.loss.toFixed(4)}  (smoothed ${p.smoothedLoss.toFixed(4)})  ${p.stepsPerSec.toFixed(1)} steps/s`,
-              p.step === p.steps || p.step % 10 === 0,
-            ),
-      onSave: (s) => (json ? emit({ type: 'saved', step: s }) : bar.log(`saved step ${s} to ${dir}`)),
-    });
+    let summary;
+    try {
+      summary = await train({
+        dir,
+        steps,
+        saveEvery: int(args, 'save-every', 1) ?? Math.max(1, Math.min(steps, 100)),
+        ...settings,
+        resume: from !== undefined ? { step: from } : flag(args, 'resume') ? 'last' : 'none',
+        backend: loadConfig().backend,
+        storeConfig: loadConfig().s3,
+        group,
+        reshard: flag(args, 'reshard'),
+        signal: controller.signal,
+        onProgress: (p: Progress) =>
+          json
+            ? emit({ type: 'progress', step: p.step, loss: p.loss, lr: p.lr, stepsPerSec: p.stepsPerSec })
+            : bar.update(
+                `step ${p.step}/${p.steps}  loss ${p.loss.toFixed(4)}  (smoothed ${p.smoothedLoss.toFixed(4)})  ${p.stepsPerSec.toFixed(1)} steps/s`,
+                p.step === p.steps || p.step % 10 === 0,
+              ),
+        onSave: (s) => (json ? emit({ type: 'saved', step: s }) : bar.log(`saved step ${s} to ${dir}`)),
+      });
+    } finally {
+      // Open sockets would keep this rank alive after an error.
+      await group?.close();
+    }
     bar.done();
     if (json) emit({ type: 'done', ...summary });
     note(

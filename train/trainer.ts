@@ -15,6 +15,7 @@ import {
   openStore,
   saveCheckpoint,
   AsyncSaver,
+  WorldSizeMismatchError,
   validateStep,
   type Location,
   type SaveDtype,
@@ -23,7 +24,13 @@ import { AdamW } from '../model/adamw';
 import { initBackend, type BackendChoice, type TF } from '../model/backend';
 import { GPT, normalizeConfig, type GPTConfig } from '../model/gpt';
 import { ByteTokenizer } from '../model/tokenizer';
+import type * as tfjs from '@tensorflow/tfjs';
+import type { NamedTensors } from '../checkpoint/tensors';
+import type { ProcessGroup } from './dist';
 import { TextData } from './data';
+import { ownedBy, planShards, reshardOptimizer, type ShardPlan } from './sharding';
+
+type TfTensor = tfjs.Tensor;
 import { learningRate, validateSchedule, type ScheduleConfig } from './schedule';
 
 /** Settings that must match the checkpoint on resume (they change the run's trajectory). */
@@ -51,6 +58,10 @@ export interface TrainOptions {
   saveDtype?: SaveDtype;
   backend?: BackendChoice;
   signal?: AbortSignal;
+  /** Multi-rank training: this process's group (W ranks, ZeRO-1 sharded optimizer). */
+  group?: ProcessGroup;
+  /** Accept a checkpoint saved with another world size, re-partitioning its optimizer state. */
+  reshard?: boolean;
   /** Save on a background thread while training goes on (default true for directory/URL locations). */
   asyncSave?: boolean;
   /** What a background save thread needs to open the store (e.g. S3 settings). */
@@ -103,8 +114,10 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
   }
   const { tf, name: backend } = await initBackend({ force: options.backend, log: (m) => log0(m) });
 
+  const rank = options.group?.rank ?? 0;
+  const worldSize = options.group?.worldSize ?? 1;
   const resumeStep = await resolveResume(store, options.resume ?? 'none');
-  const loaded = resumeStep === null ? null : await loadCheckpoint(store, resumeStep);
+  const loaded = resumeStep === null ? null : await loadCheckpoint(store, resumeStep, { loadOptimizer: false });
   const run = runConfig(options, loaded?.meta as Record<string, unknown> | undefined);
   const data = TextData.fromFile(options.dataFile, run.model.sequence_len, run.seed);
   checkData(run, data, resumeStep, options.dataFile);
@@ -121,10 +134,16 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
     return { startStep, endStep: startStep, resumedFrom: resumeStep, saved: [], finalLoss: null, backend, seconds: 0 };
   }
 
+  if (run.batch % worldSize !== 0) {
+    throw new InvalidArgumentError(`--batch ${run.batch} (the global batch) is not divisible by world size ${worldSize}`, {
+      field: 'batch',
+    });
+  }
   const model = loaded ? GPT.fromNamedTensors(tf, run.model, loaded.model!) : GPT.initialize(tf, run.model, run.seed);
-  const optimizer = loaded?.optimizer
-    ? AdamW.fromState(tf, model.parameters(), loaded.optimizer)
-    : new AdamW(tf, model.parameters());
+  const plan = planShards([...model.parameters()].map(([name, v]) => [name, v.size]), worldSize);
+  const owned = ownedBy(plan, rank);
+  const state = loaded ? await loadOptimizerShard(store, loaded.step, loaded.manifest.world_size, plan, rank, options.reshard) : null;
+  const optimizer = state ? AdamW.fromState(tf, model.parameters(), state, { owned }) : new AdamW(tf, model.parameters(), { owned });
   const loop: LoopState = (loaded?.meta.loop_state as LoopState | undefined) ?? {
     smoothed_loss: null,
     best_val_bpb: null,
@@ -152,7 +171,9 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
     for (let step = startStep; step < target; step++) {
       if (options.signal?.aborted) throw new TrainingAborted(step);
       const lr = learningRate(run.schedule, step);
-      const loss = trainStep(tf, model, optimizer, data, step, run.batch, lr);
+      const loss = options.group
+        ? await shardedStep(tf, model, optimizer, data, step, run.batch, lr, options.group, plan)
+        : trainStep(tf, model, optimizer, data, step, run.batch, lr);
       lastLoss = loss;
       loop.smoothed_loss = loop.smoothed_loss === null ? loss : EMA * loop.smoothed_loss + (1 - EMA) * loss;
       history.push([step + 1, loss]);
@@ -177,13 +198,14 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
         const snapshot = {
           model: model.namedTensors(),
           optimizer: optimizer.stateTensors(),
-          meta: buildMeta(run, data, tokenizer, backend, done, run.batch, loop, history),
+          meta: { ...buildMeta(run, data, tokenizer, backend, done, run.batch, loop, history), sharding: { world_size: worldSize, owners: plan.owners } },
         };
+        const rankOptions = { rank, worldSize, saveDtype: options.saveDtype };
         if (saver) {
-          await saver.save(options.dir as string, done, snapshot, { saveDtype: options.saveDtype, transfer: true });
+          await saver.save(options.dir as string, done, snapshot, { ...rankOptions, transfer: true });
         } else {
-          await saveCheckpoint(store, done, snapshot, { saveDtype: options.saveDtype });
-          committed(done);
+          const result = await saveCheckpoint(store, done, snapshot, { ...rankOptions, coordinator: options.group?.coordinator() });
+          if (result.committed || rank !== 0) committed(done);
         }
         history = [];
       }
@@ -225,6 +247,83 @@ function trainStep(tf: TF, model: GPT, optimizer: AdamW, data: TextData, step: n
     x.dispose();
     y.dispose();
   }
+}
+
+/**
+ * One data-parallel step with a ZeRO-1 optimizer: each rank computes gradients on its slice of the global
+ * batch; gradients are reduce-scattered so each rank holds the mean gradient of the parameters it owns;
+ * each rank updates those; the new values are all-gathered so every rank holds the whole model again.
+ */
+async function shardedStep(
+  tf: TF,
+  model: GPT,
+  optimizer: AdamW,
+  data: TextData,
+  step: number,
+  batch: number,
+  lr: number,
+  group: ProcessGroup,
+  plan: ShardPlan,
+): Promise<number> {
+  const local = batch / group.worldSize;
+  const T = model.config.sequence_len;
+  const { inputs, targets } = data.samples(step * batch + group.rank * local, local);
+  const params = model.parameters();
+  const flat = new Float32Array(plan.counts.reduce((a, b) => a + b, 0));
+  let loss: number;
+  tf.tidy(() => {
+    const { loss: l, grads } = model.lossAndGrads(tf.tensor2d(inputs, [local, T], 'int32'), tf.tensor2d(targets, [local, T], 'int32'));
+    loss = l.dataSync()[0]!;
+    for (const name of plan.layout) flat.set(grads.get(name)!.dataSync() as Float32Array, plan.offsets[name]!);
+  });
+  const mine = await group.reduceScatter(flat, plan.counts, 'mean');
+  const owned = ownedBy(plan, group.rank);
+  const base = plan.offsets[owned[0] ?? ''] ?? 0;
+  const grads = new Map<string, TfTensor>();
+  for (const name of owned) {
+    const v = params.get(name)!;
+    grads.set(name, tf.tensor(mine.subarray(plan.offsets[name]! - base, plan.offsets[name]! - base + v.size), v.shape, 'float32'));
+  }
+  optimizer.apply(grads, lr);
+  for (const g of grads.values()) g.dispose();
+  const updated = new Float32Array(mine.length);
+  for (const name of owned) updated.set(params.get(name)!.dataSync() as Float32Array, plan.offsets[name]! - base);
+  const all = await group.allGather(updated, plan.counts);
+  for (const name of plan.layout) {
+    if (plan.owners[name] === group.rank) continue;
+    const v = params.get(name)!;
+    tf.tidy(() => v.assign(tf.tensor(all.subarray(plan.offsets[name]!, plan.offsets[name]! + v.size), v.shape, 'float32')));
+  }
+  const meanLoss = await group.allReduce(new Float32Array([loss!]), 'mean');
+  return meanLoss[0]!;
+}
+
+/**
+ * This rank's optimizer state from a checkpoint: its own shard when the world size is unchanged, else
+ * (with reshard) every old shard re-partitioned by the new ownership map.
+ */
+async function loadOptimizerShard(
+  store: ReturnType<typeof openStore>,
+  step: number,
+  savedWorldSize: number,
+  plan: ShardPlan,
+  rank: number,
+  reshard = false,
+): Promise<NamedTensors | null> {
+  if (savedWorldSize === plan.worldSize) {
+    return (await loadCheckpoint(store, step, { rank, worldSize: plan.worldSize, loadModel: false })).optimizer;
+  }
+  if (!reshard) {
+    throw new WorldSizeMismatchError(savedWorldSize, plan.worldSize, { file: `manifest_${String(step).padStart(6, '0')}.json`, step });
+  }
+  const shards: NamedTensors[] = [];
+  for (let r = 0; r < savedWorldSize; r++) {
+    const shard = (await loadCheckpoint(store, step, { rank: r, loadModel: false })).optimizer;
+    if (!shard) return null;
+    shards.push(shard);
+  }
+  log0(`resharding the optimizer state of step ${step} from world size ${savedWorldSize} to ${plan.worldSize}`, { step });
+  return reshardOptimizer(shards, plan, rank);
 }
 
 async function resolveResume(store: ReturnType<typeof openStore>, resume: TrainOptions['resume']): Promise<number | null> {
