@@ -20,30 +20,13 @@ import {
 } from '../checkpoint';
 import { buildModel } from '../model/build';
 import { runCkpt, type ChildResult } from './child';
-import type { CheckpointSummary, EvalSummary, PruneSummary, SegmentInput, SegmentProgress, SegmentResult, TrainFlags } from './types';
+import { trainArgs } from './train-args';
+export { trainArgs };
+import type { CheckpointSummary, EvalSummary, PruneSummary, SegmentInput, SegmentProgress, SegmentResult } from './types';
 
 export * from './types';
-
-/** Flags for `ckpt train` from the pipeline's TrainFlags. */
-export function trainArgs(flags: TrainFlags): string[] {
-  const args: string[] = [];
-  const add = (flag: string, value: unknown) => {
-    if (value !== undefined && value !== null) args.push(`--${flag}`, String(value));
-  };
-  add('depth', flags.depth);
-  add('n-embd', flags.nEmbd);
-  add('n-head', flags.nHead);
-  add('seq-len', flags.seqLen);
-  add('batch', flags.batch);
-  add('lr', flags.lr);
-  add('warmup', flags.warmup);
-  add('horizon', flags.horizon);
-  add('schedule', flags.schedule);
-  add('seed', flags.seed);
-  add('data', flags.data);
-  add('save-dtype', flags.saveDtype);
-  return args;
-}
+import { trainRank } from './rank';
+export { trainRank };
 
 function failureFromChild(what: string, result: ChildResult): ApplicationFailure {
   const message = `${what} failed (${result.signal ? `signal ${result.signal}` : `exit ${result.code}`}): ${result.stderrTail}`;
@@ -174,7 +157,7 @@ export async function pruneCheckpoints(input: { dir: string; policy: RetentionPo
 }
 
 /** Activities that need a training slot (model compute). */
-export const trainActivities = { trainSegment, evaluateCheckpoint, validateCheckpoint };
+export const trainActivities = { trainSegment, trainRank, evaluateCheckpoint, validateCheckpoint };
 /** Light activities for the control worker. */
 export const controlActivities = { stepsWithoutEval, findLargestModel, findLastStep, listCheckpoints, pruneCheckpoints };
 export type TrainActivities = typeof trainActivities;

@@ -64,4 +64,27 @@ export interface PruneSummary {
   deleted: number[];
 }
 
+/** One rank of a multi-rank segment attempt. */
+export interface RankSegmentInput extends SegmentInput {
+  rank: number;
+  worldSize: number;
+  /** Attempt number of the group: the rendezvous refuses ranks of any other generation. */
+  generation: number;
+  /** The pipeline workflow that runs the rendezvous. */
+  workflowId: string;
+}
+
+export interface JoinRequest {
+  generation: number;
+  rank: number;
+  /** host:port where rank 0 listens (rank 0 only). */
+  address: string | null;
+}
+
+export interface Rendezvous {
+  generation: number;
+  worldSize: number;
+  master: string;
+}
+
 export type { RetentionPolicy };

@@ -5,7 +5,7 @@ import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Clien
 import { defaultPayloadConverter } from '@temporalio/common';
 import { InvalidArgumentError, joinLocation, type RetentionPolicy } from '../checkpoint';
 import { startDevServer } from '../infra/temporal';
-import { loadConfig, sourceDir } from '../temporal.config';
+import { loadConfig, parseDuration, sourceDir } from '../temporal.config';
 import type { TrainFlags } from '../activities/types';
 import { runWorkers, type WorkerRole } from '../workers/worker';
 import type { PipelineInput, PipelineState } from '../workflows/pipeline';
@@ -80,7 +80,8 @@ const startCommand: Command = {
   usage:
     'ckpt pipeline start --root ROOT [--source base] --tag T --depth D --steps N --segment-steps S --save-every K\n' +
     '                    [--seed X] [--eval] [--keep-last N] [--keep-best K --metric M --mode min|max] [--keep-every S]\n' +
-    '                    [--pin STEP]... [--id ID] [--segments-per-run R] [--wait] [every flag of ckpt train]',
+    '                    [--pin STEP]... [--id ID] [--segments-per-run R] [--wait] [every flag of ckpt train]\n' +
+    '                    [--world-size W [--min-world-size M] [--shrink-after D]]',
   options: {
     ...PIPELINE_TRAIN_OPTIONS,
     ...RETENTION_OPTIONS,
@@ -89,6 +90,9 @@ const startCommand: Command = {
     id: { type: 'string' },
     wait: { type: 'boolean' },
     'segments-per-run': { type: 'string' },
+    'world-size': { type: 'string' },
+    'min-world-size': { type: 'string' },
+    'shrink-after': { type: 'string' },
   },
   async run(args) {
     expectPositionals(args, 0, 'pipeline start');
@@ -112,6 +116,9 @@ const startCommand: Command = {
       evaluate: flag(args, 'eval'),
       retention: retentionFromArgs(args),
       segmentsPerRun: int(args, 'segments-per-run', 1),
+      worldSize: int(args, 'world-size', 1),
+      minWorldSize: int(args, 'min-world-size', 1),
+      shrinkAfterMs: str(args, 'shrink-after') !== undefined ? parseDuration(str(args, 'shrink-after')!, '--shrink-after') : undefined,
       settings: workflowSettings(config.temporal),
     };
     if (input.retention?.keepBest) input.metric = { name: input.retention.keepBest.metric, mode: input.retention.keepBest.mode };
@@ -256,6 +263,7 @@ const statusCommand = withClient('status', 'Show a pipeline: state, step (live),
       `last checkpoint ${status.lastCheckpoint ?? '-'}`,
       `best metric     ${best}`,
       `segment         ${status.segment ?? '-'}`,
+      `ranks           ${status.group ? `${status.group.worldSize}${status.group.changes.map((c) => ` (was ${c.from} until step ${c.step}: ${c.reason})`).join('')}` : 1}`,
       `Web UI          ${uiLink(loadConfig().temporal, id)}`,
       ...(status.error ? [`error           ${status.error}`] : []),
     ].join('\n'),

@@ -4,6 +4,10 @@
  * Every fact about progress that matters lives in the store (committed checkpoints) or in this workflow's
  * history, so a dead worker costs only the steps since the last checkpoint, and a dead workflow worker
  * costs nothing. No Node builtins here: the workflow sandbox forbids them; activities are imported as types.
+ *
+ * Runs in flight replay their history on whichever worker picks them up next, including new code: a change
+ * to the commands a run issues (activities, their order, continue-as-new, handlers) must be guarded with
+ * `patched()`. test/temporal/replay.test.ts replays recorded histories to catch a change that is not.
  */
 import {
   ActivityFailure,
@@ -21,6 +25,7 @@ import {
 import type { ControlActivities, TrainActivities } from '../activities';
 import type { EvalSummary, PruneSummary, RetentionPolicy, SegmentResult, TrainFlags } from '../activities/types';
 import { activityOptions, type WorkflowSettings } from './options';
+import { RankGroup, type GroupState } from './ranks';
 
 export interface PipelineInput {
   dir: string;
@@ -32,6 +37,11 @@ export interface PipelineInput {
   /** Metric the pipeline reports as best (from eval results). */
   metric?: { name: string; mode: 'min' | 'max' };
   retention?: RetentionPolicy;
+  /** Ranks per segment (default 1); with minWorldSize < worldSize the pipeline may shrink. */
+  worldSize?: number;
+  minWorldSize?: number;
+  /** How long a group may take to assemble before it shrinks (default 60 s). */
+  shrinkAfterMs?: number;
   /** Continue-as-new after this many segments in one run (Temporal's own suggestion also triggers it). */
   segmentsPerRun?: number;
   settings: WorkflowSettings;
@@ -54,6 +64,8 @@ export interface PipelineState {
   pruned: number[];
   retries: number;
   retention?: RetentionPolicy;
+  /** Multi-rank pipelines only. */
+  group?: GroupState;
 }
 
 export const pauseSignal = defineSignal('pause');
@@ -83,6 +95,11 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
     retention: input.retention,
   };
   s.runs += 1;
+  const worldSize = input.worldSize ?? 1;
+  if (worldSize > 1 && !s.group) {
+    s.group = { worldSize, minWorldSize: Math.min(input.minWorldSize ?? worldSize, worldSize), generation: 0, changes: [] };
+  }
+  const group = s.group ? new RankGroup(s.group, input.settings) : null;
   let paused = s.state === 'paused';
   let stopRequested = false;
   let segmentScope: CancellationScope | null = null;
@@ -136,7 +153,13 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
     try {
       segmentScope = new CancellationScope();
       result = await segmentScope.run(() =>
-        train.trainSegment({ dir: input.dir, toStep, saveEvery: input.saveEvery, flags: input.flags }),
+        group
+          ? group.run(
+              { dir: input.dir, fromStep: s.step, toStep, saveEvery: input.saveEvery, flags: input.flags, settings: input.settings, shrinkAfterMs: input.shrinkAfterMs ?? 60_000 },
+              input.settings.activities.maximumAttempts,
+              input.settings.activities.initialRetryMs,
+            )
+          : train.trainSegment({ dir: input.dir, toStep, saveEvery: input.saveEvery, flags: input.flags }),
       );
     } catch (err) {
       if (!(stopRequested && (isCancellation(err) || (err instanceof ActivityFailure && isCancellation(err.cause))))) throw err;

@@ -1,0 +1,71 @@
+/**
+ * One rank of a multi-rank training segment. The ranks of one attempt find each other through their
+ * pipeline: each rank joins the workflow's rendezvous (an update tagged with the attempt's generation) and
+ * the update answers once all W have joined, with rank 0's address. A retried attempt has a new generation,
+ * so it never talks to a stale peer. Then the rank trains in a child process (RANK, WORLD_SIZE,
+ * MASTER_ADDR, MASTER_PORT), heartbeating {step, loss}; if any rank fails the workflow stops the whole
+ * attempt and retries it as a group from the last checkpoint.
+ */
+import { activityInfo, Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import type { Client } from '@temporalio/client';
+import { freePort } from '../infra/temporal';
+import { loadConfig } from '../temporal.config';
+import { runCkpt } from './child';
+import { connectClient } from './client';
+import { trainArgs } from './train-args';
+import type { JoinRequest, RankSegmentInput, Rendezvous, SegmentProgress, SegmentResult } from './types';
+
+let client: Promise<Client> | null = null;
+
+export async function trainRank(input: RankSegmentInput): Promise<SegmentResult> {
+  const ctx = Context.current();
+  let progress: SegmentProgress = { step: -1, loss: null };
+  const tick = setInterval(() => ctx.heartbeat({ ...progress, rank: input.rank, generation: input.generation }), 1000);
+  try {
+    const config = loadConfig();
+    // Where the other ranks reach rank 0: this host's address as the other workers see it.
+    const host = process.env.CKPT_ADVERTISE_ADDR ?? '127.0.0.1';
+    const address = input.rank === 0 ? `${host}:${await freePort()}` : null;
+    client ??= connectClient(config.temporal);
+    const handle = (await client).workflow.getHandle(input.workflowId);
+    const rendezvous = await Promise.race([
+      handle.executeUpdate<Rendezvous, [JoinRequest]>('joinRendezvous', {
+        args: [{ generation: input.generation, rank: input.rank, address }],
+      }),
+      new Promise<never>((_, reject) =>
+        ctx.cancellationSignal.addEventListener('abort', () => reject(ctx.cancellationSignal.reason), { once: true }),
+      ),
+    ]);
+    const [masterAddr, masterPort] = rendezvous.master.split(':') as [string, string];
+    let done: Record<string, unknown> | undefined;
+    const result = await runCkpt(
+      ['train', '--dir', input.dir, '--steps', String(input.toStep), '--save-every', String(input.saveEvery), '--resume', '--reshard', '--progress-json', ...trainArgs(input.flags)],
+      {
+        env: { RANK: String(input.rank), WORLD_SIZE: String(input.worldSize), MASTER_ADDR: masterAddr, MASTER_PORT: masterPort },
+        signal: ctx.cancellationSignal,
+        onEvent: (event) => {
+          if (event.type === 'progress') progress = { step: event.step as number, loss: event.loss as number };
+          if (event.type === 'done') done = event;
+        },
+      },
+    );
+    if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
+    if (result.code !== 0 || !done) {
+      const message = `rank ${input.rank}/${input.worldSize} (generation ${input.generation}) failed (${result.signal ?? `exit ${result.code}`}): ${result.stderrTail}`;
+      throw result.code === 2 ? ApplicationFailure.nonRetryable(message, 'InvalidArgumentError') : ApplicationFailure.retryable(message, 'RankFailed');
+    }
+    return {
+      startStep: done.startStep as number,
+      endStep: done.endStep as number,
+      saved: done.saved as number[],
+      finalLoss: done.finalLoss as number | null,
+      backend: done.backend as string,
+      seconds: done.seconds as number,
+      attempt: activityInfo().attempt,
+    };
+  } finally {
+    clearInterval(tick);
+  }
+}
+

@@ -1,0 +1,128 @@
+/**
+ * Multi-rank segments: W rank activities run in parallel on training workers and meet through this
+ * workflow's rendezvous. Each attempt has a generation; the rendezvous answers only ranks of the current
+ * generation, once all W have joined. If any rank fails, the attempt is cancelled on every rank and retried
+ * as a group from the last checkpoint. If the group cannot assemble within `shrinkAfterMs` (fewer workers
+ * than ranks) and the minimum world size allows, the next attempt runs with one rank fewer; the trainer
+ * re-partitions the optimizer state (resharding).
+ */
+import {
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  defineUpdate,
+  proxyActivities,
+  setHandler,
+  sleep,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { TrainActivities } from '../activities';
+import type { JoinRequest, Rendezvous, SegmentResult, TrainFlags } from '../activities/types';
+import { activityOptions, type WorkflowSettings } from './options';
+
+export const joinRendezvousUpdate = defineUpdate<Rendezvous, [JoinRequest]>('joinRendezvous');
+
+export interface GroupState {
+  worldSize: number;
+  minWorldSize: number;
+  generation: number;
+  /** Changes of world size, for the status: at which step, from what to what, and why. */
+  changes: Array<{ step: number; from: number; to: number; reason: string }>;
+}
+
+export interface GroupSegment {
+  dir: string;
+  fromStep: number;
+  toStep: number;
+  saveEvery: number;
+  flags: TrainFlags;
+  settings: WorkflowSettings;
+  shrinkAfterMs: number;
+}
+
+export class RankGroup {
+  private joined = new Map<number, string | null>();
+  private readonly ranks: TrainActivities;
+
+  constructor(
+    readonly state: GroupState,
+    settings: WorkflowSettings,
+  ) {
+    // The group is the unit of retry: a rank attempt is never retried alone.
+    const options = activityOptions(settings, 'train');
+    this.ranks = proxyActivities<TrainActivities>({ ...options, retry: { ...options.retry, maximumAttempts: 1 } });
+    setHandler(
+      joinRendezvousUpdate,
+      async (req) => {
+        this.joined.set(req.rank, req.address);
+        const generation = this.state.generation;
+        await condition(() => this.joined.size === this.state.worldSize || this.state.generation !== generation);
+        if (this.state.generation !== generation) {
+          throw ApplicationFailure.nonRetryable(`rendezvous generation ${generation} was abandoned`, 'StaleRendezvous');
+        }
+        return { generation, worldSize: this.state.worldSize, master: this.joined.get(0)! };
+      },
+      {
+        validator: (req) => {
+          if (req.generation !== this.state.generation) {
+            throw new Error(`stale rendezvous: generation ${req.generation}, current ${this.state.generation}`);
+          }
+          if (!Number.isInteger(req.rank) || req.rank < 0 || req.rank >= this.state.worldSize) {
+            throw new Error(`rank ${req.rank} is outside world size ${this.state.worldSize}`);
+          }
+          if (req.rank === 0 && !req.address) throw new Error('rank 0 must give its address');
+        },
+      },
+    );
+  }
+
+  /** Train the segment with the whole group, retrying the group until it succeeds or attempts run out. */
+  async run(segment: GroupSegment, maximumAttempts: number, backoffMs: number): Promise<SegmentResult> {
+    let failures = 0;
+    for (;;) {
+      this.state.generation += 1;
+      this.joined = new Map();
+      const worldSize = this.state.worldSize;
+      const scope = new CancellationScope();
+      const attempt = scope.run(() =>
+        Promise.all(
+          Array.from({ length: worldSize }, (_, rank) =>
+            this.ranks.trainRank({
+              dir: segment.dir,
+              toStep: segment.toStep,
+              saveEvery: segment.saveEvery,
+              flags: segment.flags,
+              rank,
+              worldSize,
+              generation: this.state.generation,
+              workflowId: workflowInfo().workflowId,
+            }),
+          ),
+        ),
+      );
+      attempt.catch(() => undefined);
+      const assembled = await condition(() => this.joined.size === worldSize, segment.shrinkAfterMs);
+      if (!assembled && worldSize > this.state.minWorldSize) {
+        scope.cancel();
+        await attempt.catch(() => undefined);
+        this.state.changes.push({
+          step: segment.fromStep,
+          from: worldSize,
+          to: worldSize - 1,
+          reason: `only ${this.joined.size} of ${worldSize} ranks started within ${segment.shrinkAfterMs} ms`,
+        });
+        this.state.worldSize = worldSize - 1;
+        continue;
+      }
+      try {
+        const results = await attempt;
+        return { ...results[0]!, attempt: failures + 1 };
+      } catch (err) {
+        scope.cancel();
+        failures += 1;
+        if (failures >= maximumAttempts) throw err;
+        await sleep(backoffMs);
+      }
+    }
+  }
+}
