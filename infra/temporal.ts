@@ -89,6 +89,9 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
   const ip = options.ip ?? '127.0.0.1';
   const port = options.port ?? (await freePort());
   const uiPort = options.uiPort ?? (await freePort());
+  // A server already on the port would pass the readiness check below and be taken for this one (while
+  // the new one exits on the bind error): refuse instead.
+  if (await portOpen(ip, port)) throw new Error(`cannot start the Temporal dev server: ${ip}:${port} is already in use`);
   const args = ['server', 'start-dev', '--ip', ip, '--port', String(port), '--ui-port', String(uiPort), '--log-level', 'error'];
   if (options.db) args.push('--db-filename', options.db);
   if (options.namespace && options.namespace !== 'default') args.push('--namespace', options.namespace);
@@ -96,7 +99,12 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
   args.push('--search-attribute', 'CkptTag=Keyword', '--search-attribute', 'CkptStep=Int', '--search-attribute', 'CkptDir=Keyword');
   const child = spawn(bin, args, { stdio: options.stdio ?? 'ignore' });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  await waitForPort(ip, port, 60_000, child);
+  try {
+    await waitForPort(ip, port, 60_000, child);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
   return {
     address: `${ip}:${port}`,
     uiAddress: `http://${ip}:${uiPort}`,
@@ -106,23 +114,32 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        // Until it is gone: a restart on the same port and database must not race the old process.
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+      }
     },
   };
+}
+
+function portOpen(host: string, port: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const socket = createConnection({ host, port }, () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.on('error', () => resolve(false));
+  });
 }
 
 async function waitForPort(host: string, port: number, timeoutMs: number, child: ChildProcess): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`temporal server exited with code ${child.exitCode} before listening`);
-    const open = await new Promise<boolean>((resolve) => {
-      const socket = createConnection({ host, port }, () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.on('error', () => resolve(false));
-    });
-    if (open) return;
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`temporal server exited (${child.exitCode ?? child.signalCode}) before listening`);
+    }
+    if (await portOpen(host, port)) return;
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`temporal server did not listen on ${host}:${port} within ${timeoutMs} ms`);

@@ -53,7 +53,7 @@ export interface TemporalTestEnv {
   server: DevServer;
   address: string;
   taskQueues: { train: string; control: string };
-  /** Environment for child processes (workers, the CLI): the test runner's, minus CKPT_/TEMPORAL_/NODE_TEST*, plus ours. */
+  /** Environment for child processes (workers, the CLI): the test runner's minus CKPT_*, TEMPORAL_*, AWS_*, NODE_TEST* and the rank variables, plus ours. */
   env: NodeJS.ProcessEnv;
   temporal: TemporalSettings;
   /** What the CLI hands to workflows (task queues, timeouts, retries). */
@@ -77,7 +77,11 @@ export interface TemporalEnvOptions {
 function baseEnv(): NodeJS.ProcessEnv {
   const out: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if (/^(CKPT_|TEMPORAL_|AWS_|NODE_TEST)/.test(k) || k === 'RANK' || k === 'NODE_OPTIONS') continue;
+    if (
+      /^(CKPT_|TEMPORAL_|AWS_|NODE_TEST)/.test(k) ||
+      ['RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'].includes(k)
+    )
+      continue;
     out[k] = v;
   }
   return out;
@@ -124,7 +128,9 @@ export async function waitFor<T>(
       lastError = err;
     }
     if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ''}`);
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ''}`,
+      );
     }
     await sleep(intervalMs);
   }
@@ -136,7 +142,10 @@ export function sha256(path: string): string {
 }
 
 /** Declare a Temporal environment for this test file; `start()` it in a `before()` hook. */
-export function temporalEnv(name: string, options: TemporalEnvOptions = {}): { start(): Promise<TemporalTestEnv>; env(): TemporalTestEnv } {
+export function temporalEnv(
+  name: string,
+  options: TemporalEnvOptions = {},
+): { start(): Promise<TemporalTestEnv>; env(): TemporalTestEnv } {
   const dir = mkdtempSync(join(tmpdir(), `ckpt-temporal-${name}-`));
   const workers: TestWorker[] = [];
   let server: DevServer | undefined;
@@ -226,7 +235,9 @@ export function temporalEnv(name: string, options: TemporalEnvOptions = {}): { s
         new Promise<void>((resolve, reject) => {
           onReady = resolve;
           if (runningQueues >= expected) resolve();
-          void exited.then(() => reject(new Error(`worker (${role}) exited before it was ready:\n${log.slice(-4000)}`)));
+          void exited.then(() =>
+            reject(new Error(`worker (${role}) exited before it was ready:\n${log.slice(-4000)}`)),
+          );
         }),
         readyTimeoutMs,
         `worker (${role}) start-up`,
@@ -244,7 +255,10 @@ export function temporalEnv(name: string, options: TemporalEnvOptions = {}): { s
       started!.server = server;
     };
 
-    const ckpt = (args: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> =>
+    const ckpt = (
+      args: string[],
+      opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+    ): Promise<CliResult> =>
       new Promise((resolve, reject) => {
         const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...env, ...opts.env } });
         live.add(child);
@@ -306,7 +320,9 @@ export async function pendingActivities(client: Client, workflowId: string): Pro
   const description = await client.workflow.getHandle(workflowId).describe();
   return (description.raw.pendingActivities ?? []).map((a) => {
     const payload = a.heartbeatDetails?.payloads?.[0];
-    const details = payload ? (defaultPayloadConverter.fromPayload(payload as never) as { step?: number }) : undefined;
+    const details = payload
+      ? (defaultPayloadConverter.fromPayload(payload as never) as { step?: number })
+      : undefined;
     const lastHeartbeatMs = optionalTsToMs(a.lastHeartbeatTime as never);
     const lastStartedMs = optionalTsToMs(a.lastStartedTime as never);
     return {
@@ -317,7 +333,8 @@ export async function pendingActivities(client: Client, workflowId: string): Pro
       heartbeatStep: typeof details?.step === 'number' ? details.step : null,
       lastHeartbeatMs,
       lastStartedMs,
-      heartbeatFromThisAttempt: lastHeartbeatMs !== undefined && lastStartedMs !== undefined && lastHeartbeatMs >= lastStartedMs,
+      heartbeatFromThisAttempt:
+        lastHeartbeatMs !== undefined && lastStartedMs !== undefined && lastHeartbeatMs >= lastStartedMs,
     };
   });
 }

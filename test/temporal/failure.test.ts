@@ -18,6 +18,7 @@ import { committedSteps, openStore } from '../../checkpoint';
 import type { PipelineState } from '../../workflows/pipeline';
 import {
   pendingActivities,
+  type PendingSegment,
   sha256,
   SMALL_MODEL,
   temporalEnv,
@@ -29,7 +30,11 @@ import {
 const STEPS = 400;
 const SEGMENT = 300;
 const SAVE_EVERY = 20;
-/** Kill when the first segment's heartbeat is in [KILL_FROM, KILL_UNTIL]: a checkpoint exists, much is left. */
+/**
+ * Act (kill, restart) once the first segment has reached step KILL_FROM — by its heartbeat or, sooner (the
+ * heartbeat the server has is up to 2.4 s old), by its committed checkpoints — and no later than
+ * KILL_UNTIL: a checkpoint exists and most of the segment is left.
+ */
 const KILL_FROM = 40;
 const KILL_UNTIL = 200;
 
@@ -47,8 +52,19 @@ const finalFiles = (dir: string) => ({
 
 async function startPipeline(tag: string): Promise<string> {
   const res = await env.ckpt([
-    'pipeline', 'start', '--root', join(env.dir, 'runs'), '--tag', tag, ...SMALL_MODEL,
-    '--steps', String(STEPS), '--segment-steps', String(SEGMENT), '--save-every', String(SAVE_EVERY),
+    'pipeline',
+    'start',
+    '--root',
+    join(env.dir, 'runs'),
+    '--tag',
+    tag,
+    ...SMALL_MODEL,
+    '--steps',
+    String(STEPS),
+    '--segment-steps',
+    String(SEGMENT),
+    '--save-every',
+    String(SAVE_EVERY),
   ]);
   assert.equal(res.code, 0, res.stderr);
   return res.stdout.trim();
@@ -69,7 +85,10 @@ async function result(id: string, timeoutMs = 180_000): Promise<PipelineState> {
 /** Child processes of `pid` (the training child of a worker). */
 function childPids(pid: number): number[] {
   try {
-    return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).split('\n').filter(Boolean).map(Number);
+    return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean)
+      .map(Number);
   } catch {
     return []; // pgrep exits 1 when there is none
   }
@@ -84,14 +103,45 @@ const alive = (pid: number) => {
   }
 };
 
+/** The first segment's pending activity once it has reached KILL_FROM (see above). */
+async function firstSegmentAt(id: string, dir: string): Promise<PendingSegment & { step: number }> {
+  const running = await waitFor(
+    `the first segment at step ${KILL_FROM}`,
+    async () => {
+      const segment = (await pendingActivities(env.client, id)).find(
+        (a) => a.activityType === 'trainSegment' && a.attempt === 1 && a.worker !== '',
+      );
+      if (!segment) return undefined;
+      const committed = (await committedSteps(openStore(dir))).at(-1) ?? 0;
+      const step = Math.max(segment.heartbeatStep ?? -1, committed);
+      return step >= KILL_FROM ? { ...segment, step } : undefined;
+    },
+    { timeoutMs: 90_000, intervalMs: 100 },
+  );
+  assert.ok(running.step <= KILL_UNTIL, `first seen at step ${running.step}: too late in the segment`);
+  return running;
+}
+
 before(async () => {
   env = await T.start();
   // The reference run trains while the workers start.
   const refRun = env.ckpt([
-    'train', '--root', join(env.dir, 'ref'), '--tag', 'ref', ...SMALL_MODEL,
-    '--steps', String(STEPS), '--save-every', String(SAVE_EVERY),
+    'train',
+    '--root',
+    join(env.dir, 'ref'),
+    '--tag',
+    'ref',
+    ...SMALL_MODEL,
+    '--steps',
+    String(STEPS),
+    '--save-every',
+    String(SAVE_EVERY),
   ]);
-  [control, trainers[0]!, trainers[1]!] = await Promise.all([env.startWorker('control'), env.startWorker('train'), env.startWorker('train')]);
+  [control, trainers[0]!, trainers[1]!] = await Promise.all([
+    env.startWorker('control'),
+    env.startWorker('train'),
+    env.startWorker('train'),
+  ]);
   const ref = await refRun;
   assert.equal(ref.code, 0, ref.stderr);
   reference = finalFiles(dirOf(join(env.dir, 'ref'), 'ref'));
@@ -101,29 +151,25 @@ describe('a training worker killed mid-segment', () => {
   it('the segment resumes from the last checkpoint on the other worker and ends bit-for-bit as an uninterrupted run', async () => {
     const id = await startPipeline('killed');
     const dir = dirOf(join(env.dir, 'runs'), 'killed');
-    const running = await waitFor(
-      `a heartbeat of the first segment at step >= ${KILL_FROM}`,
-      async () =>
-        (await pendingActivities(env.client, id)).find(
-          (a) => a.activityType === 'trainSegment' && a.attempt === 1 && (a.heartbeatStep ?? -1) >= KILL_FROM,
-        ),
-      { timeoutMs: 90_000, intervalMs: 200 },
-    );
-    assert.ok(
-      running.heartbeatStep! <= KILL_UNTIL,
-      `the first heartbeat the server had past step ${KILL_FROM} was at ${running.heartbeatStep}, too late in the segment to kill it`,
-    );
+    const running = await firstSegmentAt(id, dir);
     const victim = trainers.find((w) => w.identity === running.worker);
-    assert.ok(victim, `the segment runs on ${running.worker}, not one of ${trainers.map((w) => w.identity).join(', ')}`);
+    assert.ok(
+      victim,
+      `the segment runs on ${running.worker}, not one of ${trainers.map((w) => w.identity).join(', ')}`,
+    );
     const survivor = trainers.find((w) => w !== victim)!;
     const orphans = childPids(victim.pid);
     assert.ok(orphans.length > 0, 'the victim runs a training child');
 
-    process.stderr.write(`killing ${victim.identity} at heartbeat step ${running.heartbeatStep}\n`);
+    process.stderr.write(
+      `killing ${victim.identity} at step ${running.step} (heartbeat ${running.heartbeatStep})\n`,
+    );
     const killedAt = Date.now();
     await victim.kill();
     // The training child notices its parent is gone and exits: no orphan trains on.
-    await waitFor('the training child of the killed worker to exit', () => orphans.every((p) => !alive(p)), { timeoutMs: 20_000 });
+    await waitFor('the training child of the killed worker to exit', () => orphans.every((p) => !alive(p)), {
+      timeoutMs: 20_000,
+    });
     const resumePoint = (await committedSteps(openStore(dir))).at(-1) ?? 0;
     assert.ok(resumePoint >= SAVE_EVERY && resumePoint < STEPS, `committed before the kill: ${resumePoint}`);
 
@@ -131,7 +177,8 @@ describe('a training worker killed mid-segment', () => {
     let firstNewCheckpointS: number | undefined;
     const watchDisk = setInterval(() => {
       void committedSteps(openStore(dir)).then((steps) => {
-        if (firstNewCheckpointS === undefined && (steps.at(-1) ?? 0) > resumePoint) firstNewCheckpointS = (Date.now() - killedAt) / 1000;
+        if (firstNewCheckpointS === undefined && (steps.at(-1) ?? 0) > resumePoint)
+          firstNewCheckpointS = (Date.now() - killedAt) / 1000;
       });
     }, 100);
     const resumed = await waitFor(
@@ -162,27 +209,33 @@ describe('a training worker killed mid-segment', () => {
 });
 
 describe('the Temporal server restarted mid-pipeline', () => {
-  // The pipeline must finish with the workers that were running before the restart: the SDK's pollers
-  // retry on their own while the server is away, so nobody restarts a worker here.
+  // Found out on SDK 1.24 with the CLI's dev server: workers need no restart. While the server is away,
+  // their polls and heartbeats fail and are retried by the SDK (quietly: nothing at the default log level),
+  // and the training child trains on; once the server is back on the same port and database, polling and
+  // heartbeats resume. Depending on how long the server was away (1.5-3 s here), the running segment then
+  // either completes on its first attempt or has missed its 3 s heartbeat timeout and is retried from its
+  // last checkpoint; both end bit-for-bit the same. The test asserts that the workers started before the
+  // restart are still the ones running at the end.
   it('the pipeline continues and completes, bit-for-bit as an uninterrupted run', async () => {
     // The killed worker of the test before is gone; one training worker is enough.
-    const workers = [control, ...trainers].filter((w) => w.process.exitCode === null && w.process.signalCode === null);
-    assert.ok(workers.some((w) => w.role === 'train'), 'a training worker is alive');
+    const workers = [control, ...trainers].filter(
+      (w) => w.process.exitCode === null && w.process.signalCode === null,
+    );
+    assert.ok(
+      workers.some((w) => w.role === 'train'),
+      'a training worker is alive',
+    );
     const id = await startPipeline('restarted');
     const dir = dirOf(join(env.dir, 'runs'), 'restarted');
-    await waitFor(
-      `a heartbeat at step >= ${KILL_FROM}`,
-      async () =>
-        (await pendingActivities(env.client, id)).find((a) => a.activityType === 'trainSegment' && (a.heartbeatStep ?? -1) >= KILL_FROM),
-      { timeoutMs: 90_000, intervalMs: 200 },
-    );
+    await firstSegmentAt(id, dir);
     const t0 = Date.now();
     await env.restartServer();
     process.stderr.write(`server restarted in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
     const state = await result(id);
     assert.equal(state.state, 'completed');
     assert.equal(state.step, STEPS);
-    for (const w of workers) assert.equal(w.process.exitCode, null, `worker ${w.identity} exited:\n${w.log().slice(-2000)}`);
+    for (const w of workers)
+      assert.equal(w.process.exitCode, null, `worker ${w.identity} exited:\n${w.log().slice(-2000)}`);
     assert.deepEqual(finalFiles(dir), reference);
     process.stderr.write(`after restart: retries ${state.retries}\n`);
   });
