@@ -21,3 +21,4 @@ export * from './safetensors';
 export * from './copy';
 export * from './s3-store';
 export * from './async-save';
+export * from './import';

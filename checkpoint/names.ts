@@ -26,10 +26,25 @@ export function evalFile(step: number): string {
   return `eval_${padStep(step)}.json`;
 }
 
+/**
+ * Append-only record of what retention deleted (one JSON line per pruned step), so reports can still say
+ * which steps existed and which policy removed them. Belongs to the directory, not to any step.
+ */
+export const RETENTION_LOG = 'retention_log.jsonl';
+
 /** Temp files carry this prefix until they are published under their final name. */
 export const TEMP_PREFIX = '.tmp-';
 
-export type FileKind = 'model' | 'optim' | 'meta' | 'manifest' | 'eval' | 'lease' | 'rank-done' | 'temp';
+export type FileKind =
+  | 'model'
+  | 'optim'
+  | 'meta'
+  | 'manifest'
+  | 'eval'
+  | 'lease'
+  | 'rank-done'
+  | 'temp'
+  | 'retention-log';
 
 export interface ParsedName {
   kind: FileKind;
@@ -51,6 +66,7 @@ const PATTERNS: Array<[FileKind, RegExp]> = [
 /** What a file in a checkpoint directory is, or null when it is not one of ours. */
 export function parseFileName(name: string): ParsedName | null {
   if (name.startsWith(TEMP_PREFIX)) return { kind: 'temp' };
+  if (name === RETENTION_LOG) return { kind: 'retention-log' };
   for (const [kind, re] of PATTERNS) {
     const m = re.exec(name);
     if (!m) continue;

@@ -2,7 +2,8 @@
 # Installs the external tools the tests and the local pipeline need, when missing:
 #   - the Temporal CLI (its dev server is a real Temporal server), from the Go module proxy;
 #   - versitygw, an S3-compatible server (posix backend), from the Go module proxy;
-#   - Python's safetensors + numpy, for the format interoperability tests.
+#   - Python's safetensors + numpy, for the format interoperability tests;
+#   - Chromium (Debian's package, /usr/bin/chromium), for the report test that renders the page headless.
 # Prints where each tool is. Safe to run repeatedly.
 set -euo pipefail
 
@@ -49,6 +50,20 @@ if ! python3 -c 'import safetensors, numpy' >/dev/null 2>&1; then
   python3 -m pip install --quiet safetensors numpy >&2
 fi
 
+# The report test opens the page in Chromium (playwright-core with executablePath, no browser download).
+CHROMIUM="${CHROMIUM_PATH:-/usr/bin/chromium}"
+if [ ! -x "$CHROMIUM" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "install-tools: apt-get install chromium" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >&2 ||
+      echo "install-tools: could not install chromium; the report test will fail" >&2
+  else
+    echo "install-tools: $CHROMIUM is missing and cannot be installed here (needs root and apt-get):" >&2
+    echo "install-tools:   sudo apt-get install chromium, or set CHROMIUM_PATH; the report test fails without it" >&2
+  fi
+fi
+
 echo "temporal: $(find_tool temporal)"
 echo "versitygw: $(find_tool versitygw || echo missing)"
+echo "chromium: $([ -x "$CHROMIUM" ] && echo "$CHROMIUM" || echo missing)"
 echo "python safetensors: $(python3 -c 'import safetensors; print(safetensors.__version__)')"
