@@ -10,10 +10,11 @@ import { checkpointCommands } from './checkpoint-commands';
 import { copyCommand } from './copy-command';
 import { trainCommands } from './train-commands';
 import { pipelineCommands } from './pipeline-commands';
+import { importCommand } from './import-command';
 import { reportCommand } from './report-command';
 import { scheduleCommands } from './schedule-commands';
 
-const commands: Command[] = [...trainCommands, ...checkpointCommands, copyCommand, reportCommand, ...pipelineCommands, ...scheduleCommands];
+const commands: Command[] = [...trainCommands, ...checkpointCommands, copyCommand, importCommand, reportCommand, ...pipelineCommands, ...scheduleCommands];
 
 function mainUsage(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
