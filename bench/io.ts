@@ -18,7 +18,7 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, promises as fs, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { saveCheckpoint } from '../checkpoint';
 import { safetensorsChunks } from '../checkpoint/safetensors';
@@ -141,14 +141,8 @@ async function main(): Promise<void> {
   }
 }
 
-async function run(base: string, log: (m: string) => void, started: number): Promise<void> {
-  const machine = machineInfo();
-  const fsType = filesystemOf(base);
-  const canDrop = dropCaches();
-  log(
-    `temp dir on ${fsType}; page cache ${canDrop ? 'dropped before every cold contender' : 'NOT droppable (not root?)'}`,
-  );
-
+/** Makes the tensors, measures what the CPU alone costs on them, and writes the source file (all untimed). */
+async function prepare(base: string, log: (m: string) => void) {
   log(`generating ${N_TENSORS} x ${FLOATS} f32`);
   const tensors = makeTensors(N_TENSORS, FLOATS);
   const tensorBytes = Object.values(tensors).reduce((n, t) => n + t.data.byteLength, 0);
@@ -191,6 +185,20 @@ async function run(base: string, log: (m: string) => void, started: number): Pro
   // The source every contender builds its tensors from (untimed).
   const sourcePath = join(base, 'source.safetensors');
   if (ONLY.has('io')) await rawWrite(sourcePath, tensors);
+  return { tensorBytes, fileBytes, touchS, hashS, cacheWrite, sourcePath };
+}
+
+async function run(base: string, log: (m: string) => void, started: number): Promise<void> {
+  const machine = machineInfo();
+  const fsType = filesystemOf(base);
+  const canDrop = dropCaches();
+  log(
+    `temp dir on ${fsType}; page cache ${canDrop ? 'dropped before every cold contender' : 'NOT droppable (not root?)'}`,
+  );
+
+  const loadStart = loadavg()[0]!;
+  const { tensorBytes, fileBytes, touchS, hashS, cacheWrite, sourcePath } = await prepare(base, log);
+  fullGc();
 
   const series = new Map<string, Series>();
   const add = (op: string, who: string, bytes: number, s: number) => {
@@ -443,7 +451,8 @@ async function run(base: string, log: (m: string) => void, started: number): Pro
   const lines = [
     `Command: \`npm run bench:io\` (\`node --import tsx bench/io.ts\`), ${new Date().toISOString().slice(0, 10)}, ${fmt(totalS, 0)} s in all.`,
     '',
-    `Machine: ${machine.cpuModel}, nproc ${machine.nproc}, ${fmt(machine.memoryGiB, 1)} GiB memory, Node ${machine.node}, ${machine.os}; temp files in os.tmpdir() on ${fsType}.`,
+    `Machine: ${machine.cpuModel}, nproc ${machine.nproc}, ${fmt(machine.memoryGiB, 1)} GiB memory, Node ${machine.node}, ${machine.os}; temp files in os.tmpdir() on ${fsType}; ` +
+      `1-minute load average ${fmt(loadStart)} at the start and ${fmt(loadavg()[0]!)} at the end (other work on the machine adds noise).`,
     '',
     `Data: ${N_TENSORS} f32 tensors of ${FLOATS} floats = ${fmt(tensorBytes / MiB, 0)} MiB (file ${fileBytes} bytes), deterministic values; ` +
       `median (and best) of ${ROUNDS} runs per contender, the contenders' order rotating between rounds; MiB/s = file bytes / median time; ` +
