@@ -14,10 +14,8 @@ import {
   planRetention,
   unevaluatedPolicy,
   validatePolicy,
-  type KeepReason,
   type RetentionCandidate,
   type RetentionPlan,
-  type RetentionPolicy,
 } from '../../checkpoint/retention';
 
 const ck = (step: number, extra: Partial<RetentionCandidate> = {}): RetentionCandidate => ({
