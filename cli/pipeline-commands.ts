@@ -281,8 +281,8 @@ const signalCommand = (name: 'pause' | 'resume' | 'stop', summary: string) =>
 const workerCommand: Command = {
   name: 'worker',
   summary: 'Run a worker: train (training/eval activities), control (workflows, light activities) or all.',
-  usage: 'ckpt worker [--role train|control|all] [--task-queue Q]',
-  options: { role: { type: 'string' }, 'task-queue': { type: 'string' } },
+  usage: 'ckpt worker [--role train|control|all] [--task-queue Q] [--slots N]      N: concurrent segments/ranks (GPUs)',
+  options: { role: { type: 'string' }, 'task-queue': { type: 'string' }, slots: { type: 'string' } },
   async run(args) {
     expectPositionals(args, 0, 'worker');
     const role = (str(args, 'role') ?? 'all') as WorkerRole;
@@ -290,6 +290,8 @@ const workerCommand: Command = {
     const taskQueue = str(args, 'task-queue');
     if (taskQueue && role === 'all') throw new UsageError('--task-queue needs --role train or --role control');
     const config = loadConfig();
+    const slots = int(args, 'slots', 1);
+    if (slots !== undefined) config.temporal.trainSlots = slots;
     note(`worker (${role}) connecting to ${config.temporal.connect.connectionOptions.address}, namespace ${config.temporal.namespace}`);
     await runWorkers({ role, settings: config.temporal, taskQueue, identity: `${role}@${process.pid}` });
     return 0;
