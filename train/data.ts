@@ -7,12 +7,17 @@
  * The held-out split is fixed: the last 10% of the file's bytes (cut at a byte boundary), never trained on.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { InvalidArgumentError } from '../checkpoint';
 import { Rng } from '../model/random';
 
-export const DEFAULT_DATA = join(__dirname, '..', 'data', 'tiny-corpus.txt');
+/** The demo corpus: data/ beside the sources (train/data.ts), or beside dist/ when compiled (dist/train/data.js). */
+export const DEFAULT_DATA =
+  [
+    join(__dirname, '..', 'data', 'tiny-corpus.txt'),
+    join(__dirname, '..', '..', 'data', 'tiny-corpus.txt'),
+  ].find((p) => existsSync(p)) ?? join(__dirname, '..', 'data', 'tiny-corpus.txt');
 export const HELD_OUT_FRACTION = 0.1;
 
 export interface DataIdentity {

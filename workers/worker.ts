@@ -4,10 +4,43 @@
  * workflows and the light activities (listing, discovery, pruning). `all` runs both in one process.
  */
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
-import { controlActivities, trainActivities } from '../activities';
+import {
+  controlActivities,
+  trainActivities,
+  type ControlActivities,
+  type TrainActivities,
+} from '../activities';
 import type { TemporalSettings } from '../temporal.config';
 
 export type WorkerRole = 'train' | 'control' | 'all';
+
+/**
+ * Absolute path of the workflows module, for a Worker's `workflowsPath` (or `bundleWorkflowCode`). It
+ * resolves to workflows/index.ts in a checkout and to dist/workflows/index.js in the installed package.
+ */
+export const workflowsPath: string = require.resolve('../workflows');
+
+/** What a Worker needs to host this package's activities and (for control and all) workflows. */
+export interface EmbeddedWorkerParts {
+  activities: Partial<TrainActivities & ControlActivities>;
+  /** Absent for the train role: training workers run no workflows. */
+  workflowsPath?: string;
+}
+
+/**
+ * The activities and workflowsPath of a role, to spread into another project's `Worker.create` options:
+ *
+ *   Worker.create({ connection, taskQueue, ...workerParts('control') })
+ *
+ * The pipeline schedules activities on the task queues given in its input (WorkflowSettings.taskQueues):
+ * register the train role on the queue named there as `train`, and the control role on `control`. With
+ * 'all' on one worker, give both names the same queue.
+ */
+export function workerParts(role: WorkerRole = 'all'): EmbeddedWorkerParts {
+  if (role === 'train') return { activities: { ...trainActivities } };
+  if (role === 'control') return { activities: { ...controlActivities }, workflowsPath };
+  return { activities: { ...trainActivities, ...controlActivities }, workflowsPath };
+}
 
 export interface WorkerSetup {
   role: WorkerRole;
@@ -50,7 +83,7 @@ export async function createWorkers(setup: WorkerSetup, connection: NativeConnec
         ...common,
         taskQueue: (setup.role === 'control' && setup.taskQueue) || settings.taskQueues.control,
         activities: controlActivities,
-        ...(setup.workflowBundle ? { workflowBundle: setup.workflowBundle } : { workflowsPath: require.resolve('../workflows') }),
+        ...(setup.workflowBundle ? { workflowBundle: setup.workflowBundle } : { workflowsPath }),
       }),
     );
   }

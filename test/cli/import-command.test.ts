@@ -1,8 +1,9 @@
 /**
- * `ckpt import` (cli/import-command.ts), run in-process: a state_dict written by Python's safetensors, with
- * the prefixes torch.compile adds and without the per-layer scalars (an older nanochat), imports and builds
- * with buildModel to the same weights; a shape that does not fit the config is refused before anything is
- * written. Needs python3 with safetensors and numpy (as the other interoperability tests): it fails without.
+ * `ckpt import`, run as a real process (`node bin/ckpt.js import …`): a state_dict written by Python's
+ * safetensors, with the prefixes torch.compile adds and without the per-layer scalars (an older nanochat),
+ * imports and builds with buildModel to the same weights; a shape that does not fit the config is refused
+ * before anything is written; errors are one line with exit code 2. Needs python3 with safetensors and
+ * numpy (as the other interoperability tests): it fails without them.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -53,31 +54,31 @@ function pythonStateDict(file: string, shapes: Record<string, number[]>, prefix:
 }
 
 const ROOT = join(__dirname, '..', '..');
-// The command is not registered in cli/main.ts yet: a child process runs it the way main() would (the
-// test runner's own stdout is its report channel, so the command cannot write to it here).
-const RUNNER = `
-const { importCommand } = require(${JSON.stringify(join(ROOT, 'cli', 'import-command.ts'))});
-const { parse } = require(${JSON.stringify(join(ROOT, 'cli', 'args.ts'))});
-importCommand.run(parse(importCommand, process.argv.slice(1))).then(
-  (code) => { process.exitCode = code; },
-  (err) => { process.stderr.write('ERROR ' + err.name + ' ' + err.exitCode + ': ' + err.message + '\\n'); process.exitCode = 3; },
-);`;
+const CLI = join(ROOT, 'bin', 'ckpt.js');
+const ENV: NodeJS.ProcessEnv = Object.fromEntries(
+  Object.entries(process.env).filter(([k]) => !k.startsWith('CKPT_') && !k.startsWith('NODE_TEST')),
+);
 
 interface Run {
   code: number | null;
   stdout: string;
-  /** "Name exitCode: message" of a thrown error, else ''. */
+  /** "EXIT: message" of the one-line `ckpt: error:` (EXIT is the exit code), else ''. */
   error: string;
 }
 
 function runImport(argv: string[]): Run {
-  const res = spawnSync(process.execPath, ['--import', 'tsx', '-e', RUNNER, ...argv], {
+  const res = spawnSync(process.execPath, [CLI, 'import', ...argv], {
     cwd: ROOT,
+    env: ENV,
     encoding: 'utf8',
     timeout: 120_000,
   });
-  const error = /^ERROR (.*)$/m.exec(res.stderr)?.[1] ?? '';
-  return { code: res.status, stdout: res.stdout, error };
+  const message = /^ckpt: error: (.*)$/m.exec(res.stderr)?.[1];
+  return {
+    code: res.status,
+    stdout: res.stdout,
+    error: message === undefined ? '' : `${res.status}: ${message}`,
+  };
 }
 
 describe('ckpt import', () => {
@@ -130,7 +131,7 @@ describe('ckpt import', () => {
     }
     assert.match(
       runImport([file, dir, '--step', '1200', '--config', JSON.stringify(CONFIG)]).error,
-      /^AlreadyCommittedError 2: /,
+      /^2: step 1200 is already committed/,
     );
   });
 
@@ -167,7 +168,7 @@ describe('ckpt import', () => {
     pythonStateDict(file, { ...shapes, 'lm_head.weight': [260, 8] }, '');
     const dir = join(work, 'ckpt');
     const { error } = runImport([file, dir, '--step', '5', '--config', JSON.stringify(CONFIG)]);
-    assert.match(error, /^TensorSetMismatchError 2: .*lm_head\.weight/);
+    assert.match(error, /^2: .*lm_head\.weight/);
     assert.ok(!existsSync(dir) || readdirSync(dir).length === 0);
   });
 
@@ -179,18 +180,15 @@ describe('ckpt import', () => {
     const plain = runImport([file, dir, '--step', '1']);
     assert.equal(plain.code, 0, plain.error);
     assert.ok(existsSync(join(dir, metaFile(1))));
-    assert.match(runImport([file, dir]).error, /^UsageError 2: .*--step N is required/);
-    assert.match(
-      runImport([file, dir, '--step', '2', '--save-dtype', 'f64']).error,
-      /^UsageError 2: --save-dtype/,
-    );
+    assert.match(runImport([file, dir]).error, /^2: .*--step N is required/);
+    assert.match(runImport([file, dir, '--step', '2', '--save-dtype', 'f64']).error, /^2: --save-dtype/);
     assert.match(
       runImport([file, dir, '--step', '2', '--config', '{not json']).error,
-      /^UsageError 2: .*not valid JSON/,
+      /^2: .*not valid JSON/,
     );
     assert.match(
       runImport([file, dir, '--step', '2', '--config', join(work, 'missing.json')]).error,
-      /^UsageError 2: .*neither inline JSON nor a readable file/,
+      /^2: .*neither inline JSON nor a readable file/,
     );
     assert.ok(!existsSync(join(dir, metaFile(2))));
   });
