@@ -134,13 +134,23 @@ export class S3Store implements Store {
   }
 
   private async get(key: string, range: string | undefined, action: string, ifMatch?: string): Promise<Buffer> {
+    return Buffer.concat(await this.getChunks(key, range, action, ifMatch));
+  }
+
+  /**
+   * One GET's body as the chunks the socket delivered. Not joined: stream() hands them on as they are, which
+   * saves collecting every range into a fresh buffer and copying it again (measured in bench/s3.ts: those
+   * copies made 512 MiB of ranged reads cost about 1 s more CPU than one streamed GET).
+   */
+  private async getChunks(key: string, range: string | undefined, action: string, ifMatch?: string): Promise<Uint8Array[]> {
     const { GetObjectCommand } = sdk();
     try {
       const res = await this.#conn.client.send(
         new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), Range: range, IfMatch: ifMatch }),
       );
-      if (!res.Body) return Buffer.alloc(0);
-      return Buffer.from(await res.Body.transformToByteArray());
+      const chunks: Uint8Array[] = [];
+      if (res.Body) for await (const chunk of res.Body as unknown as AsyncIterable<Uint8Array>) chunks.push(chunk);
+      return chunks;
     } catch (err) {
       if (isInvalidRange(err)) throw new StoreError(`${this.url(key)}: range past the end`, { file: key, code: 'InvalidRange' });
       if (ifMatch !== undefined && httpStatus(err) === 412) throw this.replaced(key, err);
@@ -176,21 +186,21 @@ export class S3Store implements Store {
     for (let start = offset; start < head.bytes; start += rangeSize) {
       ranges.push([start, Math.min(start + rangeSize, head.bytes) - 1]);
     }
-    const window: Array<Promise<Buffer>> = [];
+    const window: Array<Promise<Uint8Array[]>> = [];
     let next = 0;
     const fill = () => {
       while (window.length < downloadConcurrency && next < ranges.length) {
         const [a, b] = ranges[next++]!;
-        const p = this.get(key, `bytes=${a}-${b}`, 'read', head.etag);
+        const p = this.getChunks(key, `bytes=${a}-${b}`, 'read', head.etag);
         p.catch(() => undefined); // awaited below in order; this only stops an unhandled rejection
         window.push(p);
       }
     };
     fill();
     while (window.length > 0) {
-      const buf = await window.shift()!;
+      const chunks = await window.shift()!;
       fill();
-      yield buf;
+      yield* chunks;
     }
   }
 

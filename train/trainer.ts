@@ -171,6 +171,9 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
     for (let step = startStep; step < target; step++) {
       if (options.signal?.aborted) throw new TrainingAborted(step);
       const lr = learningRate(run.schedule, step);
+      // Training steps never yield to the event loop; while a save is in flight, yield once per step so
+      // its commit advances now rather than when the next save waits for it.
+      if (saver?.savingStep != null) await new Promise((r) => setImmediate(r));
       const loss = options.group
         ? await shardedStep(tf, model, optimizer, data, step, run.batch, lr, options.group, plan)
         : trainStep(tf, model, optimizer, data, step, run.batch, lr);
