@@ -13,7 +13,7 @@ import { sha256, SMALL_MODEL, temporalEnv, waitFor, type TemporalTestEnv, type T
 
 const T = temporalEnv('ranks');
 let env: TemporalTestEnv;
-const STEPS = 30;
+const STEPS = 120;
 
 interface RankActivity {
   rank: number;
@@ -35,7 +35,7 @@ async function runningRanks(id: string): Promise<RankActivity[]> {
 async function start(tag: string, extra: string[]): Promise<{ id: string; dir: string }> {
   const res = await env.ckpt([
     'pipeline', 'start', '--root', env.dir, '--tag', tag, ...SMALL_MODEL, '--seed', '5',
-    '--steps', String(STEPS), '--segment-steps', String(STEPS), '--save-every', '3', '--world-size', '2', ...extra,
+    '--steps', String(STEPS), '--segment-steps', String(STEPS), '--save-every', '6', '--world-size', '2', ...extra,
   ]);
   assert.equal(res.code, 0, res.stderr);
   return { id: res.stdout.trim(), dir: join(env.dir, 'base_checkpoints', tag) };
@@ -43,9 +43,9 @@ async function start(tag: string, extra: string[]): Promise<{ id: string; dir: s
 
 /** Once both ranks train past step 4, SIGKILL the worker of rank 1. */
 async function killRankOne(id: string, workers: TestWorker[]): Promise<TestWorker> {
-  const ranks = await waitFor('both ranks training past step 4', async () => {
+  const ranks = await waitFor('both ranks training past step 12', async () => {
     const r = await runningRanks(id);
-    return r.length === 2 && r.every((a) => a.step >= 4) ? r : undefined;
+    return r.length === 2 && r.every((a) => a.step >= 12) ? r : undefined;
   }, { timeoutMs: 120_000, intervalMs: 100 });
   const victim = workers.find((w) => w.identity === ranks.find((a) => a.rank === 1)!.worker)!;
   assert.ok(victim, 'the worker of rank 1 is one of ours');
@@ -60,7 +60,7 @@ before(async () => {
 
 describe('pipeline --world-size 2', () => {
   it('a rank worker killed mid-segment: the group retries from the last checkpoint and ends bitwise equal to ckpt train --nproc 2', async () => {
-    const reference = env.ckpt(['train', '--root', join(env.dir, 'ref'), '--tag', 'ref', ...SMALL_MODEL, '--seed', '5', '--steps', String(STEPS), '--save-every', '3', '--nproc', '2']);
+    const reference = env.ckpt(['train', '--root', join(env.dir, 'ref'), '--tag', 'ref', ...SMALL_MODEL, '--seed', '5', '--steps', String(STEPS), '--save-every', '6', '--nproc', '2']);
     const [a, b] = await Promise.all([env.startWorker('train'), env.startWorker('train')]);
     const { id, dir } = await start('group', []);
     const victim = await killRankOne(id, [a, b]);
