@@ -16,7 +16,7 @@ const extraEnv: NodeJS.ProcessEnv = {};
 const T = temporalEnv('s3', { env: extraEnv });
 let env: TemporalTestEnv;
 let s3: S3TestServer;
-const STEPS = 24;
+const STEPS = 400;
 
 before(async () => {
   s3 = await startS3Server();
@@ -31,19 +31,19 @@ after(async () => {
 describe('pipeline on an s3:// root', () => {
   it('a worker killed mid-segment resumes from the checkpoint on S3 and ends bitwise equal to an uninterrupted run', async () => {
     const root = `s3://${s3.bucket}/runs`;
-    const reference = env.ckpt(['train', '--root', join(env.dir, 'ref'), '--tag', 'ref', ...SMALL_MODEL, '--seed', '9', '--steps', String(STEPS), '--save-every', '3']);
+    const reference = env.ckpt(['train', '--root', join(env.dir, 'ref'), '--tag', 'ref', ...SMALL_MODEL, '--seed', '9', '--steps', String(STEPS), '--save-every', '10']);
     const [, first] = await Promise.all([env.startWorker('control'), env.startWorker('train')]);
-    const res = await env.ckpt(['pipeline', 'start', '--root', root, '--tag', 's3run', ...SMALL_MODEL, '--seed', '9', '--steps', String(STEPS), '--segment-steps', String(STEPS), '--save-every', '3']);
+    const res = await env.ckpt(['pipeline', 'start', '--root', root, '--tag', 's3run', ...SMALL_MODEL, '--seed', '9', '--steps', String(STEPS), '--segment-steps', String(STEPS), '--save-every', '10']);
     assert.equal(res.code, 0, res.stderr);
     const id = res.stdout.trim();
     const dir = `${root}/base_checkpoints/s3run`;
-    await waitFor('the segment past step 5', async () => {
+    await waitFor('the segment past step 20', async () => {
       const seg = (await pendingActivities(env.client, id)).find((a) => a.activityType === 'trainSegment');
-      return (seg?.heartbeatStep ?? -1) >= 5;
+      return (seg?.heartbeatStep ?? -1) >= 20;
     }, { timeoutMs: 120_000, intervalMs: 100 });
     await first.kill();
     const lastCommitted = (await committedSteps(openStore(dir))).at(-1);
-    assert.ok(lastCommitted !== undefined && lastCommitted >= 3, `a checkpoint was committed on S3 before the kill (${lastCommitted})`);
+    assert.ok(lastCommitted !== undefined && lastCommitted >= 10, `a checkpoint was committed on S3 before the kill (${lastCommitted})`);
     await env.startWorker('train');
     const result = (await env.client.workflow.getHandle(id).result()) as PipelineState;
     assert.equal(result.state, 'completed');
