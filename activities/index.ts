@@ -48,6 +48,7 @@ function toFailure(err: unknown): unknown {
  * dead attempt committed.
  */
 export async function trainSegment(input: SegmentInput): Promise<SegmentResult> {
+  if (input.flags.noop) return noopSegment(input);
   const ctx = Context.current();
   let progress: SegmentProgress = { step: -1, loss: null };
   let done: Record<string, unknown> | undefined;
@@ -84,6 +85,19 @@ export async function trainSegment(input: SegmentInput): Promise<SegmentResult> 
     finalLoss: done.finalLoss as number | null,
     backend: done.backend as string,
     seconds: done.seconds as number,
+    attempt: activityInfo().attempt,
+  };
+}
+
+/** The no-op training mode (TrainFlags.noop): no child, no model, no checkpoint; the step just advances. */
+function noopSegment(input: SegmentInput): SegmentResult {
+  return {
+    startStep: input.fromStep ?? input.toStep,
+    endStep: input.toStep,
+    saved: [],
+    finalLoss: null,
+    backend: 'noop',
+    seconds: 0,
     attempt: activityInfo().attempt,
   };
 }

@@ -18,6 +18,11 @@ export interface TrainFlags {
   seed?: number;
   data?: string;
   saveDtype?: 'f32' | 'bf16' | 'f16';
+  /**
+   * Orchestration only: segments train nothing and save nothing; they return at once with the step
+   * advanced. For load tests of the pipeline itself (history size, continue-as-new, worker memory).
+   */
+  noop?: boolean;
 }
 
 export interface SegmentInput {
@@ -25,6 +30,8 @@ export interface SegmentInput {
   dir: string;
   /** Absolute step this segment trains to. */
   toStep: number;
+  /** The step the workflow believes the segment starts from (the child finds the real one). */
+  fromStep?: number;
   saveEvery: number;
   flags: TrainFlags;
 }

@@ -69,6 +69,7 @@ function toFlags(args: Args): TrainFlags {
     seed: s.seed,
     data: s.dataFile ? resolve(s.dataFile) : undefined,
     saveDtype: str(args, 'save-dtype') as TrainFlags['saveDtype'],
+    ...(flag(args, 'noop') ? { noop: true } : {}),
   };
 }
 
@@ -81,7 +82,7 @@ const startCommand: Command = {
     'ckpt pipeline start --root ROOT [--source base] --tag T --depth D --steps N --segment-steps S --save-every K\n' +
     '                    [--seed X] [--eval] [--keep-last N] [--keep-best K --metric M --mode min|max] [--keep-every S]\n' +
     '                    [--pin STEP]... [--id ID] [--segments-per-run R] [--wait] [every flag of ckpt train]\n' +
-    '                    [--world-size W [--min-world-size M] [--shrink-after D]]',
+    '                    [--world-size W [--min-world-size M] [--shrink-after D]] [--noop]',
   options: {
     ...PIPELINE_TRAIN_OPTIONS,
     ...RETENTION_OPTIONS,
@@ -93,6 +94,7 @@ const startCommand: Command = {
     'world-size': { type: 'string' },
     'min-world-size': { type: 'string' },
     'shrink-after': { type: 'string' },
+    noop: { type: 'boolean' },
   },
   async run(args) {
     expectPositionals(args, 0, 'pipeline start');
@@ -121,6 +123,9 @@ const startCommand: Command = {
       shrinkAfterMs: str(args, 'shrink-after') !== undefined ? parseDuration(str(args, 'shrink-after')!, '--shrink-after') : undefined,
       settings: workflowSettings(config.temporal),
     };
+    if (input.flags.noop && (input.worldSize ?? 1) > 1) {
+      throw new UsageError('pipeline start: --noop runs single-rank segments only; drop --world-size', { field: 'noop' });
+    }
     if (input.retention?.keepBest) input.metric = { name: input.retention.keepBest.metric, mode: input.retention.keepBest.mode };
     const id = str(args, 'id') ?? pipelineId(dir);
     const client = await connectClient(config.temporal);

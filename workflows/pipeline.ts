@@ -159,7 +159,7 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
               input.settings.activities.maximumAttempts,
               input.settings.activities.initialRetryMs,
             )
-          : train.trainSegment({ dir: input.dir, toStep, saveEvery: input.saveEvery, flags: input.flags }),
+          : train.trainSegment({ dir: input.dir, fromStep: s.step, toStep, saveEvery: input.saveEvery, flags: input.flags }),
       );
     } catch (err) {
       if (!(stopRequested && (isCancellation(err) || (err instanceof ActivityFailure && isCancellation(err.cause))))) throw err;
