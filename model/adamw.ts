@@ -11,7 +11,7 @@
  * run); gradients for parameters it does not own are ignored. Every op is elementwise in float32 with the
  * scalar coefficients computed in float64 on the host, so the same inputs give the same bits.
  */
-import type * as tfjs from '@tensorflow/tfjs-core';
+import type * as tfjs from '@tensorflow/tfjs';
 import type { NamedTensors } from '../checkpoint/tensors';
 import { ModelInputError, TensorSetMismatchError, type ShapeMismatch } from './errors';
 import { checkTensorSet, f32Copy, i64Scalar, readF32, readI64Scalar, type ExpectedTensor } from './tensors';

@@ -4,14 +4,7 @@
  * loads wins. The native packages are optional peers: they download libtensorflow at install time, so they are
  * only required when present and never declared as dependencies.
  */
-import * as tfjs from '@tensorflow/tfjs-core';
-// Tensor methods (t.reshape(), t.add(), ...) and the gradients of every op: the full @tensorflow/tfjs bundle registers them; tfjs-core
-// alone does not. Importing only the core, the cpu backend and (on demand) wasm or native keeps the
-// layers, converter, data and webgl packages out of every process's start-up.
-import '@tensorflow/tfjs-core/dist/public/chained_ops/register_all_chained_ops';
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
-// Registers the pure-JS 'cpu' backend, the fallback that always loads.
-import '@tensorflow/tfjs-backend-cpu';
+import * as tfjs from '@tensorflow/tfjs';
 import { BackendUnavailableError } from './errors';
 
 export type BackendChoice = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
@@ -84,7 +77,7 @@ async function choose(options: InitBackendOptions): Promise<Backend> {
     log(previous ? `model backend: switched ${previous} -> ${choice}` : `model backend: ${choice}${why}`);
     return current;
   }
-  // Unreachable in practice: the pure-JS 'cpu' backend is always registered by @tensorflow/tfjs-backend-cpu.
+  // Unreachable in practice: the pure-JS 'cpu' backend is always registered by @tensorflow/tfjs.
   throw new BackendUnavailableError('any', `no tfjs backend could be loaded (${skipped.join('; ')})`);
 }
 
@@ -127,7 +120,7 @@ function loadOptional(pkg: string): void {
 async function setBackend(name: string): Promise<void> {
   // A native package with its own nested copy of tfjs-core registers into that copy, not into ours.
   if (!tfjs.findBackendFactory(name)) {
-    throw new Error(`backend '${name}' is not registered with this @tensorflow/tfjs-core (version mismatch?)`);
+    throw new Error(`backend '${name}' is not registered with this @tensorflow/tfjs (version mismatch?)`);
   }
   const ok = await tfjs.setBackend(name);
   if (!ok) throw new Error(`backend '${name}' failed to initialise`);

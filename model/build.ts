@@ -25,7 +25,7 @@ import {
   validateStep,
   InvalidArgumentError,
 } from '../checkpoint';
-import type * as tfjs from '@tensorflow/tfjs-core';
+import type * as tfjs from '@tensorflow/tfjs';
 import { applyMigrations, metaFile, toFloat32 } from '../checkpoint';
 import type { NamedTensors } from '../checkpoint/tensors';
 import { initBackend, type BackendChoice } from './backend';

@@ -15,7 +15,7 @@
  *   sequence length and never parameters.
  * - Targets < 0 are ignored by loss() (nanochat's ignore_index=-1); the mean is over the other positions.
  */
-import type * as tfjs from '@tensorflow/tfjs-core';
+import type * as tfjs from '@tensorflow/tfjs';
 import { elementCount, type NamedTensors } from '../checkpoint/tensors';
 import { headDim, layerWindows, normalizeConfig, parameterShapes, type GPTConfig } from './config';
 import { ModelInputError } from './errors';

@@ -6,7 +6,7 @@
  * tfjs's own MatMul gradient always uses transposed operands. On wasm we therefore transpose explicitly and give
  * the product a custom gradient that does the same. Other backends handle transposes natively and use tf.matMul.
  */
-import type * as tfjs from '@tensorflow/tfjs-core';
+import type * as tfjs from '@tensorflow/tfjs';
 
 type TF = typeof tfjs;
 type TfTensor = tfjs.Tensor;

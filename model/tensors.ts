@@ -4,7 +4,7 @@
  * aligned arrays before typed access.
  */
 import { endianness } from 'node:os';
-import type * as tfjs from '@tensorflow/tfjs-core';
+import type * as tfjs from '@tensorflow/tfjs';
 import { bytesOf, elementCount, type NamedTensors, type Tensor } from '../checkpoint/tensors';
 import { TensorSetMismatchError, type ShapeMismatch } from './errors';
 

@@ -24,7 +24,7 @@ import { AdamW } from '../model/adamw';
 import { initBackend, type BackendChoice, type TF } from '../model/backend';
 import { GPT, normalizeConfig, type GPTConfig } from '../model/gpt';
 import { ByteTokenizer } from '../model/tokenizer';
-import type * as tfjs from '@tensorflow/tfjs-core';
+import type * as tfjs from '@tensorflow/tfjs';
 import type { NamedTensors } from '../checkpoint/tensors';
 import type { ProcessGroup } from './dist';
 import { TextData } from './data';

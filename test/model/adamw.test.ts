@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { AdamW, decays } from '../../model/adamw';
 import { initBackend, type TF } from '../../model/backend';
 import { ModelInputError, TensorSetMismatchError } from '../../model/errors';
-import type { Variable, Tensor as TfTensor } from '@tensorflow/tfjs-core';
+import type { Variable, Tensor as TfTensor } from '@tensorflow/tfjs';
 
 let tf: TF;
 before(async () => {
