@@ -6,17 +6,35 @@
 import { CheckpointError, configureLogging, configureS3 } from '../checkpoint';
 import { loadConfig } from '../temporal.config';
 import { type Command, formatUsage, parse } from './args';
-import { checkpointCommands } from './checkpoint-commands';
-import { copyCommand } from './copy-command';
-import { trainCommands } from './train-commands';
-import { pipelineCommands } from './pipeline-commands';
-import { importCommand } from './import-command';
-import { reportCommand } from './report-command';
-import { scheduleCommands } from './schedule-commands';
 
-const commands: Command[] = [...trainCommands, ...checkpointCommands, copyCommand, importCommand, reportCommand, ...pipelineCommands, ...scheduleCommands];
+/**
+ * The command modules, loaded on demand: a command pays only for what it uses. `ckpt train` (the child
+ * every training segment runs) does not load the Temporal client and worker, the report's charting
+ * library or the metrics registry; `ckpt --help` loads them all. `first` lists the first word of every
+ * command a module defines (test/cli/main-lazy.test.ts checks the table against the modules).
+ */
+export const COMMAND_MODULES: ReadonlyArray<{ first: readonly string[]; load: () => Command[] }> = [
+  { first: ['train', 'eval', 'sample'], load: () => (require('./train-commands') as typeof import('./train-commands')).trainCommands },
+  {
+    first: ['list', 'last-step', 'largest', 'inspect', 'verify', 'prune', 'gc'],
+    load: () => (require('./checkpoint-commands') as typeof import('./checkpoint-commands')).checkpointCommands,
+  },
+  { first: ['copy'], load: () => [(require('./copy-command') as typeof import('./copy-command')).copyCommand] },
+  { first: ['import'], load: () => [(require('./import-command') as typeof import('./import-command')).importCommand] },
+  { first: ['report'], load: () => [(require('./report-command') as typeof import('./report-command')).reportCommand] },
+  {
+    first: ['pipeline', 'worker', 'dev-server'],
+    load: () => (require('./pipeline-commands') as typeof import('./pipeline-commands')).pipelineCommands,
+  },
+  { first: ['schedule'], load: () => (require('./schedule-commands') as typeof import('./schedule-commands')).scheduleCommands },
+];
 
-function mainUsage(): string {
+/** Every command, in the order of `ckpt --help` (loads every module). */
+export function allCommands(): Command[] {
+  return COMMAND_MODULES.flatMap((m) => m.load());
+}
+
+function mainUsage(commands: Command[]): string {
   const width = Math.max(...commands.map((c) => c.name.length));
   const lines = commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary.split('\n')[0]}`);
   return [
@@ -40,9 +58,10 @@ export async function main(argv: string[]): Promise<number> {
     configureS3(config.s3);
     const [name, sub] = argv;
     if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
-      process.stdout.write(mainUsage());
+      process.stdout.write(mainUsage(allCommands()));
       return name === undefined ? 2 : 0;
     }
+    const commands = COMMAND_MODULES.find((m) => m.first.includes(name))?.load() ?? allCommands();
     // Two-word commands ("pipeline start", "schedule eval create") are matched longest first.
     const command =
       commands.find((c) => c.name === `${name} ${sub} ${argv[2]}`) ??

@@ -1,0 +1,44 @@
+/**
+ * The CLI loads command modules on demand (cli/main.ts COMMAND_MODULES): the table must name every
+ * command's first word, and `ckpt train` (what every training segment runs) must not load the Temporal
+ * client, the worker, or the report's charting library.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { describe, it } from 'node:test';
+import { COMMAND_MODULES } from '../../cli/main';
+import { ROOT } from '../helpers/cli';
+
+describe('lazy command table', () => {
+  it('names the first word of every command its module defines, each word once', () => {
+    const seen = new Map<string, number>();
+    COMMAND_MODULES.forEach((m, i) => {
+      for (const word of m.first) {
+        assert.ok(!seen.has(word), `"${word}" is listed by modules ${seen.get(word)} and ${i}`);
+        seen.set(word, i);
+      }
+      const commands = m.load();
+      assert.ok(commands.length > 0);
+      for (const c of commands) {
+        const first = c.name.split(' ')[0]!;
+        assert.ok(m.first.includes(first), `module ${i} defines "${c.name}" but lists only ${m.first.join(', ')}`);
+      }
+      for (const word of m.first) assert.ok(commands.some((c) => c.name.split(' ')[0] === word), `module ${i} lists "${word}" but defines no such command`);
+    });
+  });
+
+  it('`ckpt train --help` loads neither the Temporal client nor the worker nor vega', () => {
+    const probe = `
+      const { main } = require('./cli/main.ts');
+      main(['train', '--help']).then((code) => {
+        const loaded = Object.keys(require.cache);
+        const heavy = ['@temporalio/client', '@temporalio/worker', '/vega/', 'prom-client'].filter((p) => loaded.some((f) => f.includes('node_modules/' + p.replace(/^\\//, '')) || (p.startsWith('/') && f.includes('node_modules' + p))));
+        process.stderr.write(JSON.stringify({ code, heavy }) + '\\n');
+      });`;
+    const res = spawnSync(process.execPath, ['--import', 'tsx', '-e', probe], { cwd: ROOT, encoding: 'utf8' });
+    const last = res.stderr.trim().split('\n').at(-1)!;
+    const { code, heavy } = JSON.parse(last) as { code: number; heavy: string[] };
+    assert.equal(code, 0);
+    assert.deepEqual(heavy, []);
+  });
+});
