@@ -4,7 +4,7 @@
  * and a child that dies takes nothing else with it. The child gets an IPC channel and exits when it closes,
  * so a killed worker never leaves an orphan training on.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
@@ -29,12 +29,68 @@ export interface ChildOptions {
   env?: NodeJS.ProcessEnv;
 }
 
+/**
+ * A warm standby: a child that has already loaded the CLI, the model code and tfjs (about a second of
+ * start-up on a small machine) and waits for its command over IPC. A segment or an evaluation takes it;
+ * the next one starts when that child exits (not alongside it, where it would take CPU from training),
+ * so consecutive segments, and the retry of a segment whose worker died, do not pay the start-up. It is unref'd: it never keeps a worker alive, and it exits when
+ * the worker does. CKPT_WARM_CHILD=0 turns it off.
+ */
+let standby: ChildProcess | undefined;
+
+const warmChildEnabled = () => process.env.CKPT_WARM_CHILD !== '0';
+
+function childEnv(extra?: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return { ...process.env, CKPT_LOG_FORMAT: 'json', ...extra };
+}
+
+/** Start the standby if there is none (a training worker calls this at start-up). */
+export function prewarmChild(): void {
+  if (!warmChildEnabled() || (standby && standby.connected && standby.exitCode === null)) return;
+  const child = spawn(process.execPath, [BIN], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: childEnv({ CKPT_STANDBY: '1' }) });
+  child.on('error', () => undefined);
+  child.once('exit', () => {
+    if (standby === child) standby = undefined;
+  });
+  child.unref();
+  child.channel?.unref();
+  // Unread output must not fill the pipes while it waits; it writes nothing before its command anyway.
+  (child.stdout as unknown as { unref?: () => void }).unref?.();
+  (child.stderr as unknown as { unref?: () => void }).unref?.();
+  standby = child;
+}
+
+/** Process id of the waiting standby, if any (for tests and diagnostics). */
+export function standbyPid(): number | undefined {
+  return standby && standby.connected && standby.exitCode === null ? standby.pid : undefined;
+}
+
+/** The standby with `args` sent to it, or undefined when there is none ready. */
+function takeStandby(args: string[]): ChildProcess | undefined {
+  const child = standby;
+  standby = undefined;
+  if (!child || !child.connected || child.exitCode !== null || child.signalCode !== null) return undefined;
+  try {
+    child.send({ type: 'run', argv: args });
+  } catch {
+    child.kill('SIGKILL');
+    return undefined;
+  }
+  child.ref();
+  child.channel?.ref();
+  (child.stdout as unknown as { ref?: () => void }).ref?.();
+  (child.stderr as unknown as { ref?: () => void }).ref?.();
+  return child;
+}
+
 export function runCkpt(args: string[], options: ChildOptions = {}): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-      env: { ...process.env, CKPT_LOG_FORMAT: 'json', ...options.env },
-    });
+    // A standby was started with the worker's environment: only a command without extra variables takes it.
+    const warm = !options.env && warmChildEnabled() ? takeStandby(args) : undefined;
+    const child =
+      warm ?? spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: childEnv(options.env) });
+    // The next standby starts once this child is done, so its loading does not compete with this one's
+    // training for the CPU.
     let stdout = '';
     let stderr = '';
     const lines = createInterface({ input: child.stdout! });
@@ -65,6 +121,7 @@ export function runCkpt(args: string[], options: ChildOptions = {}): Promise<Chi
       if (tick) clearInterval(tick);
       if (killTimer) clearTimeout(killTimer);
       options.signal?.removeEventListener('abort', onAbort);
+      if (!options.env) prewarmChild();
       resolve({ code, signal, stdout, stderrTail: lastErrorLine(stderr) });
     });
   });

@@ -31,8 +31,30 @@ function entry() {
   return built;
 }
 
-require(entry())
-  .main(process.argv.slice(2))
-  .then((code) => {
+function run(cli, argv) {
+  cli.main(argv).then((code) => {
     process.exitCode = code;
   });
+}
+
+if (process.env.CKPT_STANDBY === '1' && process.send) {
+  // A warm standby started by a worker (activities/child.ts): load the code now, then wait for the
+  // command over IPC. The worker going away ends the standby, like any child it started.
+  delete process.env.CKPT_STANDBY;
+  process.once('disconnect', () => process.exit(137));
+  let cli;
+  process.once('message', (msg) => {
+    if (!msg || msg.type !== 'run' || !Array.isArray(msg.argv)) process.exit(2);
+    process.argv = [process.argv[0], process.argv[1], ...msg.argv];
+    // From here on the channel only watches the parent, as for a child started with its command.
+    if (process.channel) process.channel.unref();
+    cli = cli || require(entry());
+    run(cli, msg.argv);
+  });
+  process.nextTick(() => {
+    cli = cli || require(entry());
+    if (cli.preload) cli.preload();
+  });
+} else {
+  run(require(entry()), process.argv.slice(2));
+}

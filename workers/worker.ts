@@ -10,6 +10,7 @@ import {
   type ControlActivities,
   type TrainActivities,
 } from '../activities';
+import { prewarmChild } from '../activities/child';
 import type { TemporalSettings } from '../temporal.config';
 
 export type WorkerRole = 'train' | 'control' | 'all';
@@ -76,6 +77,8 @@ export async function createWorkers(setup: WorkerSetup, connection: NativeConnec
         maxConcurrentActivityTaskExecutions: settings.trainSlots,
       }),
     );
+    // A warm child for the first segment or evaluation (and for the retry of a segment whose worker died).
+    prewarmChild();
   }
   if (setup.role === 'control' || setup.role === 'all') {
     workers.push(

@@ -256,12 +256,13 @@ test('pipeline fault campaign', { timeout: 3_600_000 }, async () => {
       const live = trainers.filter(aliveWorker);
       const victim = live.find((w) => w.identity === segment?.worker) ?? rng.pick(live);
       const before = await committed(dir);
-      const hadChild = childPids(victim.pid).length > 0;
+      // A worker's children: the training child of its segment and, between commands, its warm standby.
+      const children = childPids(victim.pid).length;
       const killedAt = Date.now();
       await victim.kill();
       // The replaced node: a fresh training worker joins while the retry runs on the survivor.
       const replacement = env.startWorker('train').then((w) => trainers.push(w));
-      const where = !segment ? 'between segments' : hadChild ? `in segment (step ≥ ${before.at(-1) ?? 0})` : 'segment starting';
+      const where = !segment ? 'between segments' : `in a segment (step ≥ ${before.at(-1) ?? 0}, ${children} child processes)`;
       killedWhere.set(where.split(' (')[0]!, (killedWhere.get(where.split(' (')[0]!) ?? 0) + 1);
       let note = `kill at +${(delayMs / 1000).toFixed(1)} s, ${where}`;
       if (segment && segment.worker === victim.identity) {

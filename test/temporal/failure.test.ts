@@ -26,6 +26,7 @@ import {
   type TemporalTestEnv,
   type TestWorker,
 } from '../helpers/temporal';
+import { pidAlive } from '../helpers/process';
 
 const STEPS = 400;
 const SEGMENT = 300;
@@ -94,15 +95,6 @@ function childPids(pid: number): number[] {
   }
 }
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 /** The first segment's pending activity once it has reached KILL_FROM (see above). */
 async function firstSegmentAt(id: string, dir: string): Promise<PendingSegment & { step: number }> {
   const running = await waitFor(
@@ -167,7 +159,7 @@ describe('a training worker killed mid-segment', () => {
     const killedAt = Date.now();
     await victim.kill();
     // The training child notices its parent is gone and exits: no orphan trains on.
-    await waitFor('the training child of the killed worker to exit', () => orphans.every((p) => !alive(p)), {
+    await waitFor('the training child of the killed worker to exit', () => orphans.every((p) => !pidAlive(p)), {
       timeoutMs: 20_000,
     });
     const resumePoint = (await committedSteps(openStore(dir))).at(-1) ?? 0;
