@@ -74,7 +74,7 @@ export interface TemporalEnvOptions {
 }
 
 /** Environment for a child: no setting of the caller's shell or of the test runner leaks in. */
-function baseEnv(): NodeJS.ProcessEnv {
+export function baseEnv(): NodeJS.ProcessEnv {
   const out: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
     if (
