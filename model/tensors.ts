@@ -6,6 +6,7 @@
 import { endianness } from 'node:os';
 import type * as tfjs from '@tensorflow/tfjs';
 import { bytesOf, elementCount, type NamedTensors, type Tensor } from '../checkpoint/tensors';
+import { backendName } from './backend';
 import { TensorSetMismatchError, type ShapeMismatch } from './errors';
 
 type TF = typeof tfjs;
@@ -48,8 +49,14 @@ export function i64Scalar(value: number): Tensor {
 /** An F32 copy of a tfjs tensor's values (dataSync may hand out backend storage, so always copy). */
 export function f32Copy(t: tfjs.Tensor): Tensor {
   const values = t.dataSync();
-  const data =
-    values instanceof Float32Array ? values.slice() : Float32Array.from(values as ArrayLike<number>);
+  // The wasm backend's dataSync() already returns a fresh array (a slice of its heap): a second copy would
+  // only cost time in every snapshot. The cpu and native backends may return arrays they keep.
+  const fresh = values instanceof Float32Array && backendName() === 'wasm';
+  const data = fresh
+    ? values
+    : values instanceof Float32Array
+      ? values.slice()
+      : Float32Array.from(values as ArrayLike<number>);
   return { dtype: 'F32', shape: [...t.shape], data };
 }
 

@@ -233,3 +233,17 @@ test('a one-layer model, and GQA, produce a gradient for every parameter', () =>
     model.dispose();
   }
 });
+
+test('namedTensors() is a snapshot: later training and writes into it do not reach each other (wasm, no extra copy)', () => {
+  const model = GPT.initialize(tf, tiny, 3);
+  const snap = model.namedTensors();
+  const again = model.namedTensors();
+  const name = Object.keys(snap)[0]!;
+  const before = Float32Array.from(snap[name]!.data as Float32Array);
+  (snap[name]!.data as Float32Array).fill(7);
+  assert.deepEqual(Float32Array.from(again[name]!.data as Float32Array), before, 'a second snapshot is independent of the first');
+  for (const v of model.parameters().values()) v.assign(tf.zerosLike(v));
+  assert.deepEqual(Float32Array.from(again[name]!.data as Float32Array), before, 'the snapshot keeps its values after the weights change');
+  assert.notDeepEqual(Float32Array.from(model.namedTensors()[name]!.data as Float32Array), before);
+  model.dispose();
+});
