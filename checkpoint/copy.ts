@@ -18,6 +18,16 @@ import { AlreadyExistsError, type Store } from './store';
 export interface CopyOptions {
   /** Copy only this step (it must be committed at the source). Default: every committed step. */
   step?: number;
+  /** Called as bytes of a step's files are read (and passed on to the destination). */
+  onProgress?: (progress: CopyProgress) => void;
+}
+
+export interface CopyProgress {
+  step: number;
+  file: string;
+  /** Bytes of this step copied so far, out of `totalBytes` (the sizes its manifest records). */
+  bytes: number;
+  totalBytes: number;
 }
 
 export interface CopyResult {
@@ -52,7 +62,7 @@ export async function copyCheckpoints(src: Location, dst: Location, options: Cop
   const result: CopyResult = { copied: [], skipped: [], failed: [] };
   for (const step of steps) {
     try {
-      const outcome = await copyStep(from, to, step);
+      const outcome = await copyStep(from, to, step, options.onProgress);
       if (typeof outcome === 'string') result.skipped.push({ step, why: outcome });
       else result.copied.push({ step, ...outcome });
     } catch (err) {
@@ -67,15 +77,23 @@ export async function copyCheckpoints(src: Location, dst: Location, options: Cop
 }
 
 /** Copies one step; returns why it was skipped, or what was copied. */
-async function copyStep(from: Store, to: Store, step: number): Promise<{ files: number; bytes: number } | string> {
+async function copyStep(
+  from: Store,
+  to: Store,
+  step: number,
+  onProgress?: (progress: CopyProgress) => void,
+): Promise<{ files: number; bytes: number } | string> {
   const committedThere = `already committed in ${to.location}`;
   if (await to.exists(manifestFile(step))) return committedThere;
   // The manifest is copied byte for byte: same records, same commit time.
   const manifestBytes = await from.read(manifestFile(step));
   const manifest = parseManifest(manifestBytes, step);
   let bytes = 0;
+  const totalBytes = Object.values(manifest.files).reduce((sum, r) => sum + r.bytes, 0);
   for (const [file, record] of Object.entries(manifest.files)) {
-    const outcome = await copyFile(from, to, step, file, record);
+    const done = bytes;
+    const report = onProgress && ((n: number) => onProgress({ step, file, bytes: done + n, totalBytes }));
+    const outcome = await copyFile(from, to, step, file, record, report);
     if (outcome === 'committed') return committedThere;
     bytes += record.bytes;
   }
@@ -90,7 +108,14 @@ async function copyStep(from: Store, to: Store, step: number): Promise<{ files: 
   return { files: Object.keys(manifest.files).length, bytes };
 }
 
-async function copyFile(from: Store, to: Store, step: number, file: string, record: FileRecord): Promise<'ok' | 'committed'> {
+async function copyFile(
+  from: Store,
+  to: Store,
+  step: number,
+  file: string,
+  record: FileRecord,
+  report?: (bytes: number) => void,
+): Promise<'ok' | 'committed'> {
   const entry = await from.stat(file);
   if (!entry) {
     throw new MissingFileError(`${file} is listed in ${manifestFile(step)} but missing from ${from.location}`, {
@@ -100,7 +125,7 @@ async function copyFile(from: Store, to: Store, step: number, file: string, reco
   }
   if (entry.bytes !== record.bytes) throw sizeMismatch(file, step, record.bytes, entry.bytes);
   try {
-    await to.put(file, verified(from, file, step, record), { exclusive: true });
+    await to.put(file, verified(from, file, step, record, report), { exclusive: true });
     return 'ok';
   } catch (err) {
     if (!(err instanceof AlreadyExistsError)) throw err;
@@ -111,7 +136,7 @@ async function copyFile(from: Store, to: Store, step: number, file: string, reco
   if (existing.sha256 === record.sha256 && existing.bytes === record.bytes) return 'ok';
   if (await to.exists(manifestFile(step))) return 'committed';
   warn0(`replacing ${file} in ${to.location}: left by an earlier attempt that never committed`, { file, step });
-  await to.put(file, verified(from, file, step, record));
+  await to.put(file, verified(from, file, step, record, report));
   return 'ok';
 }
 
@@ -119,12 +144,19 @@ async function copyFile(from: Store, to: Store, step: number, file: string, reco
  * The source file's bytes, hashed on the way. A mismatch throws after the last chunk, before the put that
  * consumes this can publish: the destination never holds an unverified file under its final name.
  */
-async function* verified(from: Store, file: string, step: number, record: FileRecord): AsyncIterable<Uint8Array> {
+async function* verified(
+  from: Store,
+  file: string,
+  step: number,
+  record: FileRecord,
+  report?: (bytes: number) => void,
+): AsyncIterable<Uint8Array> {
   const hash = createHash('sha256');
   let bytes = 0;
   for await (const chunk of from.stream(file)) {
     hash.update(chunk);
     bytes += chunk.byteLength;
+    report?.(bytes);
     if (bytes > record.bytes) throw sizeMismatch(file, step, record.bytes, bytes);
     yield chunk;
   }

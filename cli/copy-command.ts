@@ -1,5 +1,6 @@
 /** `ckpt copy`: copy committed, verified checkpoints between two locations (directories or s3:// URLs). */
 import { copyCheckpoints } from '../checkpoint';
+import { ProgressLine } from './progress';
 import { type Command, expectPositionals, flag, humanBytes, note, out, positional, step as stepArg } from './args';
 
 export const copyCommand: Command = {
@@ -16,7 +17,13 @@ export const copyCommand: Command = {
     const src = positional(args, 0, 'SRC_DIR', 'copy');
     const dst = positional(args, 1, 'DST_DIR', 'copy');
     const step = stepArg(args);
-    const result = await copyCheckpoints(src, dst, step === undefined ? {} : { step });
+    const bar = new ProgressLine();
+    const result = await copyCheckpoints(src, dst, {
+      ...(step === undefined ? {} : { step }),
+      onProgress: (p) =>
+        bar.update(`copy step ${p.step}: ${p.file}  ${humanBytes(p.bytes)} / ${humanBytes(p.totalBytes)} (${Math.floor((100 * p.bytes) / Math.max(1, p.totalBytes))} %)`),
+    });
+    bar.done();
     if (flag(args, 'json')) {
       out(JSON.stringify({ src, dst, ...result }, null, 2));
       return result.failed.length === 0 ? 0 : 1;

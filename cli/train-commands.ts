@@ -188,7 +188,13 @@ const evalCommand: Command = {
     expectPositionals(args, 1, 'eval');
     const dir = positional(args, 0, 'DIR', 'eval');
     const step = await defaultStep(dir, stepArg(args));
-    const result = await evaluateCheckpoint(dir, step, { dataFile: str(args, 'data'), backend: loadConfig().backend });
+    const bar = new ProgressLine();
+    const result = await evaluateCheckpoint(dir, step, {
+      dataFile: str(args, 'data'),
+      backend: loadConfig().backend,
+      onProgress: (done, total) => bar.update(`eval step ${step}: ${done}/${total} held-out windows`),
+    });
+    bar.done();
     out(flag(args, 'json') ? JSON.stringify(result, null, 2) : String(result.val_bpb));
     return 0;
   },

@@ -15,6 +15,8 @@ export interface EvalOptions {
   /** Held-out windows to score (all of them up to this many). */
   maxWindows?: number;
   holder?: string;
+  /** Called after each batch of held-out windows: windows scored so far, out of `total`. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export interface EvalResult {
@@ -54,6 +56,7 @@ export async function evaluateCheckpoint(dir: Location, step: number, options: E
         });
         totalLoss += loss * chunk.length * T;
         tokens += chunk.length * T;
+        options.onProgress?.(i + chunk.length, windows.length);
       }
       const valLoss = totalLoss / tokens;
       // One token is one byte with the byte-level tokenizer, so bits per byte is the loss in bits per token.

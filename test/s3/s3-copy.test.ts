@@ -51,8 +51,20 @@ describe('copyCheckpoints', () => {
     await saveCheckpoint(src, 20, data(2, 400_000)); // ~6.4 MB model: a multipart upload
     await new LocalStore(src).put(evalFile(20), Buffer.from('{"val_loss": 1.5}\n'));
     const s3 = url('copy/d2');
-    const up = await copyCheckpoints(src, s3);
+    const seen = new Map<number, { bytes: number; totalBytes: number; calls: number }>();
+    const up = await copyCheckpoints(src, s3, {
+      onProgress: (p) => {
+        const last = seen.get(p.step);
+        assert.ok(!last || p.bytes >= last.bytes, 'progress never goes back');
+        seen.set(p.step, { bytes: p.bytes, totalBytes: p.totalBytes, calls: (last?.calls ?? 0) + 1 });
+      },
+    });
     assert.deepEqual(up.copied.map((c) => c.step), [10, 20]);
+    for (const c of up.copied) {
+      const p = seen.get(c.step)!;
+      assert.deepEqual([p.bytes, p.totalBytes], [c.bytes, c.bytes], `progress of step ${c.step} ends at its bytes`);
+    }
+    assert.ok(seen.get(20)!.calls > 1, 'a large step reports progress more than once');
     assert.deepEqual([up.skipped, up.failed], [[], []]);
     assert.deepEqual(await committedSteps(s3), [10, 20]);
     for (const step of [10, 20]) assert.equal((await verifyCheckpoint(s3, step)).ok, true);

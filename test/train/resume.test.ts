@@ -4,6 +4,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { committedSteps, loadCheckpoint } from '../../checkpoint';
+import { evaluateCheckpoint } from '../../train/evaluate';
 import { ckpt, ckptAsync } from '../helpers/cli';
 import { tempDir } from '../helpers/tmp';
 
@@ -101,6 +102,13 @@ describe('evaluation and sampling', () => {
     assert.equal(onDisk.step, 3);
     const plain = ckpt(['eval', dir, '--step', '3']);
     assert.equal(Number(plain.stdout.trim()), parsed.val_bpb);
+    // The library reports progress per batch of held-out windows, ending at the total.
+    const progress: Array<[number, number]> = [];
+    const lib = await evaluateCheckpoint(dir, 3, { onProgress: (done, total) => progress.push([done, total]) });
+    assert.equal(lib.val_bpb, parsed.val_bpb);
+    assert.ok(progress.length > 0);
+    assert.deepEqual(progress.at(-1), [progress[0]![1], progress[0]![1]]);
+    assert.ok(progress.every(([d], i) => i === 0 || d > progress[i - 1]![0]));
     assert.ok(!readdirSync(dir).some((f) => f.startsWith('lease_')), 'the eval lease is released');
 
     const args = ['sample', dir, '--prompt', 'The model', '--tokens', '20', '--temperature', '0.9', '--seed', '3'];
