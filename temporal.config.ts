@@ -9,8 +9,13 @@
  *   CKPT_BACKEND         force a compute backend: tensorflow-gpu | tensorflow | wasm | cpu
  *   CKPT_LOG_LEVEL       pino level (debug, info, warn, error)                              default info
  *   CKPT_LOG_ALL_RANKS   1 = every rank logs, tagged with its rank (default: rank 0 only)
- *   CKPT_LOG_FORMAT      text (short lines, the CLI's default) or json (pino lines)
+ *   CKPT_LOG_FORMAT      text (short lines, the CLI's default) or json (pino lines); `ckpt worker`
+ *                        defaults to text when stderr is a terminal, json otherwise
  *   CKPT_GC_GRACE        grace period before orphan files are collected, e.g. 30m, 1h, 2d   default 1h
+ *
+ * Worker metrics (docs/observability.md):
+ *   CKPT_METRICS_PORT    `ckpt worker` serves Prometheus metrics at GET /metrics on this port   default off
+ *   CKPT_SDK_METRICS_PORT  `ckpt worker` exports the Temporal SDK's own metrics on this port    default off
  *
  * S3 (s3:// locations; S3 credentials are never read here: the AWS SDK's chain finds them, i.e.
  * AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile or an instance role, so they never enter our
@@ -52,6 +57,12 @@ export interface CkptConfig {
   logAllRanks: boolean;
   /** 'text' for people (the CLI's default), 'json' for log pipelines (workers' default). */
   logFormat: 'text' | 'json';
+  /** CKPT_LOG_FORMAT was set: it wins over a command's own default (`ckpt worker`: by the terminal). */
+  logFormatExplicit: boolean;
+  /** Port of a worker's Prometheus endpoint (GET /metrics); unset: none. */
+  metricsPort?: number;
+  /** Port of the Temporal SDK's own Prometheus exporter in a worker; unset: none. */
+  sdkMetricsPort?: number;
   gcGraceMs: number;
   /** Used by pipelines and `ckpt prune` when no policy flag is given. */
   retention: RetentionPolicy;
@@ -99,6 +110,20 @@ function positiveInt(env: NodeJS.ProcessEnv, name: string, fallback: number): nu
     throw new InvalidArgumentError(`${name} must be a positive integer, got "${text}"`, { field: name });
   }
   return n;
+}
+
+/** A TCP port number (1-65535) from text; a typed error naming `field` otherwise. */
+export function parsePort(text: string, field: string): number {
+  const n = Number(text.trim());
+  if (!/^\d+$/.test(text.trim()) || n < 1 || n > 65535) {
+    throw new InvalidArgumentError(`${field} must be a port number (1-65535), got "${text}"`, { field });
+  }
+  return n;
+}
+
+function port(env: NodeJS.ProcessEnv, name: string): number | undefined {
+  const text = env[name]?.trim();
+  return text ? parsePort(text, name) : undefined;
 }
 
 export function loadTemporalSettings(env: NodeJS.ProcessEnv = process.env): TemporalSettings {
@@ -184,6 +209,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CkptConfig {
     logLevel: env.CKPT_LOG_LEVEL?.trim() || 'info',
     logAllRanks: env.CKPT_LOG_ALL_RANKS === '1' || env.CKPT_LOG_ALL_RANKS === 'true',
     logFormat: env.CKPT_LOG_FORMAT === 'json' ? 'json' : 'text',
+    logFormatExplicit: !!env.CKPT_LOG_FORMAT?.trim(),
+    metricsPort: port(env, 'CKPT_METRICS_PORT'),
+    sdkMetricsPort: port(env, 'CKPT_SDK_METRICS_PORT'),
     gcGraceMs: env.CKPT_GC_GRACE ? parseDuration(env.CKPT_GC_GRACE, 'CKPT_GC_GRACE') : 3_600_000,
     retention: { keepLast: 3 },
     s3: loadS3Config(env),

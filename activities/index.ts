@@ -20,6 +20,8 @@ import {
 } from '../checkpoint';
 import { buildModel } from '../model/build';
 import { runCkpt, type ChildResult } from './child';
+import { emitActivityEvent, emitSegmentDone, forwardTrainingEvent } from './observe';
+export { observeActivities, type ActivityEvent } from './observe';
 import { trainArgs } from './train-args';
 export { trainArgs };
 import type { CheckpointSummary, EvalSummary, PruneSummary, SegmentInput, SegmentProgress, SegmentResult } from './types';
@@ -70,14 +72,18 @@ export async function trainSegment(input: SegmentInput): Promise<SegmentResult> 
       onTick: () => ctx.heartbeat(progress),
       tickMs: 1000,
       onEvent: (event) => {
+        forwardTrainingEvent(input.dir, event);
         if (event.type === 'progress') progress = { step: event.step as number, loss: event.loss as number };
-        if (event.type === 'saved') ctx.log.info('checkpoint committed', { dir: input.dir, step: event.step });
+        if (event.type === 'saved') {
+          ctx.log.info('checkpoint committed', { dir: input.dir, step: event.step, seconds: event.seconds, bytes: event.bytes });
+        }
         if (event.type === 'done') done = event;
       },
     },
   );
   if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
   if (result.code !== 0 || !done) throw failureFromChild(`training ${input.dir} to step ${input.toStep}`, result);
+  emitSegmentDone(input.dir, done);
   return {
     startStep: done.startStep as number,
     endStep: done.endStep as number,
@@ -107,9 +113,17 @@ export async function evaluateCheckpoint(input: { dir: string; step: number; dat
   const ctx = Context.current();
   const args = ['eval', input.dir, '--step', String(input.step), '--json'];
   if (input.data) args.push('--data', input.data);
+  const started = Date.now();
   const result = await runCkpt(args, { signal: ctx.cancellationSignal, onTick: () => ctx.heartbeat({ step: input.step }) });
   if (result.code !== 0) throw failureFromChild(`evaluating step ${input.step} of ${input.dir}`, result);
   const parsed = JSON.parse(result.stdout) as EvalSummary;
+  emitActivityEvent({
+    type: 'evaluated',
+    dir: input.dir,
+    step: input.step,
+    seconds: (Date.now() - started) / 1000,
+    metrics: { val_bpb: parsed.val_bpb, val_loss: parsed.val_loss },
+  });
   return { step: parsed.step, val_bpb: parsed.val_bpb, val_loss: parsed.val_loss };
 }
 

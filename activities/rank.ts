@@ -13,6 +13,7 @@ import { freePort } from '../infra/temporal';
 import { loadConfig } from '../temporal.config';
 import { runCkpt } from './child';
 import { connectClient } from './client';
+import { emitSegmentDone, forwardTrainingEvent } from './observe';
 import { trainArgs } from './train-args';
 import type { JoinRequest, RankSegmentInput, Rendezvous, SegmentProgress, SegmentResult } from './types';
 
@@ -45,6 +46,7 @@ export async function trainRank(input: RankSegmentInput): Promise<SegmentResult>
         env: { RANK: String(input.rank), WORLD_SIZE: String(input.worldSize), MASTER_ADDR: masterAddr, MASTER_PORT: masterPort },
         signal: ctx.cancellationSignal,
         onEvent: (event) => {
+          forwardTrainingEvent(input.dir, event, input.rank);
           if (event.type === 'progress') progress = { step: event.step as number, loss: event.loss as number };
           if (event.type === 'done') done = event;
         },
@@ -55,6 +57,7 @@ export async function trainRank(input: RankSegmentInput): Promise<SegmentResult>
       const message = `rank ${input.rank}/${input.worldSize} (generation ${input.generation}) failed (${result.signal ?? `exit ${result.code}`}): ${result.stderrTail}`;
       throw result.code === 2 ? ApplicationFailure.nonRetryable(message, 'InvalidArgumentError') : ApplicationFailure.retryable(message, 'RankFailed');
     }
+    emitSegmentDone(input.dir, done, input.rank);
     return {
       startStep: done.startStep as number,
       endStep: done.endStep as number,

@@ -12,18 +12,38 @@ export interface LogOptions {
   destination?: pino.DestinationStream;
   /** 'json' (pino's lines, for machines) or 'text' (one short line per message, for people). */
   format?: 'json' | 'text';
+  /** Text format: append the record's fields as `key=value` (workers: task queue, workflow, activity...). */
+  textFields?: boolean;
 }
 
 const LEVELS: Record<number, string> = { 10: 'trace', 20: 'debug', 30: '', 40: 'warning', 50: 'error', 60: 'fatal' };
 
-/** Turns pino's JSON lines into short lines for people: "ckpt: [warning: ]message [rank N]". */
-function textDestination(out: NodeJS.WritableStream): pino.DestinationStream {
+/** Fields a person reading text lines does not need (the JSON format keeps them). */
+const QUIET_FIELDS = new Set(['level', 'time', 'msg', 'rank', 'taskToken', 'isLocal', 'namespace', 'workflowRunId', 'activityId']);
+
+/** ` key=value` for the fields of a record; an error shows as its message. */
+function fieldsText(rec: Record<string, unknown>): string {
+  let text = '';
+  for (const [key, raw] of Object.entries(rec)) {
+    if (QUIET_FIELDS.has(key) || raw === undefined) continue;
+    const value = raw !== null && typeof raw === 'object' && typeof (raw as { message?: unknown }).message === 'string' ? (raw as { message: string }).message : raw;
+    const plain = typeof value === 'string' && /^[^\s"=]+$/.test(value);
+    text += ` ${key}=${plain ? value : JSON.stringify(value)}`;
+  }
+  return text;
+}
+
+/** Turns pino's JSON lines into short lines for people: "ckpt: [warning: ]message [rank N][ key=value...]". */
+function textDestination(out: NodeJS.WritableStream, withFields = false): pino.DestinationStream {
   return {
     write(line: string) {
       try {
         const rec = JSON.parse(line) as { level: number; msg: string; rank?: number };
         const level = LEVELS[rec.level] ?? '';
-        out.write(`ckpt: ${level ? level + ': ' : ''}${rec.msg}${rec.rank !== undefined ? ` [rank ${rec.rank}]` : ''}\n`);
+        const fields = withFields ? fieldsText(rec as unknown as Record<string, unknown>) : '';
+        // One line per record: a message of several lines (a bundler report) is joined with " | ".
+        const msg = withFields ? String(rec.msg).replace(/\s*\n\s*/g, ' | ') : rec.msg;
+        out.write(`ckpt: ${level ? level + ': ' : ''}${msg}${rec.rank !== undefined ? ` [rank ${rec.rank}]` : ''}${fields}\n`);
       } catch {
         out.write(line);
       }
@@ -57,7 +77,9 @@ function makeLogger(options: LogOptions): Logger {
       redact: { paths: REDACT, censor: '[redacted]' },
     },
     options.destination ??
-      (options.format === 'text' ? textDestination(process.stderr) : pino.destination({ fd: 2, sync: true })),
+      (options.format === 'text'
+        ? textDestination(process.stderr, options.textFields)
+        : pino.destination({ fd: 2, sync: true })),
   );
 }
 

@@ -2,13 +2,15 @@
 import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { defaultPayloadConverter } from '@temporalio/common';
-import { InvalidArgumentError, joinLocation, type RetentionPolicy } from '../checkpoint';
+import { defaultPayloadConverter, type SearchAttributePair } from '@temporalio/common';
+import { configureLogging, getLogger, InvalidArgumentError, joinLocation, type RetentionPolicy } from '../checkpoint';
 import { startDevServer } from '../infra/temporal';
-import { loadConfig, parseDuration, sourceDir } from '../temporal.config';
+import { loadConfig, parseDuration, parsePort, sourceDir } from '../temporal.config';
 import type { TrainFlags } from '../activities/types';
 import { runWorkers, type WorkerRole } from '../workers/worker';
+import { installWorkerRuntime } from '../workers/runtime';
 import type { PipelineInput, PipelineState } from '../workflows/pipeline';
+import { CkptDir, CkptStep, CkptTag, SEARCH_ATTRIBUTES, type PipelineMemo } from '../workflows/visibility';
 import { type Command, expectPositionals, flag, int, list, note, out, positional, step as stepArg, str, UsageError } from './args';
 import { TRAIN_OPTIONS, trainSettings } from './train-commands';
 import { connectClient, uiLink, workflowSettings } from './temporal-client';
@@ -129,6 +131,13 @@ const startCommand: Command = {
     if (input.retention?.keepBest) input.metric = { name: input.retention.keepBest.metric, mode: input.retention.keepBest.mode };
     const id = str(args, 'id') ?? pipelineId(dir);
     const client = await connectClient(config.temporal);
+    const usable = await registeredSearchAttributes(client, config.temporal.namespace);
+    input.searchAttributes = [...usable];
+    const initial = [
+      { key: CkptTag, value: tag },
+      { key: CkptDir, value: dir },
+      { key: CkptStep, value: 0 },
+    ].filter((pair) => usable.has(pair.key.name));
     try {
       await client.workflow.start('trainingPipeline', {
         taskQueue: config.temporal.taskQueues.control,
@@ -136,6 +145,7 @@ const startCommand: Command = {
         args: [input],
         workflowIdConflictPolicy: 'FAIL',
         memo: { dir, tag, targetSteps: steps },
+        ...(initial.length > 0 ? { typedSearchAttributes: initial as SearchAttributePair[] } : {}),
       });
     } catch (err) {
       if (err instanceof WorkflowExecutionAlreadyStartedError) {
@@ -153,6 +163,42 @@ const startCommand: Command = {
     return waitFor(client, id);
   },
 };
+
+/** Wire values of temporal.api.enums.v1.IndexedValueType (what listSearchAttributes answers). */
+const INDEXED_VALUE_TYPES: Record<string, number> = { KEYWORD: 2, INT: 3, DOUBLE: 4 };
+
+/**
+ * The pipeline search attributes (SEARCH_ATTRIBUTES) that `namespace` has registered with the right type.
+ * One question to the server; when some are missing (a production cluster where nobody registered them)
+ * the pipeline runs without them and one note says how to register them.
+ */
+export async function registeredSearchAttributes(client: Client, namespace: string): Promise<Set<string>> {
+  let registered: Record<string, unknown>;
+  try {
+    const response = await client.connection.operatorService.listSearchAttributes({ namespace });
+    registered = { ...(response.customAttributes ?? {}) };
+  } catch (err) {
+    note(`search attributes: could not list them (${(err as Error).message}); starting without them`);
+    return new Set();
+  }
+  const usable = new Set<string>();
+  const missing: string[] = [];
+  for (const { key, cliType } of SEARCH_ATTRIBUTES) {
+    const type = registered[key.name];
+    if (type === INDEXED_VALUE_TYPES[key.type] || type === `INDEXED_VALUE_TYPE_${key.type}`) usable.add(key.name);
+    else missing.push(`--name ${key.name} --type ${cliType}`);
+  }
+  if (missing.length > 0) {
+    note(
+      `search attributes ${SEARCH_ATTRIBUTES.filter((a) => !usable.has(a.key.name))
+        .map((a) => a.key.name)
+        .join(', ')} are not registered in namespace ${namespace}; the pipeline runs without them. ` +
+        `To filter pipelines in the Web UI, register them once: ` +
+        missing.map((m) => `temporal operator search-attribute create --namespace ${namespace} ${m}`).join('; '),
+    );
+  }
+  return usable;
+}
 
 async function waitFor(client: Client, id: string): Promise<number> {
   const bar = new ProgressLine();
@@ -180,9 +226,14 @@ export interface PipelineStatus extends Omit<Partial<PipelineState>, 'state' | '
   id: string;
   state: string;
   step: number;
-  /** Where `step` came from: the running segment's heartbeat, the workflow's query, or its result. */
-  stepSource: 'heartbeat' | 'query' | 'result' | 'unknown';
+  /**
+   * Where `step` came from: the running segment's heartbeat, the workflow's query, its result, or (when
+   * no worker answers the query, or the run failed) the memo the workflow keeps.
+   */
+  stepSource: 'heartbeat' | 'query' | 'result' | 'memo' | 'unknown';
   workflowStatus: string;
+  /** The run's memo: dir, tag, targetSteps from the start; step, bestMetric, state kept by the workflow. */
+  memo?: Partial<PipelineMemo> & Record<string, unknown>;
   error?: string;
 }
 
@@ -220,14 +271,19 @@ export async function pipelineStatus(client: Client, id: string): Promise<Pipeli
       (err: Error) => (err.cause as Error | undefined)?.message ?? err.message,
     );
   }
-  const step = heartbeatStep !== null ? Math.max(heartbeatStep, state?.step ?? 0) : (state?.step ?? 0);
+  const memo = description.memo as PipelineStatus['memo'];
+  const memoStep = typeof memo?.step === 'number' ? memo.step : null;
+  const known = state?.step ?? memoStep ?? 0;
+  const step = heartbeatStep !== null ? Math.max(heartbeatStep, known) : known;
+  const source = state ? (workflowStatus === 'COMPLETED' ? 'result' : 'query') : memoStep !== null ? 'memo' : 'unknown';
   return {
     ...(state ?? {}),
     id,
     workflowStatus,
     state: workflowStatus === 'RUNNING' ? (state?.state ?? 'running') : workflowStatus === 'COMPLETED' ? (state?.state ?? 'completed') : workflowStatus.toLowerCase(),
     step,
-    stepSource: heartbeatStep !== null && heartbeatStep >= (state?.step ?? 0) ? 'heartbeat' : state ? (workflowStatus === 'COMPLETED' ? 'result' : 'query') : 'unknown',
+    stepSource: heartbeatStep !== null && heartbeatStep >= known ? 'heartbeat' : source,
+    ...(memo ? { memo } : {}),
     ...(error ? { error } : {}),
   };
 }
@@ -269,6 +325,7 @@ const statusCommand = withClient('status', 'Show a pipeline: state, step (live),
       `best metric     ${best}`,
       `segment         ${status.segment ?? '-'}`,
       `ranks           ${status.group ? `${status.group.worldSize}${status.group.changes.map((c) => ` (was ${c.from} until step ${c.step}: ${c.reason})`).join('')}` : 1}`,
+      ...(status.memo ? [`memo            ${JSON.stringify(status.memo)}`] : []),
       `Web UI          ${uiLink(loadConfig().temporal, id)}`,
       ...(status.error ? [`error           ${status.error}`] : []),
     ].join('\n'),
@@ -286,8 +343,18 @@ const signalCommand = (name: 'pause' | 'resume' | 'stop', summary: string) =>
 const workerCommand: Command = {
   name: 'worker',
   summary: 'Run a worker: train (training/eval activities), control (workflows, light activities) or all.',
-  usage: 'ckpt worker [--role train|control|all] [--task-queue Q] [--slots N]      N: concurrent segments/ranks (GPUs)',
-  options: { role: { type: 'string' }, 'task-queue': { type: 'string' }, slots: { type: 'string' } },
+  usage:
+    'ckpt worker [--role train|control|all] [--task-queue Q] [--slots N] [--metrics-port P] [--sdk-metrics-port P2]\n\n' +
+    'N: concurrent segments/ranks (GPUs). --metrics-port serves Prometheus metrics at GET /metrics (CKPT_METRICS_PORT);\n' +
+    '--sdk-metrics-port exports the Temporal SDK\'s own metrics (CKPT_SDK_METRICS_PORT). Logs go to stderr: text\n' +
+    'lines on a terminal, JSON lines otherwise (CKPT_LOG_FORMAT=text|json decides).',
+  options: {
+    role: { type: 'string' },
+    'task-queue': { type: 'string' },
+    slots: { type: 'string' },
+    'metrics-port': { type: 'string' },
+    'sdk-metrics-port': { type: 'string' },
+  },
   async run(args) {
     expectPositionals(args, 0, 'worker');
     const role = (str(args, 'role') ?? 'all') as WorkerRole;
@@ -297,8 +364,21 @@ const workerCommand: Command = {
     const config = loadConfig();
     const slots = int(args, 'slots', 1);
     if (slots !== undefined) config.temporal.trainSlots = slots;
-    note(`worker (${role}) connecting to ${config.temporal.connect.connectionOptions.address}, namespace ${config.temporal.namespace}`);
-    await runWorkers({ role, settings: config.temporal, taskQueue, identity: `${role}@${process.pid}` });
+    const portArg = (name: string) => (str(args, name) !== undefined ? parsePort(str(args, name)!, `--${name}`) : undefined);
+    const metricsPort = portArg('metrics-port') ?? config.metricsPort;
+    const sdkMetricsPort = portArg('sdk-metrics-port') ?? config.sdkMetricsPort;
+    // One format on stderr for our lines, the SDK's and the activities': text for a person at a terminal,
+    // JSON lines for a log pipeline; CKPT_LOG_FORMAT decides when it is set.
+    const format = config.logFormatExplicit ? config.logFormat : process.stderr.isTTY ? 'text' : 'json';
+    configureLogging({ level: config.logLevel, allRanks: config.logAllRanks, format, textFields: true });
+    const logger = getLogger();
+    installWorkerRuntime({ logger, level: config.logLevel, sdkMetricsPort });
+    const address = config.temporal.connect.connectionOptions.address;
+    logger.info(
+      { role, address, namespace: config.temporal.namespace, metricsPort, sdkMetricsPort },
+      `worker (${role}) connecting to ${address}, namespace ${config.temporal.namespace}`,
+    );
+    await runWorkers({ role, settings: config.temporal, taskQueue, identity: `${role}@${process.pid}`, metricsPort });
     return 0;
   },
 };

@@ -156,7 +156,11 @@ const trainCommand: Command = {
                 `step ${p.step}/${p.steps}  loss ${p.loss.toFixed(4)}  (smoothed ${p.smoothedLoss.toFixed(4)})  ${p.stepsPerSec.toFixed(1)} steps/s`,
                 p.step === p.steps || p.step % 10 === 0,
               ),
-        onSave: (s) => (json ? emit({ type: 'saved', step: s }) : bar.log(`saved step ${s} to ${dir}`)),
+        onSave: (s, io) =>
+          json ? emit({ type: 'saved', step: s, seconds: io.seconds, bytes: io.bytes }) : bar.log(`saved step ${s} to ${dir}`),
+        onResume: (s, io) => {
+          if (json) emit({ type: 'resumed', step: s, seconds: io.seconds, bytes: io.bytes });
+        },
       });
     } finally {
       // Open sockets would keep this rank alive after an error.

@@ -7,6 +7,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
+import { SEARCH_ATTRIBUTES } from '../workflows/visibility';
 
 export const CLI_MODULES = [
   // Later tags carry `replace` directives and cannot be `go install`ed.
@@ -95,8 +96,9 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
   const args = ['server', 'start-dev', '--ip', ip, '--port', String(port), '--ui-port', String(uiPort), '--log-level', 'error'];
   if (options.db) args.push('--db-filename', options.db);
   if (options.namespace && options.namespace !== 'default') args.push('--namespace', options.namespace);
-  // Search attributes the pipelines set, so runs can be filtered in the Web UI.
-  args.push('--search-attribute', 'CkptTag=Keyword', '--search-attribute', 'CkptStep=Int', '--search-attribute', 'CkptDir=Keyword');
+  // Search attributes the pipelines set (CkptTag, CkptDir, CkptStep, CkptBest), so runs can be filtered in
+  // the Web UI and with `temporal workflow list --query`.
+  for (const { key, cliType } of SEARCH_ATTRIBUTES) args.push('--search-attribute', `${key.name}=${cliType}`);
   const child = spawn(bin, args, { stdio: options.stdio ?? 'ignore' });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   try {

@@ -13,6 +13,7 @@ import {
   log0,
   NoCheckpointError,
   openStore,
+  optimFile,
   saveCheckpoint,
   AsyncSaver,
   WorldSizeMismatchError,
@@ -67,7 +68,16 @@ export interface TrainOptions {
   /** What a background save thread needs to open the store (e.g. S3 settings). */
   storeConfig?: unknown;
   onProgress?: (p: Progress) => void;
-  onSave?: (step: number) => void;
+  /** A checkpoint this rank wrote is committed: how long its save took and how many bytes this rank wrote. */
+  onSave?: (step: number, io: CheckpointIo) => void;
+  /** The checkpoint training resumes from is loaded (weights and this rank's optimizer state). */
+  onResume?: (step: number, io: CheckpointIo) => void;
+}
+
+/** Time and size of one checkpoint save or load, as seen by this rank. */
+export interface CheckpointIo {
+  seconds: number;
+  bytes: number;
 }
 
 export interface Progress {
@@ -117,7 +127,9 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
   const rank = options.group?.rank ?? 0;
   const worldSize = options.group?.worldSize ?? 1;
   const resumeStep = await resolveResume(store, options.resume ?? 'none');
+  let loadStarted = Date.now();
   const loaded = resumeStep === null ? null : await loadCheckpoint(store, resumeStep, { loadOptimizer: false });
+  let loadMs = Date.now() - loadStarted;
   const run = runConfig(options, loaded?.meta as Record<string, unknown> | undefined);
   const data = TextData.fromFile(options.dataFile, run.model.sequence_len, run.seed);
   checkData(run, data, resumeStep, options.dataFile);
@@ -142,7 +154,19 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
   const model = loaded ? GPT.fromNamedTensors(tf, run.model, loaded.model!) : GPT.initialize(tf, run.model, run.seed);
   const plan = planShards([...model.parameters()].map(([name, v]) => [name, v.size]), worldSize);
   const owned = ownedBy(plan, rank);
+  loadStarted = Date.now();
   const state = loaded ? await loadOptimizerShard(store, loaded.step, loaded.manifest.world_size, plan, rank, options.reshard) : null;
+  loadMs += Date.now() - loadStarted;
+  if (loaded) {
+    const sameWorld = loaded.manifest.world_size === worldSize;
+    const read = Object.entries(loaded.manifest.files).filter(
+      ([name]) => !name.startsWith('optim_') || (state !== null && (!sameWorld || name === optimFile(loaded.step, rank))),
+    );
+    options.onResume?.(loaded.step, {
+      seconds: loadMs / 1000,
+      bytes: read.reduce((sum, [, record]) => sum + record.bytes, 0),
+    });
+  }
   const optimizer = state ? AdamW.fromState(tf, model.parameters(), state, { owned }) : new AdamW(tf, model.parameters(), { owned });
   const loop: LoopState = (loaded?.meta.loop_state as LoopState | undefined) ?? {
     smoothed_loss: null,
@@ -153,14 +177,17 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
   else log0(`training ${store.location} from scratch to step ${target} on ${backend}`);
 
   const saved: number[] = [];
-  const committed = (step: number) => {
+  const saveStarted = new Map<number, number>();
+  const committed = (step: number, files: Record<string, { bytes: number }>) => {
     saved.push(step);
-    options.onSave?.(step);
+    const seconds = (Date.now() - (saveStarted.get(step) ?? Date.now())) / 1000;
+    saveStarted.delete(step);
+    options.onSave?.(step, { seconds, bytes: Object.values(files).reduce((sum, f) => sum + f.bytes, 0) });
   };
   // A checkpoint is reported only once its manifest exists: async saves report from their commit.
   const saver =
     options.asyncSave !== false && typeof options.dir === 'string'
-      ? new AsyncSaver({ storeConfig: options.storeConfig, onCommitted: (r) => committed(r.step) })
+      ? new AsyncSaver({ storeConfig: options.storeConfig, onCommitted: (r) => committed(r.step, r.files) })
       : null;
   const alreadySaved = new Set(await committedSteps(store));
   let history: Array<[number, number]> = [];
@@ -198,6 +225,7 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
           history = [];
           continue;
         }
+        saveStarted.set(done, Date.now());
         const snapshot = {
           model: model.namedTensors(),
           optimizer: optimizer.stateTensors(),
@@ -208,7 +236,7 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
           await saver.save(options.dir as string, done, snapshot, { ...rankOptions, transfer: true });
         } else {
           const result = await saveCheckpoint(store, done, snapshot, { ...rankOptions, coordinator: options.group?.coordinator() });
-          if (result.committed || rank !== 0) committed(done);
+          if (result.committed || rank !== 0) committed(done, result.files);
         }
         history = [];
       }

@@ -12,6 +12,10 @@ import {
 } from '../activities';
 import { prewarmChild } from '../activities/child';
 import type { TemporalSettings } from '../temporal.config';
+import { serveMetrics, WorkerMetrics } from './metrics';
+
+export { serveMetrics, WorkerMetrics, type MetricsServer } from './metrics';
+export { installWorkerRuntime, sdkLogger, type WorkerRuntimeOptions } from './runtime';
 
 export type WorkerRole = 'train' | 'control' | 'all';
 
@@ -51,6 +55,10 @@ export interface WorkerSetup {
   /** Pre-built workflow bundle (tests bundle once); default: bundle workflows/ at start. */
   workflowBundle?: WorkerOptions['workflowBundle'];
   identity?: string;
+  /** Count this worker's activities into these metrics (an activity interceptor; see workers/metrics.ts). */
+  metrics?: WorkerMetrics;
+  /** runWorkers: serve Prometheus metrics at GET /metrics on this port (all interfaces). */
+  metricsPort?: number;
 }
 
 export async function connectWorkerConnection(settings: TemporalSettings): Promise<NativeConnection> {
@@ -67,6 +75,7 @@ export async function createWorkers(setup: WorkerSetup, connection: NativeConnec
     // On SIGINT/SIGTERM, running segments are cancelled at once: the training child stops at a step
     // boundary and saves nothing half-done; what it committed before stays.
     shutdownGraceTime: '2s',
+    ...(setup.metrics ? { interceptors: { activity: [setup.metrics.activityInterceptor()] } } : {}),
   } satisfies Partial<WorkerOptions>;
   if (setup.role === 'train' || setup.role === 'all') {
     workers.push(
@@ -95,12 +104,20 @@ export async function createWorkers(setup: WorkerSetup, connection: NativeConnec
 
 /** Run workers until a shutdown signal (SIGINT/SIGTERM) or until `signal` aborts. */
 export async function runWorkers(setup: WorkerSetup, signal?: AbortSignal): Promise<void> {
-  const connection = await connectWorkerConnection(setup.settings);
+  const metrics = setup.metrics ?? (setup.metricsPort !== undefined ? new WorkerMetrics() : undefined);
+  const server = setup.metricsPort !== undefined ? await serveMetrics(metrics!.registry, setup.metricsPort) : undefined;
+  const unobserve = metrics?.observe();
   try {
-    const workers = await createWorkers(setup, connection);
-    signal?.addEventListener('abort', () => workers.forEach((w) => w.shutdown()), { once: true });
-    await Promise.all(workers.map((w) => w.run()));
+    const connection = await connectWorkerConnection(setup.settings);
+    try {
+      const workers = await createWorkers({ ...setup, metrics }, connection);
+      signal?.addEventListener('abort', () => workers.forEach((w) => w.shutdown()), { once: true });
+      await Promise.all(workers.map((w) => w.run()));
+    } finally {
+      await connection.close();
+    }
   } finally {
-    await connection.close();
+    unobserve?.();
+    await server?.close();
   }
 }

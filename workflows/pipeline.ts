@@ -26,6 +26,7 @@ import type { ControlActivities, TrainActivities } from '../activities';
 import type { EvalSummary, PruneSummary, RetentionPolicy, SegmentResult, TrainFlags } from '../activities/types';
 import { activityOptions, type WorkflowSettings } from './options';
 import { RankGroup, type GroupState } from './ranks';
+import { PipelineVisibility } from './visibility';
 
 export interface PipelineInput {
   dir: string;
@@ -45,6 +46,11 @@ export interface PipelineInput {
   /** Continue-as-new after this many segments in one run (Temporal's own suggestion also triggers it). */
   segmentsPerRun?: number;
   settings: WorkflowSettings;
+  /**
+   * Search attributes the namespace has registered (of CkptTag, CkptDir, CkptStep, CkptBest), found by the
+   * client at start: the pipeline upserts CkptStep and CkptBest only when they are listed here.
+   */
+  searchAttributes?: string[];
   /** Carried across continue-as-new. */
   carried?: PipelineState;
 }
@@ -95,6 +101,7 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
     retention: input.retention,
   };
   s.runs += 1;
+  const visibility = PipelineVisibility.start(input.searchAttributes);
   const worldSize = input.worldSize ?? 1;
   if (worldSize > 1 && !s.group) {
     s.group = { worldSize, minWorldSize: Math.min(input.minWorldSize ?? worldSize, worldSize), generation: 0, changes: [] };
@@ -144,6 +151,8 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
 
   let segmentsThisRun = 0;
   while (s.step < s.targetSteps && !stopRequested) {
+    // Upserts only what changed since the last call: the start, a pause, a resume.
+    visibility.update(s);
     if (paused) {
       await condition(() => !paused || stopRequested);
       continue;
@@ -183,6 +192,7 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
       const pruned: PruneSummary = await control.pruneCheckpoints({ dir: input.dir, policy: s.retention });
       s.pruned.push(...pruned.deleted);
     }
+    visibility.update(s);
     segmentsThisRun += 1;
     const more = s.step < s.targetSteps && !stopRequested;
     if (more && (workflowInfo().continueAsNewSuggested || segmentsThisRun >= (input.segmentsPerRun ?? 100))) {
@@ -190,6 +200,7 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
     }
   }
   s.state = stopRequested ? 'stopped' : 'completed';
+  visibility.update(s);
   return s;
 }
 

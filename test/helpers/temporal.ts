@@ -59,11 +59,19 @@ export interface TemporalTestEnv {
   /** What the CLI hands to workflows (task queues, timeouts, retries). */
   settings: WorkflowSettings;
   client: Client;
-  startWorker(role: Role, options?: { readyTimeoutMs?: number }): Promise<TestWorker>;
+  startWorker(role: Role, options?: StartWorkerOptions): Promise<TestWorker>;
   /** Stop the server and start it again on the same port (and database file, when there is one). */
   restartServer(): Promise<void>;
   /** `ckpt ARGS` in a child process with this environment; killed after `timeoutMs`. */
   ckpt(args: string[], options?: { timeoutMs?: number; env?: NodeJS.ProcessEnv }): Promise<CliResult>;
+}
+
+export interface StartWorkerOptions {
+  readyTimeoutMs?: number;
+  /** Extra `ckpt worker` flags (e.g. --metrics-port). */
+  args?: string[];
+  /** Extra environment of this worker only. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface TemporalEnvOptions {
@@ -97,7 +105,8 @@ function exitedPromise(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+/** `promise`, or a rejection naming `what` after `ms`. */
+export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([
     promise,
@@ -185,10 +194,13 @@ export function temporalEnv(
     const temporal = loadConfig(env).temporal;
     client = await connectClient(temporal);
 
-    const startWorker = async (role: Role, { readyTimeoutMs = 90_000 } = {}): Promise<TestWorker> => {
-      const child = spawn(process.execPath, [BIN, 'worker', '--role', role], {
+    const startWorker = async (
+      role: Role,
+      { readyTimeoutMs = 90_000, args = [], env: extraEnv = {} }: StartWorkerOptions = {},
+    ): Promise<TestWorker> => {
+      const child = spawn(process.execPath, [BIN, 'worker', '--role', role, ...args], {
         cwd: ROOT,
-        env,
+        env: { ...env, ...extraEnv },
         stdio: ['ignore', 'ignore', 'pipe'],
       });
       live.add(child);
@@ -198,15 +210,16 @@ export function temporalEnv(
       let runningQueues = 0;
       const expected = role === 'all' ? 2 : 1;
       let onReady: (() => void) | undefined;
-      // The SDK's runtime logger writes "Worker state changed { ..., state: 'RUNNING' }" to stderr once per
-      // task queue when its pollers start (role all: two, train or control: one); the object spans several
-      // lines when stderr is not a terminal.
+      // The SDK logs "Worker state changed" with state RUNNING once per task queue when its pollers start
+      // (role all: two, train or control: one), through the worker's logger: one line, JSON or text.
       child.stderr!.on('data', (d: Buffer) => {
         const text = d.toString();
         log = (log + text).slice(-65536);
         if (runningQueues >= expected) return;
         startup += text;
-        runningQueues = (startup.match(/Worker state changed \{[^}]*state: 'RUNNING'[^}]*\}/g) ?? []).length;
+        runningQueues = startup
+          .split('\n')
+          .filter((line) => line.includes('Worker state changed') && /\bRUNNING\b/.test(line)).length;
         if (runningQueues >= expected) onReady?.();
       });
       const worker: TestWorker = {

@@ -1,0 +1,77 @@
+/**
+ * What the activities of this worker process did, as events for whoever listens (the worker's metrics, see
+ * workers/metrics.ts). Training runs in a child process (`ckpt train --progress-json`); its JSON events are
+ * forwarded here with the checkpoint directory added. A listener that throws never fails an activity.
+ */
+
+export type ActivityEvent =
+  /** One training step done (rank: of a multi-rank segment; absent for single-rank segments). */
+  | { type: 'progress'; dir: string; step: number; loss: number | null; stepsPerSec: number; rank?: number }
+  /** A checkpoint this process wrote was committed: save time and bytes this rank wrote. */
+  | { type: 'saved'; dir: string; step: number; seconds: number; bytes: number; rank?: number }
+  /** The checkpoint a segment resumes from was loaded: load time and bytes read. */
+  | { type: 'resumed'; dir: string; step: number; seconds: number; bytes: number; rank?: number }
+  /** A training segment (or one rank of it) ended at its end step. */
+  | { type: 'segment'; dir: string; startStep: number; endStep: number; seconds: number; rank?: number }
+  /** A checkpoint was evaluated. */
+  | { type: 'evaluated'; dir: string; step: number; seconds: number; metrics: Record<string, number> };
+
+type Listener = (event: ActivityEvent) => void;
+
+const listeners = new Set<Listener>();
+
+/** Receive every event of this process's activities; returns the function that stops it. */
+export function observeActivities(listener: Listener): () => void {
+  listeners.add(listener);
+  return () => void listeners.delete(listener);
+}
+
+export function emitActivityEvent(event: ActivityEvent): void {
+  for (const listener of listeners) {
+    try {
+      listener(event);
+    } catch {
+      // Observing must never change what an activity does.
+    }
+  }
+}
+
+const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+
+/** Forward one `ckpt train --progress-json` event of a training child (progress, saved, resumed). */
+export function forwardTrainingEvent(dir: string, event: Record<string, unknown>, rank?: number): void {
+  const step = num(event.step);
+  if (step === null) return;
+  const ranked = rank === undefined ? {} : { rank };
+  if (event.type === 'progress') {
+    emitActivityEvent({
+      type: 'progress',
+      dir,
+      step,
+      loss: num(event.loss),
+      stepsPerSec: num(event.stepsPerSec) ?? 0,
+      ...ranked,
+    });
+  } else if (event.type === 'saved' || event.type === 'resumed') {
+    emitActivityEvent({
+      type: event.type,
+      dir,
+      step,
+      seconds: num(event.seconds) ?? 0,
+      bytes: num(event.bytes) ?? 0,
+      ...ranked,
+    });
+  }
+}
+
+/** A training child's `done` event: its segment (or this rank of it) reached its end step. */
+export function emitSegmentDone(dir: string, done: Record<string, unknown>, rank?: number): void {
+  emitActivityEvent({
+    type: 'segment',
+    dir,
+    startStep: num(done.startStep) ?? 0,
+    endStep: num(done.endStep) ?? 0,
+    seconds: num(done.seconds) ?? 0,
+    ...(rank === undefined ? {} : { rank }),
+  });
+}

@@ -1,0 +1,90 @@
+/**
+ * What the Temporal Web UI and `temporal workflow list` show of a pipeline: search attributes (filterable
+ * columns) and a memo (a small JSON summary on the run's page).
+ *
+ * The client sets CkptTag, CkptDir and CkptStep when it starts a pipeline, for the attributes the namespace
+ * has registered (a cluster may have none of them). The workflow then keeps CkptStep, CkptBest and the memo
+ * { step, targetSteps, bestMetric, state } current. Those upserts are workflow commands, so they are taken
+ * only by runs for which `patched(VISIBILITY_PATCH)` is true: a history recorded before this code replays
+ * unchanged. No Node builtins here: workflows import this module.
+ */
+import {
+  defineSearchAttributeKey,
+  SearchAttributeType,
+  type SearchAttributeUpdatePair,
+} from '@temporalio/common';
+import { patched, upsertMemo, upsertSearchAttributes } from '@temporalio/workflow';
+
+export const CkptTag = defineSearchAttributeKey('CkptTag', SearchAttributeType.KEYWORD);
+export const CkptDir = defineSearchAttributeKey('CkptDir', SearchAttributeType.KEYWORD);
+export const CkptStep = defineSearchAttributeKey('CkptStep', SearchAttributeType.INT);
+export const CkptBest = defineSearchAttributeKey('CkptBest', SearchAttributeType.DOUBLE);
+
+/** Every search attribute a pipeline uses, with its type as the Temporal CLI spells it. */
+export const SEARCH_ATTRIBUTES = [
+  { key: CkptTag, cliType: 'Keyword', meaning: 'checkpoint tag (the last part of the directory)' },
+  { key: CkptDir, cliType: 'Keyword', meaning: 'checkpoint directory' },
+  { key: CkptStep, cliType: 'Int', meaning: 'step reached (updated after every segment)' },
+  { key: CkptBest, cliType: 'Double', meaning: 'best evaluation metric so far' },
+] as const;
+
+/** Patch id of the visibility upserts (see the file comment). */
+export const VISIBILITY_PATCH = 'pipeline-visibility-v1';
+
+export interface PipelineMemo {
+  step: number;
+  targetSteps: number;
+  bestMetric: { step: number; value: number } | null;
+  state: string;
+}
+
+/** Keeps the search attributes and the memo of one workflow run current; upserts only what changed. */
+export class PipelineVisibility {
+  private lastMemo = '';
+  private lastStep: number | null = null;
+  private lastBest: number | null = null;
+
+  private constructor(
+    private readonly enabled: boolean,
+    private readonly attributes: ReadonlySet<string>,
+  ) {}
+
+  /**
+   * Call once, at the start of the run, before its first await (so the patch decision sits at the same
+   * point of every replay). `attributes`: the names the namespace has registered, from the input.
+   */
+  static start(attributes: readonly string[] | undefined): PipelineVisibility {
+    return new PipelineVisibility(patched(VISIBILITY_PATCH), new Set(attributes ?? []));
+  }
+
+  update(s: PipelineMemo): void {
+    if (!this.enabled) return;
+    const updates: SearchAttributeUpdatePair[] = [];
+    if (this.attributes.has(CkptStep.name) && s.step !== this.lastStep) {
+      updates.push({ key: CkptStep, value: s.step });
+      this.lastStep = s.step;
+    }
+    const best = s.bestMetric?.value ?? null;
+    if (
+      this.attributes.has(CkptBest.name) &&
+      best !== null &&
+      Number.isFinite(best) &&
+      best !== this.lastBest
+    ) {
+      updates.push({ key: CkptBest, value: best });
+      this.lastBest = best;
+    }
+    if (updates.length > 0) upsertSearchAttributes(updates);
+    const memo: PipelineMemo = {
+      step: s.step,
+      targetSteps: s.targetSteps,
+      bestMetric: s.bestMetric,
+      state: s.state,
+    };
+    const text = JSON.stringify(memo);
+    if (text !== this.lastMemo) {
+      upsertMemo({ ...memo });
+      this.lastMemo = text;
+    }
+  }
+}
