@@ -29,6 +29,14 @@ export const COMMAND_MODULES: ReadonlyArray<{ first: readonly string[]; load: ()
   { first: ['schedule'], load: () => (require('./schedule-commands') as typeof import('./schedule-commands')).scheduleCommands },
 ];
 
+/**
+ * Loads what a training or evaluation child needs (the train commands, the model code and tfjs) without
+ * running anything: a worker's warm standby child calls this while it waits for its command.
+ */
+export function preload(): void {
+  COMMAND_MODULES[0]!.load();
+}
+
 /** Every command, in the order of `ckpt --help` (loads every module). */
 export function allCommands(): Command[] {
   return COMMAND_MODULES.flatMap((m) => m.load());
