@@ -39,6 +39,7 @@ import {
   type TemporalTestEnv,
   type TestWorker,
 } from '../helpers/temporal';
+import { pidAlive } from '../helpers/process';
 import { envInt, report, Rng, SEED, type Goal } from './lib';
 
 const KILLS = envInt('FAULT_PIPELINE_KILLS', 10);
@@ -220,6 +221,7 @@ test('pipeline fault campaign', { timeout: 3_600_000 }, async () => {
   const toAttempt: number[] = [];
   const toCheckpoint: number[] = [];
   const killedWhere = new Map<string, number>();
+  let orphansLeft = 0;
 
   const finish = async (phase: string, run: number, id: string, dir: string, before: number[], note: string) => {
     let state: PipelineState | undefined;
@@ -257,16 +259,23 @@ test('pipeline fault campaign', { timeout: 3_600_000 }, async () => {
       const victim = live.find((w) => w.identity === segment?.worker) ?? rng.pick(live);
       const before = await committed(dir);
       // A worker's children: the training child of its segment and, between commands, its warm standby.
-      const children = childPids(victim.pid).length;
+      const children = childPids(victim.pid);
       const killedAt = Date.now();
       await victim.kill();
       // The replaced node: a fresh training worker joins while the retry runs on the survivor.
       const replacement = env.startWorker('train').then((w) => trainers.push(w));
-      const where = !segment ? 'between segments' : `in a segment (step ≥ ${before.at(-1) ?? 0}, ${children} child processes)`;
+      const where = !segment ? 'between segments' : `in a segment (step ≥ ${before.at(-1) ?? 0}, ${children.length} child processes)`;
       killedWhere.set(where.split(' (')[0]!, (killedWhere.get(where.split(' (')[0]!) ?? 0) + 1);
       let note = `kill at +${(delayMs / 1000).toFixed(1)} s, ${where}`;
       if (segment && segment.worker === victim.identity) {
-        const resumePoint = before.at(-1) ?? 0;
+        // The resume point is what is committed once the killed worker's children are gone (a child can
+        // still commit a save in flight in the moment before it notices its worker died).
+        const orphans = children;
+        await waitFor('the killed worker\'s children to exit', () => orphans.every((p) => !pidAlive(p)), { timeoutMs: 20_000, intervalMs: 20 }).catch(() => {
+          orphansLeft += orphans.filter(pidAlive).length;
+          for (const p of orphans) process.kill(p, 'SIGKILL');
+        });
+        const resumePoint = (await committed(dir)).at(-1) ?? 0;
         const timings = await Promise.all([
           waitFor(
             'the retried attempt to start',
@@ -359,6 +368,7 @@ test('pipeline fault campaign', { timeout: 3_600_000 }, async () => {
   }
   if (PHASES.includes('kill')) {
     goals.push(
+      { what: 'kill: children of a killed worker still running 20 s later', value: orphansLeft, goal: '0', ok: orphansLeft === 0 },
       { what: 'kill: where the kills landed', value: [...killedWhere].map(([k, v]) => `${k} ${v}`).join(', '), goal: '(counted)', ok: true },
       { what: 'kill → retry started (min/median/max)', value: `${stats(toAttempt)} (n=${toAttempt.length})`, goal: 'n ≥ 5', ok: toAttempt.length >= 5 },
       { what: 'kill → first new checkpoint (min/median/max)', value: `${stats(toCheckpoint)} (n=${toCheckpoint.length})`, goal: 'n ≥ 5', ok: toCheckpoint.length >= 5 },
