@@ -34,6 +34,7 @@
  *   CKPT_SEGMENT_TIMEOUT      start-to-close limit of one training segment                 default 24h
  *   CKPT_MAX_ATTEMPTS         attempts per activity before the pipeline fails              default 10
  *   CKPT_TRAIN_SLOTS          segments one training worker runs at once (GPUs/slots)       default 1
+ *   CKPT_WARM_CHILD           0: no warm standby child on training workers (activities/child.ts) default on
  *   CKPT_UI_ADDRESS           Temporal Web UI base address, for links                      default http://localhost:8233
  */
 import { loadClientConnectConfig, type ClientConnectConfig } from '@temporalio/envconfig';
