@@ -120,6 +120,15 @@ export class StoreError extends CheckpointError {
   }
 }
 
+/**
+ * A store operation failed for a reason that may pass: the connection dropped or was refused, a timeout,
+ * a 5xx from the server, throttling. Exit code 1, so activities retry it (a StoreError for bad input,
+ * a missing bucket or denied access stays exit 2: retrying cannot help).
+ */
+export class TransientStoreError extends StoreError {
+  override readonly exitCode = 1 as const;
+}
+
 /** Ranks did not all arrive at a commit within the time allowed. */
 export class CommitTimeoutError extends CheckpointError {
   override readonly exitCode = 1 as const;

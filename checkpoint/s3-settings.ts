@@ -5,7 +5,7 @@
  * (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL_S3, profiles, instance roles).
  */
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
-import { CheckpointError, InvalidArgumentError, StoreError } from './errors';
+import { CheckpointError, InvalidArgumentError, StoreError, TransientStoreError } from './errors';
 import { AlreadyExistsError } from './store';
 
 export type S3Sdk = typeof import('@aws-sdk/client-s3');
@@ -208,6 +208,37 @@ export function isInvalidRange(err: unknown): boolean {
 
 const ACCESS = new Set(['AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken', 'Forbidden']);
 
+/** Node network error codes and S3 error names that describe a failure that may pass on a retry. */
+const TRANSIENT_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ENETUNREACH',
+  'EHOSTUNREACH',
+  'EAI_AGAIN',
+  'UND_ERR_SOCKET',
+  'TimeoutError',
+  'RequestTimeout',
+  'RequestTimeTooSkewed',
+  'InternalError',
+  'ServiceUnavailable',
+  'SlowDown',
+  'Throttling',
+  'ThrottlingException',
+  'RequestTimeoutException',
+]);
+
+/** Whether an S3 call failed for a reason that may pass (network, timeout, 5xx, throttling). */
+export function isTransient(err: unknown): boolean {
+  const e = err as SdkErrorShape | undefined;
+  const status = httpStatus(err);
+  if (status !== undefined && (status >= 500 || status === 429)) return true;
+  for (const c of [e?.code, e?.Code, e?.name]) if (c && TRANSIENT_CODES.has(c)) return true;
+  return /socket hang up|ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT/.test(e?.message ?? '');
+}
+
 /**
  * A StoreError naming the bucket and object (errors of our own pass through). SDK messages carry no
  * secrets; we add none.
@@ -229,5 +260,7 @@ export function s3Error(err: unknown, action: string, url: string, bucket: strin
     const detail = e?.message || name || String(err);
     message = `cannot ${action} ${url}: ${detail}${e?.code && !detail.includes(e.code) ? ` (${e.code})` : ''}`;
   }
-  return new StoreError(message, { file: key, code, cause: err });
+  return isTransient(err)
+    ? new TransientStoreError(message, { file: key, code, cause: err })
+    : new StoreError(message, { file: key, code, cause: err });
 }

@@ -100,13 +100,11 @@ async function startPipeline(root: string, tag: string): Promise<{ id: string; d
   return { id: res.stdout.trim(), dir: `${root}/base_checkpoints/${tag}` };
 }
 
+/** The pipeline's result once it has closed; rejects with its failure when it failed. */
 async function pipelineResult(id: string, timeoutMs = 300_000): Promise<PipelineState> {
   const handle = env.client.workflow.getHandle(id);
-  return waitFor(
-    `pipeline ${id} to end`,
-    async () => ((await handle.describe()).status.name === 'RUNNING' ? undefined : ((await handle.result()) as PipelineState)),
-    { timeoutMs, intervalMs: 250 },
-  );
+  await waitFor(`pipeline ${id} to end`, async () => (await handle.describe()).status.name !== 'RUNNING', { timeoutMs, intervalMs: 250 });
+  return (await handle.result()) as PipelineState;
 }
 
 /** Wait until the first segment is running on a worker; returns the time it was seen. */
@@ -229,7 +227,8 @@ test('pipeline fault campaign', { timeout: 3_600_000 }, async () => {
     try {
       state = await pipelineResult(id);
     } catch (err) {
-      error = (err as Error).message;
+      const cause = (err as { cause?: { cause?: Error } }).cause?.cause;
+      error = `${(err as Error).message}${cause ? `: ${cause.message}` : ''}`;
     }
     const bitwise = state?.state === 'completed' ? (await fileHashes(dir)).every((h, i) => h === reference[i]) : false;
     const { torn, lost } = await audit(dir, before);
