@@ -6,7 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, promises as fs } from 'node:fs';
 import { dirname, join, resolve, sep } from 'node:path';
-import { InvalidArgumentError, StoreError } from './errors';
+import { InvalidArgumentError, StoreError, TransientStoreError } from './errors';
 import { TEMP_PREFIX } from './names';
 import {
   AlreadyExistsError,
@@ -261,9 +261,15 @@ async function* toAsync(source: ByteSource): AsyncIterable<Uint8Array> {
   yield* source as AsyncIterable<Uint8Array>;
 }
 
+const TRANSIENT_FS_CODES = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EAGAIN', 'EBUSY', 'ESTALE', 'ETIMEDOUT', 'EINTR']);
+
 function storeError(err: unknown, message: string, key: string): StoreError {
   if (err instanceof StoreError) return err;
   const code = (err as NodeJS.ErrnoException)?.code;
   const hint = code === 'ENOSPC' ? ' (disk full)' : code === 'EACCES' ? ' (permission denied)' : '';
-  return new StoreError(`${message}${hint}: ${(err as Error)?.message ?? err}`, { file: key, code, cause: err });
+  const text = `${message}${hint}: ${(err as Error)?.message ?? err}`;
+  // Conditions that can pass (space freed, a network filesystem back): activities retry them.
+  return code !== undefined && TRANSIENT_FS_CODES.has(code)
+    ? new TransientStoreError(text, { file: key, code, cause: err })
+    : new StoreError(text, { file: key, code, cause: err });
 }
