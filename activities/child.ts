@@ -7,8 +7,22 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import type { SegmentResult } from './types';
 
 const BIN = join(__dirname, '..', 'bin', 'ckpt.js');
+
+/** The SegmentResult of a training child's `done` event (`ckpt train --progress-json`). */
+export function segmentResult(done: Record<string, unknown>, attempt: number): SegmentResult {
+  return {
+    startStep: done.startStep as number,
+    endStep: done.endStep as number,
+    saved: done.saved as number[],
+    finalLoss: done.finalLoss as number | null,
+    backend: done.backend as string,
+    seconds: done.seconds as number,
+    attempt,
+  };
+}
 
 export interface ChildResult {
   code: number | null;

@@ -19,7 +19,7 @@ import {
   type RetentionPolicy,
 } from '../checkpoint';
 import { buildModel } from '../model/build';
-import { runCkpt, type ChildResult } from './child';
+import { runCkpt, segmentResult, type ChildResult } from './child';
 import { emitActivityEvent, emitSegmentDone, forwardTrainingEvent } from './observe';
 export { observeActivities, type ActivityEvent } from './observe';
 import { trainArgs } from './train-args';
@@ -84,15 +84,7 @@ export async function trainSegment(input: SegmentInput): Promise<SegmentResult> 
   if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
   if (result.code !== 0 || !done) throw failureFromChild(`training ${input.dir} to step ${input.toStep}`, result);
   emitSegmentDone(input.dir, done);
-  return {
-    startStep: done.startStep as number,
-    endStep: done.endStep as number,
-    saved: done.saved as number[],
-    finalLoss: done.finalLoss as number | null,
-    backend: done.backend as string,
-    seconds: done.seconds as number,
-    attempt: activityInfo().attempt,
-  };
+  return segmentResult(done, activityInfo().attempt);
 }
 
 /** The no-op training mode (TrainFlags.noop): no child, no model, no checkpoint; the step just advances. */

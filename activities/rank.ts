@@ -11,7 +11,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from '@temporalio/client';
 import { freePort } from '../infra/temporal';
 import { loadConfig } from '../temporal.config';
-import { runCkpt } from './child';
+import { runCkpt, segmentResult } from './child';
 import { connectClient } from './client';
 import { emitSegmentDone, forwardTrainingEvent } from './observe';
 import { trainArgs } from './train-args';
@@ -58,15 +58,7 @@ export async function trainRank(input: RankSegmentInput): Promise<SegmentResult>
       throw result.code === 2 ? ApplicationFailure.nonRetryable(message, 'InvalidArgumentError') : ApplicationFailure.retryable(message, 'RankFailed');
     }
     emitSegmentDone(input.dir, done, input.rank);
-    return {
-      startStep: done.startStep as number,
-      endStep: done.endStep as number,
-      saved: done.saved as number[],
-      finalLoss: done.finalLoss as number | null,
-      backend: done.backend as string,
-      seconds: done.seconds as number,
-      attempt: activityInfo().attempt,
-    };
+    return segmentResult(done, activityInfo().attempt);
   } finally {
     clearInterval(tick);
   }
