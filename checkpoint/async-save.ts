@@ -29,6 +29,32 @@ export interface AsyncSaverOptions {
   onCommitted?: (result: SaveResult) => void;
 }
 
+const THREAD = join(__dirname, 'async-save-thread.js');
+const configKey = (storeConfig: unknown) => JSON.stringify(storeConfig ?? null);
+
+/** A save thread started ahead of time (prestartSaveThread), taken by the first AsyncSaver that needs one. */
+let spare: { worker: Worker; key: string } | null = null;
+
+/**
+ * Starts a save thread before the first save needs it: loading the thread's code takes a few hundred
+ * milliseconds, which the first save of a run would otherwise pay next to training. A worker's warm
+ * standby child calls this while it waits. `storeConfig` must be what the AsyncSaver will be given.
+ */
+export function prestartSaveThread(storeConfig?: unknown): void {
+  if (spare) return;
+  const worker = new Worker(THREAD, { workerData: { storeConfig } });
+  worker.unref();
+  worker.on('error', () => {
+    if (spare?.worker === worker) spare = null;
+  });
+  spare = { worker, key: configKey(storeConfig) };
+}
+
+/** Whether a prestarted save thread is waiting (for tests and diagnostics). */
+export function hasSpareSaveThread(): boolean {
+  return spare !== null;
+}
+
 export class AsyncSaver {
   private inFlight: InFlight | null = null;
   private worker: Worker | null = null;
@@ -98,8 +124,15 @@ export class AsyncSaver {
 
   private ensureWorker(): Worker {
     if (this.worker) return this.worker;
-    const worker = new Worker(join(__dirname, 'async-save-thread.js'), { workerData: { storeConfig: this.options.storeConfig } });
-    worker.unref();
+    let worker: Worker;
+    if (spare && spare.key === configKey(this.options.storeConfig)) {
+      worker = spare.worker;
+      spare = null;
+      worker.removeAllListeners('error');
+    } else {
+      worker = new Worker(THREAD, { workerData: { storeConfig: this.options.storeConfig } });
+      worker.unref();
+    }
     worker.on('message', (msg: { id: number; files?: Record<string, FileRecord>; error?: { name: string; message: string } }) => {
       const waiter = this.pending.get(msg.id);
       if (!waiter) return;

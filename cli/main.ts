@@ -30,11 +30,18 @@ export const COMMAND_MODULES: ReadonlyArray<{ first: readonly string[]; load: ()
 ];
 
 /**
- * Loads what a training or evaluation child needs (the train commands, the model code and tfjs) without
- * running anything: a worker's warm standby child calls this while it waits for its command.
+ * Loads what a training or evaluation child needs (the train commands, the model code and tfjs), starts
+ * the compute backend and a save thread, without running anything: a worker's warm standby child calls
+ * this while it waits for its command.
  */
 export function preload(): void {
   COMMAND_MODULES[0]!.load();
+  const { initBackend } = require('../model/backend') as typeof import('../model/backend');
+  const { prestartSaveThread } = require('../checkpoint/async-save') as typeof import('../checkpoint/async-save');
+  const config = loadConfig();
+  // The backend the command will ask for (initBackend is idempotent), and the thread its first save uses.
+  void initBackend({ force: config.backend }).catch(() => undefined);
+  prestartSaveThread(config.s3);
 }
 
 /** Every command, in the order of `ckpt --help` (loads every module). */

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { AsyncSaver, manifestFile, modelFile, optimFile, saveCheckpoint, verifyCheckpoint } from '../../checkpoint';
+import { AsyncSaver, hasSpareSaveThread, manifestFile, prestartSaveThread, modelFile, optimFile, saveCheckpoint, verifyCheckpoint } from '../../checkpoint';
 import { tinyMeta, tinyModel, tinyOptimizer } from '../helpers/fixtures';
 import { tempDir } from '../helpers/tmp';
 
@@ -21,6 +21,24 @@ describe('asynchronous save', () => {
     assert.equal(result?.committed, true);
     for (const f of [modelFile(10), optimFile(10, 0)]) assert.equal(sha(join(asyncDir, f)), sha(join(syncDir, f)), f);
     assert.equal((await verifyCheckpoint(asyncDir, 10)).ok, true);
+  });
+
+  it('takes a prestarted save thread when its store settings match, and writes the same bytes', async () => {
+    const dir = tempDir();
+    const expected = tempDir();
+    await saveCheckpoint(expected, 5, { model: tinyModel(4, 1000), meta: tinyMeta() });
+    prestartSaveThread({ endpoint: 'http://127.0.0.1:1' });
+    assert.equal(hasSpareSaveThread(), true);
+    const other = new AsyncSaver(); // other store settings: a thread of its own, the spare stays
+    await other.save(tempDir(), 1, { model: tinyModel(1), meta: tinyMeta() });
+    await other.close();
+    assert.equal(hasSpareSaveThread(), true);
+    const saver = new AsyncSaver({ storeConfig: { endpoint: 'http://127.0.0.1:1' } });
+    await saver.save(dir, 5, { model: tinyModel(4, 1000), meta: tinyMeta() });
+    assert.equal(hasSpareSaveThread(), false, 'the saver took the prestarted thread');
+    assert.equal((await saver.finish())?.committed, true);
+    await saver.close();
+    assert.equal(sha(join(dir, modelFile(5))), sha(join(expected, modelFile(5))));
   });
 
   it('snapshots the tensors: changing them after save() returns does not change what is written', async () => {
