@@ -37,9 +37,11 @@ describe('pipeline on an s3:// root', () => {
     assert.equal(res.code, 0, res.stderr);
     const id = res.stdout.trim();
     const dir = `${root}/base_checkpoints/s3run`;
-    await waitFor('the segment past step 20', async () => {
+    // Past step 20 by its heartbeat, and a checkpoint committed on S3 (an asynchronous save commits a
+    // moment after the step that took it).
+    await waitFor('the segment past step 20 with a checkpoint on S3', async () => {
       const seg = (await pendingActivities(env.client, id)).find((a) => a.activityType === 'trainSegment');
-      return (seg?.heartbeatStep ?? -1) >= 20;
+      return (seg?.heartbeatStep ?? -1) >= 20 && ((await committedSteps(openStore(dir))).at(-1) ?? 0) >= 10;
     }, { timeoutMs: 120_000, intervalMs: 100 });
     await first.kill();
     const lastCommitted = (await committedSteps(openStore(dir))).at(-1);
