@@ -47,10 +47,21 @@ export interface ChildOptions {
  * A warm standby: a child that has already loaded the CLI, the model code and tfjs (about a second of
  * start-up on a small machine) and waits for its command over IPC. A segment or an evaluation takes it;
  * the next one starts when that child exits (not alongside it, where it would take CPU from training),
- * so consecutive segments, and the retry of a segment whose worker died, do not pay the start-up. It is unref'd: it never keeps a worker alive, and it exits when
- * the worker does. CKPT_WARM_CHILD=0 turns it off.
+ * so consecutive segments, and the retry of a segment whose worker died, do not pay the start-up. It is
+ * unref'd: it never keeps a worker alive, and it exits when the worker does. CKPT_WARM_CHILD=0 turns it off.
  */
 let standby: ChildProcess | undefined;
+
+const usable = (child: ChildProcess | undefined): child is ChildProcess =>
+  child !== undefined && child.connected && child.exitCode === null && child.signalCode === null;
+
+/** Whether the child (its process, IPC channel and output pipes) keeps this process alive. */
+function holdOpen(child: ChildProcess, hold: boolean): void {
+  for (const handle of [child, child.channel, child.stdout, child.stderr] as Array<{ ref?(): void; unref?(): void } | null | undefined>) {
+    if (hold) handle?.ref?.();
+    else handle?.unref?.();
+  }
+}
 
 const warmChildEnabled = () => process.env.CKPT_WARM_CHILD !== '0';
 
@@ -60,40 +71,34 @@ function childEnv(extra?: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
 
 /** Start the standby if there is none (a training worker calls this at start-up). */
 export function prewarmChild(): void {
-  if (!warmChildEnabled() || (standby && standby.connected && standby.exitCode === null)) return;
+  if (!warmChildEnabled() || usable(standby)) return;
   const child = spawn(process.execPath, [BIN], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: childEnv({ CKPT_STANDBY: '1' }) });
   child.on('error', () => undefined);
   child.once('exit', () => {
     if (standby === child) standby = undefined;
   });
-  child.unref();
-  child.channel?.unref();
-  // Unread output must not fill the pipes while it waits; it writes nothing before its command anyway.
-  (child.stdout as unknown as { unref?: () => void }).unref?.();
-  (child.stderr as unknown as { unref?: () => void }).unref?.();
+  // It writes nothing before its command, so its unread pipes cannot fill while it waits.
+  holdOpen(child, false);
   standby = child;
 }
 
 /** Process id of the waiting standby, if any (for tests and diagnostics). */
 export function standbyPid(): number | undefined {
-  return standby && standby.connected && standby.exitCode === null ? standby.pid : undefined;
+  return usable(standby) ? standby.pid : undefined;
 }
 
 /** The standby with `args` sent to it, or undefined when there is none ready. */
 function takeStandby(args: string[]): ChildProcess | undefined {
   const child = standby;
   standby = undefined;
-  if (!child || !child.connected || child.exitCode !== null || child.signalCode !== null) return undefined;
+  if (!usable(child)) return undefined;
   try {
     child.send({ type: 'run', argv: args });
   } catch {
     child.kill('SIGKILL');
     return undefined;
   }
-  child.ref();
-  child.channel?.ref();
-  (child.stdout as unknown as { ref?: () => void }).ref?.();
-  (child.stderr as unknown as { ref?: () => void }).ref?.();
+  holdOpen(child, true);
   return child;
 }
 

@@ -35,6 +35,12 @@ const configKey = (storeConfig: unknown) => JSON.stringify(storeConfig ?? null);
 /** A save thread started ahead of time (prestartSaveThread), taken by the first AsyncSaver that needs one. */
 let spare: { worker: Worker; key: string } | null = null;
 
+function startThread(storeConfig: unknown): Worker {
+  const worker = new Worker(THREAD, { workerData: { storeConfig } });
+  worker.unref();
+  return worker;
+}
+
 /**
  * Starts a save thread before the first save needs it: loading the thread's code takes a few hundred
  * milliseconds, which the first save of a run would otherwise pay next to training. A worker's warm
@@ -42,8 +48,7 @@ let spare: { worker: Worker; key: string } | null = null;
  */
 export function prestartSaveThread(storeConfig?: unknown): void {
   if (spare) return;
-  const worker = new Worker(THREAD, { workerData: { storeConfig } });
-  worker.unref();
+  const worker = startThread(storeConfig);
   worker.on('error', () => {
     if (spare?.worker === worker) spare = null;
   });
@@ -130,8 +135,7 @@ export class AsyncSaver {
       spare = null;
       worker.removeAllListeners('error');
     } else {
-      worker = new Worker(THREAD, { workerData: { storeConfig: this.options.storeConfig } });
-      worker.unref();
+      worker = startThread(this.options.storeConfig);
     }
     worker.on('message', (msg: { id: number; files?: Record<string, FileRecord>; error?: { name: string; message: string } }) => {
       const waiter = this.pending.get(msg.id);

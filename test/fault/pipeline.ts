@@ -22,7 +22,6 @@
  * Usage: npm run fault:pipeline   (FAULT_SEED, FAULT_PIPELINE_PHASES=kill,restart,s3, the counts above)
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -39,7 +38,7 @@ import {
   type TemporalTestEnv,
   type TestWorker,
 } from '../helpers/temporal';
-import { pidAlive } from '../helpers/process';
+import { childPids, pidAlive } from '../helpers/process';
 import { envInt, report, Rng, SEED, type Goal } from './lib';
 
 const KILLS = envInt('FAULT_PIPELINE_KILLS', 10);
@@ -82,14 +81,6 @@ async function audit(dir: string, before: number[]): Promise<{ torn: number[]; l
   for (const step of steps) if (!(await verifyCheckpoint(store, step)).ok) torn.push(step);
   const lost = before.filter((s) => !steps.includes(s) || torn.includes(s));
   return { torn, lost };
-}
-
-function childPids(pid: number): number[] {
-  try {
-    return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).split('\n').filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
 }
 
 const aliveWorker = (w: TestWorker) => w.process.exitCode === null && w.process.signalCode === null;

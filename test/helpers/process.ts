@@ -1,4 +1,5 @@
 /** Small process helpers for tests. */
+import { execFileSync } from 'node:child_process';
 
 /** Whether a process with this pid exists (signal 0 checks without sending anything). */
 export function pidAlive(pid: number): boolean {
@@ -7,5 +8,14 @@ export function pidAlive(pid: number): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** Child processes of `pid` (e.g. the training child and the warm standby of a worker). */
+export function childPids(pid: number): number[] {
+  try {
+    return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).split('\n').filter(Boolean).map(Number);
+  } catch {
+    return []; // pgrep exits 1 when there is none
   }
 }

@@ -11,7 +11,6 @@
  * model.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { committedSteps, openStore } from '../../checkpoint';
@@ -26,7 +25,7 @@ import {
   type TemporalTestEnv,
   type TestWorker,
 } from '../helpers/temporal';
-import { pidAlive } from '../helpers/process';
+import { childPids, pidAlive } from '../helpers/process';
 
 const STEPS = 400;
 const SEGMENT = 300;
@@ -81,18 +80,6 @@ async function result(id: string, timeoutMs = 180_000): Promise<PipelineState> {
     },
     { timeoutMs, intervalMs: 500 },
   );
-}
-
-/** Child processes of `pid` (the training child of a worker). */
-function childPids(pid: number): number[] {
-  try {
-    return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
-      .split('\n')
-      .filter(Boolean)
-      .map(Number);
-  } catch {
-    return []; // pgrep exits 1 when there is none
-  }
 }
 
 /** The first segment's pending activity once it has reached KILL_FROM (see above). */
