@@ -128,12 +128,16 @@ function port(env: NodeJS.ProcessEnv, name: string): number | undefined {
 }
 
 export function loadTemporalSettings(env: NodeJS.ProcessEnv = process.env): TemporalSettings {
-  const overrides = Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined));
+  const overrides = Object.fromEntries(
+    Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined),
+  );
   let connect: ClientConnectConfig;
   try {
     connect = loadClientConnectConfig({ overrideEnvVars: overrides });
   } catch (err) {
-    throw new InvalidArgumentError(`Temporal connection settings: ${(err as Error).message}`, { field: 'TEMPORAL_*' });
+    throw new InvalidArgumentError(`Temporal connection settings: ${(err as Error).message}`, {
+      field: 'TEMPORAL_*',
+    });
   }
   connect.connectionOptions.address ??= 'localhost:7233';
   const duration = (name: string, fallback: string) => parseDuration(env[name] ?? fallback, name);
@@ -171,12 +175,20 @@ export const DEFAULT_SOURCES: Readonly<Record<string, string>> = {
   rl: 'chatrl_checkpoints',
 };
 
-export function parseSources(spec: string, base: Record<string, string> = { ...DEFAULT_SOURCES }): Record<string, string> {
+export function parseSources(
+  spec: string,
+  base: Record<string, string> = { ...DEFAULT_SOURCES },
+): Record<string, string> {
   const out = { ...base };
-  for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+  for (const part of spec
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     const eq = part.indexOf('=');
     if (eq <= 0) {
-      throw new InvalidArgumentError(`CKPT_SOURCES: "${part}" must look like name=directory`, { field: 'CKPT_SOURCES' });
+      throw new InvalidArgumentError(`CKPT_SOURCES: "${part}" must look like name=directory`, {
+        field: 'CKPT_SOURCES',
+      });
     }
     out[validateName(part.slice(0, eq), 'source')] = validateName(part.slice(eq + 1), 'source directory');
   }
@@ -189,7 +201,9 @@ const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000,
 export function parseDuration(text: string, field: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(text.trim());
   if (!m) {
-    throw new InvalidArgumentError(`${field}: "${text}" is not a duration (e.g. 90s, 30m, 1h, 2d)`, { field });
+    throw new InvalidArgumentError(`${field}: "${text}" is not a duration (e.g. 90s, 30m, 1h, 2d)`, {
+      field,
+    });
   }
   return Math.round(Number(m[1]) * UNITS[m[2] ?? 's']!);
 }
@@ -235,7 +249,9 @@ export function loadS3Config(env: NodeJS.ProcessEnv = process.env): S3Config {
   const endpoint = firstSet(env, 'CKPT_S3_ENDPOINT', 'AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL');
   if (endpoint !== undefined) {
     if (!/^https?:\/\/[^/]/i.test(endpoint)) {
-      throw new InvalidArgumentError(`CKPT_S3_ENDPOINT: "${endpoint}" must be an http(s) URL`, { field: 'CKPT_S3_ENDPOINT' });
+      throw new InvalidArgumentError(`CKPT_S3_ENDPOINT: "${endpoint}" must be an http(s) URL`, {
+        field: 'CKPT_S3_ENDPOINT',
+      });
     }
     config.endpoint = endpoint;
   }

@@ -57,7 +57,9 @@ const usable = (child: ChildProcess | undefined): child is ChildProcess =>
 
 /** Whether the child (its process, IPC channel and output pipes) keeps this process alive. */
 function holdOpen(child: ChildProcess, hold: boolean): void {
-  for (const handle of [child, child.channel, child.stdout, child.stderr] as Array<{ ref?(): void; unref?(): void } | null | undefined>) {
+  for (const handle of [child, child.channel, child.stdout, child.stderr] as Array<
+    { ref?(): void; unref?(): void } | null | undefined
+  >) {
     if (hold) handle?.ref?.();
     else handle?.unref?.();
   }
@@ -72,7 +74,10 @@ function childEnv(extra?: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
 /** Start the standby if there is none (a training worker calls this at start-up). */
 export function prewarmChild(): void {
   if (!warmChildEnabled() || usable(standby)) return;
-  const child = spawn(process.execPath, [BIN], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: childEnv({ CKPT_STANDBY: '1' }) });
+  const child = spawn(process.execPath, [BIN], {
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    env: childEnv({ CKPT_STANDBY: '1' }),
+  });
   child.on('error', () => undefined);
   child.once('exit', () => {
     if (standby === child) standby = undefined;
@@ -107,7 +112,11 @@ export function runCkpt(args: string[], options: ChildOptions = {}): Promise<Chi
     // A standby was started with the worker's environment: only a command without extra variables takes it.
     const warm = !options.env && warmChildEnabled() ? takeStandby(args) : undefined;
     const child =
-      warm ?? spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: childEnv(options.env) });
+      warm ??
+      spawn(process.execPath, [BIN, ...args], {
+        stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+        env: childEnv(options.env),
+      });
     // The next standby starts once this child is done, so its loading does not compete with this one's
     // training for the CPU.
     let stdout = '';

@@ -5,7 +5,11 @@ import type { TemporalSettings } from '../temporal.config';
 export async function connectClient(settings: TemporalSettings): Promise<Client> {
   const { address, tls, apiKey, metadata } = settings.connect.connectionOptions as {
     address?: string;
-    tls?: Parameters<typeof Connection.connect>[0] extends infer O ? (O extends { tls?: infer T } ? T : never) : never;
+    tls?: Parameters<typeof Connection.connect>[0] extends infer O
+      ? O extends { tls?: infer T }
+        ? T
+        : never
+      : never;
     apiKey?: string;
     metadata?: Record<string, string>;
   };

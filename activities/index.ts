@@ -24,7 +24,14 @@ import { emitActivityEvent, emitSegmentDone, forwardTrainingEvent } from './obse
 export { observeActivities, type ActivityEvent } from './observe';
 import { trainArgs } from './train-args';
 export { trainArgs };
-import type { CheckpointSummary, EvalSummary, PruneSummary, SegmentInput, SegmentProgress, SegmentResult } from './types';
+import type {
+  CheckpointSummary,
+  EvalSummary,
+  PruneSummary,
+  SegmentInput,
+  SegmentProgress,
+  SegmentResult,
+} from './types';
 
 export * from './types';
 import { trainRank } from './rank';
@@ -75,14 +82,20 @@ export async function trainSegment(input: SegmentInput): Promise<SegmentResult> 
         forwardTrainingEvent(input.dir, event);
         if (event.type === 'progress') progress = { step: event.step as number, loss: event.loss as number };
         if (event.type === 'saved') {
-          ctx.log.info('checkpoint committed', { dir: input.dir, step: event.step, seconds: event.seconds, bytes: event.bytes });
+          ctx.log.info('checkpoint committed', {
+            dir: input.dir,
+            step: event.step,
+            seconds: event.seconds,
+            bytes: event.bytes,
+          });
         }
         if (event.type === 'done') done = event;
       },
     },
   );
   if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
-  if (result.code !== 0 || !done) throw failureFromChild(`training ${input.dir} to step ${input.toStep}`, result);
+  if (result.code !== 0 || !done)
+    throw failureFromChild(`training ${input.dir} to step ${input.toStep}`, result);
   emitSegmentDone(input.dir, done);
   return segmentResult(done, activityInfo().attempt);
 }
@@ -101,12 +114,19 @@ function noopSegment(input: SegmentInput): SegmentResult {
 }
 
 /** Validation bits-per-byte of one checkpoint; writes eval_<step>.json beside it. */
-export async function evaluateCheckpoint(input: { dir: string; step: number; data?: string }): Promise<EvalSummary> {
+export async function evaluateCheckpoint(input: {
+  dir: string;
+  step: number;
+  data?: string;
+}): Promise<EvalSummary> {
   const ctx = Context.current();
   const args = ['eval', input.dir, '--step', String(input.step), '--json'];
   if (input.data) args.push('--data', input.data);
   const started = Date.now();
-  const result = await runCkpt(args, { signal: ctx.cancellationSignal, onTick: () => ctx.heartbeat({ step: input.step }) });
+  const result = await runCkpt(args, {
+    signal: ctx.cancellationSignal,
+    onTick: () => ctx.heartbeat({ step: input.step }),
+  });
   if (result.code !== 0) throw failureFromChild(`evaluating step ${input.step} of ${input.dir}`, result);
   const parsed = JSON.parse(result.stdout) as EvalSummary;
   emitActivityEvent({
@@ -149,14 +169,22 @@ export async function findLastStep(input: { dir: string }): Promise<number | nul
 
 export async function listCheckpoints(input: { dir: string }): Promise<CheckpointSummary[]> {
   try {
-    return (await listAll(input.dir)).map((c) => ({ step: c.step, committed: c.committed, bytes: c.bytes, metrics: c.metrics }));
+    return (await listAll(input.dir)).map((c) => ({
+      step: c.step,
+      committed: c.committed,
+      bytes: c.bytes,
+      metrics: c.metrics,
+    }));
   } catch (err) {
     throw toFailure(err);
   }
 }
 
 /** Check that a checkpoint builds (names, shapes, tokenizer, checksums) without keeping the model. */
-export async function validateCheckpoint(input: { dir: string; step: number }): Promise<{ step: number; parameters: number }> {
+export async function validateCheckpoint(input: {
+  dir: string;
+  step: number;
+}): Promise<{ step: number; parameters: number }> {
   try {
     const { model } = await buildModel(input.dir, input.step, { phase: 'eval' });
     const parameters = model.numParams();
@@ -167,7 +195,11 @@ export async function validateCheckpoint(input: { dir: string; step: number }): 
   }
 }
 
-export async function pruneCheckpoints(input: { dir: string; policy: RetentionPolicy; dryRun?: boolean }): Promise<PruneSummary> {
+export async function pruneCheckpoints(input: {
+  dir: string;
+  policy: RetentionPolicy;
+  dryRun?: boolean;
+}): Promise<PruneSummary> {
   try {
     const result = await prune(input.dir, input.policy, { dryRun: input.dryRun });
     return { keep: result.keep, remove: result.remove, deleted: result.deleted };
@@ -179,6 +211,12 @@ export async function pruneCheckpoints(input: { dir: string; policy: RetentionPo
 /** Activities that need a training slot (model compute). */
 export const trainActivities = { trainSegment, trainRank, evaluateCheckpoint, validateCheckpoint };
 /** Light activities for the control worker. */
-export const controlActivities = { stepsWithoutEval, findLargestModel, findLastStep, listCheckpoints, pruneCheckpoints };
+export const controlActivities = {
+  stepsWithoutEval,
+  findLargestModel,
+  findLastStep,
+  listCheckpoints,
+  pruneCheckpoints,
+};
 export type TrainActivities = typeof trainActivities;
 export type ControlActivities = typeof controlActivities;

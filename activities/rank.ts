@@ -22,7 +22,10 @@ let client: Promise<Client> | null = null;
 export async function trainRank(input: RankSegmentInput): Promise<SegmentResult> {
   const ctx = Context.current();
   let progress: SegmentProgress = { step: -1, loss: null };
-  const tick = setInterval(() => ctx.heartbeat({ ...progress, rank: input.rank, generation: input.generation }), 1000);
+  const tick = setInterval(
+    () => ctx.heartbeat({ ...progress, rank: input.rank, generation: input.generation }),
+    1000,
+  );
   try {
     const config = loadConfig();
     // Where the other ranks reach rank 0: this host's address as the other workers see it.
@@ -35,19 +38,39 @@ export async function trainRank(input: RankSegmentInput): Promise<SegmentResult>
         args: [{ generation: input.generation, rank: input.rank, address }],
       }),
       new Promise<never>((_, reject) =>
-        ctx.cancellationSignal.addEventListener('abort', () => reject(ctx.cancellationSignal.reason), { once: true }),
+        ctx.cancellationSignal.addEventListener('abort', () => reject(ctx.cancellationSignal.reason), {
+          once: true,
+        }),
       ),
     ]);
     const [masterAddr, masterPort] = rendezvous.master.split(':') as [string, string];
     let done: Record<string, unknown> | undefined;
     const result = await runCkpt(
-      ['train', '--dir', input.dir, '--steps', String(input.toStep), '--save-every', String(input.saveEvery), '--resume', '--reshard', '--progress-json', ...trainArgs(input.flags)],
+      [
+        'train',
+        '--dir',
+        input.dir,
+        '--steps',
+        String(input.toStep),
+        '--save-every',
+        String(input.saveEvery),
+        '--resume',
+        '--reshard',
+        '--progress-json',
+        ...trainArgs(input.flags),
+      ],
       {
-        env: { RANK: String(input.rank), WORLD_SIZE: String(input.worldSize), MASTER_ADDR: masterAddr, MASTER_PORT: masterPort },
+        env: {
+          RANK: String(input.rank),
+          WORLD_SIZE: String(input.worldSize),
+          MASTER_ADDR: masterAddr,
+          MASTER_PORT: masterPort,
+        },
         signal: ctx.cancellationSignal,
         onEvent: (event) => {
           forwardTrainingEvent(input.dir, event, input.rank);
-          if (event.type === 'progress') progress = { step: event.step as number, loss: event.loss as number };
+          if (event.type === 'progress')
+            progress = { step: event.step as number, loss: event.loss as number };
           if (event.type === 'done') done = event;
         },
       },
@@ -55,7 +78,9 @@ export async function trainRank(input: RankSegmentInput): Promise<SegmentResult>
     if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
     if (result.code !== 0 || !done) {
       const message = `rank ${input.rank}/${input.worldSize} (generation ${input.generation}) failed (${result.signal ?? `exit ${result.code}`}): ${result.stderrTail}`;
-      throw result.code === 2 ? ApplicationFailure.nonRetryable(message, 'InvalidArgumentError') : ApplicationFailure.retryable(message, 'RankFailed');
+      throw result.code === 2
+        ? ApplicationFailure.nonRetryable(message, 'InvalidArgumentError')
+        : ApplicationFailure.retryable(message, 'RankFailed');
     }
     emitSegmentDone(input.dir, done, input.rank);
     return segmentResult(done, activityInfo().attempt);
@@ -63,4 +88,3 @@ export async function trainRank(input: RankSegmentInput): Promise<SegmentResult>
     clearInterval(tick);
   }
 }
-

@@ -25,11 +25,17 @@ async function rank(): Promise<void> {
     }
     times.sort((a, b) => a - b);
     const median = times[Math.floor(times.length / 2)]!;
-    rows.push(`| ${mb} MiB | ${(times[0]! * 1000).toFixed(1)} | ${(median * 1000).toFixed(1)} | ${(times.at(-1)! * 1000).toFixed(1)} | ${(mb / median).toFixed(0)} |`);
+    rows.push(
+      `| ${mb} MiB | ${(times[0]! * 1000).toFixed(1)} | ${(median * 1000).toFixed(1)} | ${(times.at(-1)! * 1000).toFixed(1)} | ${(mb / median).toFixed(0)} |`,
+    );
   }
   if (group.rank === 0) {
     process.stdout.write(`all-reduce (sum, float32), W=${group.worldSize}, ${ROUNDS} rounds each, median\n`);
-    process.stdout.write('| buffer | min ms | median ms | max ms | MiB/s (median) |\n|---|---|---|---|---|\n' + rows.join('\n') + '\n');
+    process.stdout.write(
+      '| buffer | min ms | median ms | max ms | MiB/s (median) |\n|---|---|---|---|---|\n' +
+        rows.join('\n') +
+        '\n',
+    );
   }
   await group.close();
 }
@@ -41,10 +47,18 @@ async function main(): Promise<void> {
   const children = Array.from({ length: world }, (_, r) =>
     spawn(process.execPath, ['--import', 'tsx', __filename], {
       stdio: ['ignore', r === 0 ? 'inherit' : 'ignore', 'inherit'],
-      env: { ...process.env, RANK: String(r), WORLD_SIZE: String(world), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) },
+      env: {
+        ...process.env,
+        RANK: String(r),
+        WORLD_SIZE: String(world),
+        MASTER_ADDR: '127.0.0.1',
+        MASTER_PORT: String(port),
+      },
     }),
   );
-  const codes = await Promise.all(children.map((c) => new Promise<number>((res) => c.on('close', (code) => res(code ?? 1)))));
+  const codes = await Promise.all(
+    children.map((c) => new Promise<number>((res) => c.on('close', (code) => res(code ?? 1)))),
+  );
   process.exit(codes.some((c) => c !== 0) ? 1 : 0);
 }
 

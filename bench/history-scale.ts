@@ -29,10 +29,27 @@ function rssMiB(pid: number): number {
 
 test('history scale', { timeout: 7_200_000 }, async () => {
   env = await T.start();
-  const [control, trainer] = (await Promise.all([env.startWorker('control'), env.startWorker('train')])) as [TestWorker, TestWorker];
+  const [control, trainer] = (await Promise.all([env.startWorker('control'), env.startWorker('train')])) as [
+    TestWorker,
+    TestWorker,
+  ];
   const load0 = loadavg()[0]!;
   const t0 = Date.now();
-  const args = ['pipeline', 'start', '--root', join(env.dir, 'runs'), '--tag', 'noop', '--noop', '--steps', String(SEGMENTS), '--segment-steps', '1', '--save-every', '1'];
+  const args = [
+    'pipeline',
+    'start',
+    '--root',
+    join(env.dir, 'runs'),
+    '--tag',
+    'noop',
+    '--noop',
+    '--steps',
+    String(SEGMENTS),
+    '--segment-steps',
+    '1',
+    '--save-every',
+    '1',
+  ];
   if (PER_RUN) args.push('--segments-per-run', PER_RUN);
   const res = await env.ckpt(args);
   assert.equal(res.code, 0, res.stderr);
@@ -49,10 +66,17 @@ test('history scale', { timeout: 7_200_000 }, async () => {
         // between runs of the chain: the query lands on the next sample
       }
     }
-    samples.push({ s: (Date.now() - t0) / 1000, segment, control: rssMiB(control.pid), train: rssMiB(trainer.pid) });
+    samples.push({
+      s: (Date.now() - t0) / 1000,
+      segment,
+      control: rssMiB(control.pid),
+      train: rssMiB(trainer.pid),
+    });
     if (samples.length % 10 === 0) {
       const last = samples.at(-1)!;
-      process.stderr.write(`${last.s.toFixed(0)} s: segment ${last.segment}, control ${last.control.toFixed(0)} MiB, train ${last.train.toFixed(0)} MiB\n`);
+      process.stderr.write(
+        `${last.s.toFixed(0)} s: segment ${last.segment}, control ${last.control.toFixed(0)} MiB, train ${last.train.toFixed(0)} MiB\n`,
+      );
     }
     if (d.status.name !== 'RUNNING') break;
     await sleep(2000);
@@ -84,7 +108,7 @@ test('history scale', { timeout: 7_200_000 }, async () => {
       '',
       `## History scale (${new Date().toISOString().slice(0, 10)}, ${cpus().length} cores, load average ${load0.toFixed(1)} at the start, ${loadavg()[0]!.toFixed(1)} at the end)`,
       '',
-      `One pipeline of ${SEGMENTS} no-op segments (\`ckpt pipeline start --noop --steps ${SEGMENTS} --segment-steps 1\`${PER_RUN ? ` --segments-per-run ${PER_RUN}` : ''}), a control and a training worker: completed in ${seconds.toFixed(0)} s (${((SEGMENTS / seconds)).toFixed(1)} segments/s), state ${state.state}, step ${state.step}, runs counted by the workflow ${state.runs}.`,
+      `One pipeline of ${SEGMENTS} no-op segments (\`ckpt pipeline start --noop --steps ${SEGMENTS} --segment-steps 1\`${PER_RUN ? ` --segments-per-run ${PER_RUN}` : ''}), a control and a training worker: completed in ${seconds.toFixed(0)} s (${(SEGMENTS / seconds).toFixed(1)} segments/s), state ${state.state}, step ${state.step}, runs counted by the workflow ${state.runs}.`,
       '',
       '| measure | value | goal |',
       '|---|---|---|',

@@ -31,22 +31,54 @@ const stat = (xs: number[]) => {
 
 async function direct(tag: string, steps: number): Promise<number> {
   const t0 = Date.now();
-  const res = await env.ckpt(['train', '--root', join(env.dir, 'direct'), '--tag', tag, ...SMALL_MODEL, '--steps', String(steps), '--save-every', String(SAVE_EVERY)], {
-    timeoutMs: 1_800_000,
-  });
+  const res = await env.ckpt(
+    [
+      'train',
+      '--root',
+      join(env.dir, 'direct'),
+      '--tag',
+      tag,
+      ...SMALL_MODEL,
+      '--steps',
+      String(steps),
+      '--save-every',
+      String(SAVE_EVERY),
+    ],
+    {
+      timeoutMs: 1_800_000,
+    },
+  );
   assert.equal(res.code, 0, res.stderr);
   return (Date.now() - t0) / 1000;
 }
 
-async function pipeline(tag: string, steps: number, segment: number): Promise<{ seconds: number; state: PipelineState }> {
+async function pipeline(
+  tag: string,
+  steps: number,
+  segment: number,
+): Promise<{ seconds: number; state: PipelineState }> {
   const t0 = Date.now();
   const res = await env.ckpt([
-    'pipeline', 'start', '--root', join(env.dir, 'pipe'), '--tag', tag, ...SMALL_MODEL,
-    '--steps', String(steps), '--segment-steps', String(segment), '--save-every', String(SAVE_EVERY),
+    'pipeline',
+    'start',
+    '--root',
+    join(env.dir, 'pipe'),
+    '--tag',
+    tag,
+    ...SMALL_MODEL,
+    '--steps',
+    String(steps),
+    '--segment-steps',
+    String(segment),
+    '--save-every',
+    String(SAVE_EVERY),
   ]);
   assert.equal(res.code, 0, res.stderr);
   const handle = env.client.workflow.getHandle(res.stdout.trim());
-  await waitFor('the pipeline to close', async () => (await handle.describe()).status.name !== 'RUNNING', { timeoutMs: 1_800_000, intervalMs: 100 });
+  await waitFor('the pipeline to close', async () => (await handle.describe()).status.name !== 'RUNNING', {
+    timeoutMs: 1_800_000,
+    intervalMs: 100,
+  });
   const seconds = (Date.now() - t0) / 1000;
   return { seconds, state: (await handle.result()) as PipelineState };
 }
@@ -64,7 +96,9 @@ test('orchestration overhead', { timeout: 7_200_000 }, async () => {
   const stepsPerS = 300 / Math.max(0.1, b - a);
   const segment = Math.max(SAVE_EVERY, Math.round((SEGMENT_S * stepsPerS) / SAVE_EVERY) * SAVE_EVERY);
   const steps = segment * SEGMENTS;
-  process.stderr.write(`calibration: ${stepsPerS.toFixed(1)} steps/s → segments of ${segment} steps, ${steps} steps in all\n`);
+  process.stderr.write(
+    `calibration: ${stepsPerS.toFixed(1)} steps/s → segments of ${segment} steps, ${steps} steps in all\n`,
+  );
 
   const directS: number[] = [];
   const pipeS: number[] = [];
@@ -84,11 +118,17 @@ test('orchestration overhead', { timeout: 7_200_000 }, async () => {
         p = r.seconds;
       }
     }
-    assert.equal(finalModel(join(env.dir, 'pipe'), `p${round}`, steps), finalModel(join(env.dir, 'direct'), `d${round}`, steps), 'bitwise equal');
+    assert.equal(
+      finalModel(join(env.dir, 'pipe'), `p${round}`, steps),
+      finalModel(join(env.dir, 'direct'), `d${round}`, steps),
+      'bitwise equal',
+    );
     directS.push(d);
     pipeS.push(p);
     ratios.push(p / d);
-    process.stderr.write(`round ${round}: direct ${d.toFixed(1)} s, pipeline ${p.toFixed(1)} s, ratio ${(p / d).toFixed(3)}\n`);
+    process.stderr.write(
+      `round ${round}: direct ${d.toFixed(1)} s, pipeline ${p.toFixed(1)} s, ratio ${(p / d).toFixed(3)}\n`,
+    );
   }
   const fmt = (xs: number[], digits = 1) => {
     const s = stat(xs);
@@ -110,7 +150,7 @@ test('orchestration overhead', { timeout: 7_200_000 }, async () => {
       '',
       `Segment retries in the pipeline runs: ${retries}.`,
       '',
-      `Goal ≤ 1.05×: ${r.median <= 1.05 ? 'met' : 'MISSED'} (median ${r.median.toFixed(3)}×; per-segment overhead ${(((stat(pipeS).median - stat(directS).median) / SEGMENTS)).toFixed(2)} s).`,
+      `Goal ≤ 1.05×: ${r.median <= 1.05 ? 'met' : 'MISSED'} (median ${r.median.toFixed(3)}×; per-segment overhead ${((stat(pipeS).median - stat(directS).median) / SEGMENTS).toFixed(2)} s).`,
       '',
     ].join('\n'),
   );

@@ -5,9 +5,13 @@ import { configureS3 } from './s3-store';
 
 if (workerData?.storeConfig) configureS3(workerData.storeConfig as Parameters<typeof configureS3>[0]);
 
-parentPort!.on('message', (msg: { id: number; dir: string; step: number; data: SaveData; options: Record<string, unknown> }) => {
-  writeCheckpointFiles(msg.dir, msg.step, msg.data, msg.options).then(
-    (files) => parentPort!.postMessage({ id: msg.id, files }),
-    (err: Error) => parentPort!.postMessage({ id: msg.id, error: { name: err.name, message: err.message } }),
-  );
-});
+parentPort!.on(
+  'message',
+  (msg: { id: number; dir: string; step: number; data: SaveData; options: Record<string, unknown> }) => {
+    writeCheckpointFiles(msg.dir, msg.step, msg.data, msg.options).then(
+      (files) => parentPort!.postMessage({ id: msg.id, files }),
+      (err: Error) =>
+        parentPort!.postMessage({ id: msg.id, error: { name: err.name, message: err.message } }),
+    );
+  },
+);

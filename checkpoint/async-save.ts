@@ -7,7 +7,13 @@
  */
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
-import { commitCheckpoint, type SaveData, type SaveOptions, type SaveResult, writeCheckpointFiles } from './checkpoint';
+import {
+  commitCheckpoint,
+  type SaveData,
+  type SaveOptions,
+  type SaveResult,
+  writeCheckpointFiles,
+} from './checkpoint';
 import type { FileRecord } from './manifest';
 import type { NamedTensors, Tensor } from './tensors';
 
@@ -64,7 +70,10 @@ export class AsyncSaver {
   private inFlight: InFlight | null = null;
   private worker: Worker | null = null;
   private nextId = 0;
-  private readonly pending = new Map<number, { resolve: (files: Record<string, FileRecord>) => void; reject: (err: Error) => void }>();
+  private readonly pending = new Map<
+    number,
+    { resolve: (files: Record<string, FileRecord>) => void; reject: (err: Error) => void }
+  >();
 
   constructor(private readonly options: AsyncSaverOptions = {}) {}
 
@@ -115,7 +124,12 @@ export class AsyncSaver {
     }
   }
 
-  private writeFiles(dir: string, step: number, data: SaveData, options: SaveOptions): Promise<Record<string, FileRecord>> {
+  private writeFiles(
+    dir: string,
+    step: number,
+    data: SaveData,
+    options: SaveOptions,
+  ): Promise<Record<string, FileRecord>> {
     const writeOptions = { rank: options.rank, worldSize: options.worldSize, saveDtype: options.saveDtype };
     if (this.options.workerThread === false) return writeCheckpointFiles(dir, step, data, writeOptions);
     const worker = this.ensureWorker();
@@ -137,17 +151,24 @@ export class AsyncSaver {
     } else {
       worker = startThread(this.options.storeConfig);
     }
-    worker.on('message', (msg: { id: number; files?: Record<string, FileRecord>; error?: { name: string; message: string } }) => {
-      const waiter = this.pending.get(msg.id);
-      if (!waiter) return;
-      this.pending.delete(msg.id);
-      if (msg.files) waiter.resolve(msg.files);
-      else {
-        const err = new Error(msg.error?.message ?? 'async save failed');
-        err.name = msg.error?.name ?? 'Error';
-        waiter.reject(err);
-      }
-    });
+    worker.on(
+      'message',
+      (msg: {
+        id: number;
+        files?: Record<string, FileRecord>;
+        error?: { name: string; message: string };
+      }) => {
+        const waiter = this.pending.get(msg.id);
+        if (!waiter) return;
+        this.pending.delete(msg.id);
+        if (msg.files) waiter.resolve(msg.files);
+        else {
+          const err = new Error(msg.error?.message ?? 'async save failed');
+          err.name = msg.error?.name ?? 'Error';
+          waiter.reject(err);
+        }
+      },
+    );
     worker.on('error', (err) => {
       for (const waiter of this.pending.values()) waiter.reject(err);
       this.pending.clear();
@@ -162,9 +183,14 @@ export class AsyncSaver {
 function snapshotTensors(tensors: NamedTensors, transfer = false): NamedTensors {
   const out: NamedTensors = {};
   for (const [name, t] of Object.entries(tensors)) {
-    const whole = t.data.byteOffset === 0 && t.data.byteLength === t.data.buffer.byteLength && t.data.buffer instanceof ArrayBuffer;
+    const whole =
+      t.data.byteOffset === 0 &&
+      t.data.byteLength === t.data.buffer.byteLength &&
+      t.data.buffer instanceof ArrayBuffer;
     const data: ArrayBufferView =
-      transfer && whole ? t.data : new Uint8Array(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+      transfer && whole
+        ? t.data
+        : new Uint8Array(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
     out[name] = { dtype: t.dtype, shape: [...t.shape], data } satisfies Tensor;
   }
   return out;

@@ -7,9 +7,23 @@
  * or a whole new one. Load: every byte read is hashed and compared with the manifest.
  */
 import { createHash } from 'node:crypto';
-import { AlreadyCommittedError, IntegrityError, MissingFileError, NotCommittedError, WorldSizeMismatchError } from './errors';
+import {
+  AlreadyCommittedError,
+  IntegrityError,
+  MissingFileError,
+  NotCommittedError,
+  WorldSizeMismatchError,
+} from './errors';
 import { warn0 } from './log';
-import { FORMAT, FORMAT_VERSION, type FileRecord, type Manifest, type Meta, parseManifest, parseMeta } from './manifest';
+import {
+  FORMAT,
+  FORMAT_VERSION,
+  type FileRecord,
+  type Manifest,
+  type Meta,
+  parseManifest,
+  parseMeta,
+} from './manifest';
 import { applyMigrations } from './migrations';
 import { manifestFile, metaFile, modelFile, optimFile, validateRank, validateStep } from './names';
 import { type Location, openStore } from './location';
@@ -81,7 +95,12 @@ export async function writeCheckpointFiles(
   if (rank === 0) {
     if (data.model) {
       const model = convertModel(data.model, options.saveDtype ?? 'F32');
-      files[modelFile(step)] = await publish(store, step, modelFile(step), () => safetensorsChunks(model).chunks);
+      files[modelFile(step)] = await publish(
+        store,
+        step,
+        modelFile(step),
+        () => safetensorsChunks(model).chunks,
+      );
     }
     const meta = { ...data.meta, step, world_size: worldSize, format_version: FORMAT_VERSION };
     const metaBytes = Buffer.from(JSON.stringify(meta, null, 2) + '\n');
@@ -109,7 +128,8 @@ export async function commitCheckpoint(
   const rank = options.rank ?? 0;
   const worldSize = options.worldSize ?? 1;
   const coordinator =
-    options.coordinator ?? (worldSize === 1 ? soloCoordinator() : storeCoordinator(store, options.commitTimeoutMs));
+    options.coordinator ??
+    (worldSize === 1 ? soloCoordinator() : storeCoordinator(store, options.commitTimeoutMs));
   const gathered = await coordinator.gatherFileRecords(step, rank, worldSize, files);
   if (rank !== 0 || !gathered) return { step, files, committed: false };
 
@@ -124,7 +144,9 @@ export async function commitCheckpoint(
     committed_at: new Date().toISOString(),
   };
   try {
-    await store.put(manifestFile(step), Buffer.from(JSON.stringify(manifest, null, 2) + '\n'), { exclusive: true });
+    await store.put(manifestFile(step), Buffer.from(JSON.stringify(manifest, null, 2) + '\n'), {
+      exclusive: true,
+    });
   } catch (err) {
     if (err instanceof AlreadyExistsError) throw alreadyCommitted(store, step);
     throw err;
@@ -251,13 +273,20 @@ export async function readManifest(dir: Location, step: number): Promise<Manifes
   return parseManifest(await store.read(manifestFile(step)), step);
 }
 
-export async function loadCheckpoint(dir: Location, step: number, options: LoadOptions = {}): Promise<LoadedCheckpoint> {
+export async function loadCheckpoint(
+  dir: Location,
+  step: number,
+  options: LoadOptions = {},
+): Promise<LoadedCheckpoint> {
   const store = openStore(dir);
   const manifest = await readManifest(store, step);
   const rank = options.rank ?? 0;
   const verify = options.verify ?? true;
   if (options.worldSize !== undefined && options.worldSize !== manifest.world_size) {
-    throw new WorldSizeMismatchError(manifest.world_size, options.worldSize, { file: manifestFile(step), step });
+    throw new WorldSizeMismatchError(manifest.world_size, options.worldSize, {
+      file: manifestFile(step),
+      step,
+    });
   }
   validateRank(rank, options.worldSize ?? manifest.world_size);
 
@@ -276,7 +305,10 @@ export async function loadCheckpoint(dir: Location, step: number, options: LoadO
       modelFile(step),
       verify,
       async (name, t) => {
-        const tensor = convert && isFloat(t) && t.dtype !== 'F32' ? { dtype: 'F32' as const, shape: t.shape, data: toFloat32(t) } : t;
+        const tensor =
+          convert && isFloat(t) && t.dtype !== 'F32'
+            ? { dtype: 'F32' as const, shape: t.shape, data: toFloat32(t) }
+            : t;
         if (options.onModelTensor) await options.onModelTensor(name, tensor);
         else collected[name] = tensor;
       },
@@ -312,7 +344,12 @@ export async function loadCheckpoint(dir: Location, step: number, options: LoadO
   return { step, meta, manifest, model, optimizer, migrations };
 }
 
-async function readVerified(store: Store, manifest: Manifest, name: string, verify: boolean): Promise<Buffer> {
+async function readVerified(
+  store: Store,
+  manifest: Manifest,
+  name: string,
+  verify: boolean,
+): Promise<Buffer> {
   const record = manifest.files[name]!;
   const bytes = await readOrMissing(store, manifest.step, name);
   if (verify) {
@@ -325,10 +362,13 @@ async function readVerified(store: Store, manifest: Manifest, name: string, veri
 
 async function readOrMissing(store: Store, step: number, name: string): Promise<Buffer> {
   if (!(await store.exists(name))) {
-    throw new MissingFileError(`${name} is listed in ${manifestFile(step)} but missing from ${store.location}`, {
-      file: name,
-      step,
-    });
+    throw new MissingFileError(
+      `${name} is listed in ${manifestFile(step)} but missing from ${store.location}`,
+      {
+        file: name,
+        step,
+      },
+    );
   }
   return store.read(name);
 }
@@ -344,12 +384,16 @@ async function readTensors(
   const record = manifest.files[name]!;
   const entry = await store.stat(name);
   if (!entry) {
-    throw new MissingFileError(`${name} is listed in ${manifestFile(manifest.step)} but missing from ${store.location}`, {
-      file: name,
-      step: manifest.step,
-    });
+    throw new MissingFileError(
+      `${name} is listed in ${manifestFile(manifest.step)} but missing from ${store.location}`,
+      {
+        file: name,
+        step: manifest.step,
+      },
+    );
   }
-  if (verify && entry.bytes !== record.bytes) throw sizeMismatch(name, manifest.step, record.bytes, entry.bytes);
+  if (verify && entry.bytes !== record.bytes)
+    throw sizeMismatch(name, manifest.step, record.bytes, entry.bytes);
   // A store that reads into our buffers (local files) hands each big tensor over without a copy.
   const reader = await store.openReader?.(name);
   const pool = reader && transient ? new ChunkPool() : undefined;

@@ -75,7 +75,11 @@ export function storeCoordinator(store: Store, timeoutMs = 10 * 60_000, pollMs =
   };
 }
 
-async function readDone(store: Store, step: number, rank: number): Promise<Record<string, FileRecord> | null> {
+async function readDone(
+  store: Store,
+  step: number,
+  rank: number,
+): Promise<Record<string, FileRecord> | null> {
   const key = rankDoneFile(step, rank);
   if (!(await store.exists(key))) return null;
   let done: DoneRecord;

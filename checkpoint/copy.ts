@@ -38,7 +38,11 @@ export interface CopyResult {
   failed: Array<{ step: number; error: string }>;
 }
 
-export async function copyCheckpoints(src: Location, dst: Location, options: CopyOptions = {}): Promise<CopyResult> {
+export async function copyCheckpoints(
+  src: Location,
+  dst: Location,
+  options: CopyOptions = {},
+): Promise<CopyResult> {
   const from = openStore(src);
   const to = openStore(dst);
   if (from.location === to.location) {
@@ -100,7 +104,8 @@ async function copyStep(
   try {
     await to.put(manifestFile(step), manifestBytes, { exclusive: true });
   } catch (err) {
-    if (err instanceof AlreadyExistsError) return `committed in ${to.location} by another writer during the copy`;
+    if (err instanceof AlreadyExistsError)
+      return `committed in ${to.location} by another writer during the copy`;
     throw err;
   }
   await copyEval(from, to, step);
@@ -118,10 +123,13 @@ async function copyFile(
 ): Promise<'ok' | 'committed'> {
   const entry = await from.stat(file);
   if (!entry) {
-    throw new MissingFileError(`${file} is listed in ${manifestFile(step)} but missing from ${from.location}`, {
-      file,
-      step,
-    });
+    throw new MissingFileError(
+      `${file} is listed in ${manifestFile(step)} but missing from ${from.location}`,
+      {
+        file,
+        step,
+      },
+    );
   }
   if (entry.bytes !== record.bytes) throw sizeMismatch(file, step, record.bytes, entry.bytes);
   try {
@@ -135,7 +143,10 @@ async function copyFile(
   const existing = await hashStream(to.stream(file));
   if (existing.sha256 === record.sha256 && existing.bytes === record.bytes) return 'ok';
   if (await to.exists(manifestFile(step))) return 'committed';
-  warn0(`replacing ${file} in ${to.location}: left by an earlier attempt that never committed`, { file, step });
+  warn0(`replacing ${file} in ${to.location}: left by an earlier attempt that never committed`, {
+    file,
+    step,
+  });
   await to.put(file, verified(from, file, step, record, report));
   return 'ok';
 }

@@ -34,7 +34,11 @@ export async function listCheckpoints(dir: Location, options: ListOptions = {}):
   const bySteps = new Map<number, CheckpointInfo>();
   for (const entry of await store.list()) {
     const parsed = parseFileName(entry.key);
-    if (!parsed || parsed.step === undefined || !['model', 'optim', 'meta', 'manifest', 'eval'].includes(parsed.kind)) {
+    if (
+      !parsed ||
+      parsed.step === undefined ||
+      !['model', 'optim', 'meta', 'manifest', 'eval'].includes(parsed.kind)
+    ) {
       continue;
     }
     let info = bySteps.get(parsed.step);
@@ -93,7 +97,9 @@ export interface FindLastStepOptions {
  */
 export async function findLastStep(dir: Location, options: FindLastStepOptions = {}): Promise<number> {
   const store = openStore(dir);
-  const steps = (await committedSteps(store)).filter((s) => options.atMost === undefined || s <= options.atMost);
+  const steps = (await committedSteps(store)).filter(
+    (s) => options.atMost === undefined || s <= options.atMost,
+  );
   for (let i = steps.length - 1; i >= 0; i--) {
     const step = steps[i]!;
     if (options.verify === false) return step;
@@ -145,4 +151,3 @@ export async function findLargestModel(checkpointsDir: Location): Promise<string
   if (byDepth.length > 0) return byDepth[0]!.tag;
   return candidates.sort((a, b) => b.mtimeMs - a.mtimeMs)[0]!.tag;
 }
-

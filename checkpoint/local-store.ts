@@ -34,9 +34,12 @@ export class LocalStore implements Store {
   private path(key: string): string {
     if (key === '') return this.location;
     if (key.startsWith('/') || key.split('/').some((part) => part === '..' || part === '.' || part === '')) {
-      throw new InvalidArgumentError(`store key "${key}" must be a relative path without "." or ".." segments`, {
-        field: 'key',
-      });
+      throw new InvalidArgumentError(
+        `store key "${key}" must be a relative path without "." or ".." segments`,
+        {
+          field: 'key',
+        },
+      );
     }
     const full = join(this.location, ...key.split('/'));
     if (full !== this.location && !full.startsWith(this.location + sep)) {
@@ -51,7 +54,10 @@ export class LocalStore implements Store {
     await fs.mkdir(dir, { recursive: true }).catch((err) => {
       throw storeError(err, `cannot create directory ${dir}`, key);
     });
-    const temp = join(dir, `${TEMP_PREFIX}${key.split('/').pop()}.${process.pid}.${randomBytes(4).toString('hex')}`);
+    const temp = join(
+      dir,
+      `${TEMP_PREFIX}${key.split('/').pop()}.${process.pid}.${randomBytes(4).toString('hex')}`,
+    );
     const hash = createHash('sha256');
     let bytes = 0;
     let handle: fs.FileHandle | undefined;
@@ -261,7 +267,16 @@ async function* toAsync(source: ByteSource): AsyncIterable<Uint8Array> {
   yield* source as AsyncIterable<Uint8Array>;
 }
 
-const TRANSIENT_FS_CODES = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EAGAIN', 'EBUSY', 'ESTALE', 'ETIMEDOUT', 'EINTR']);
+const TRANSIENT_FS_CODES = new Set([
+  'ENOSPC',
+  'EDQUOT',
+  'EIO',
+  'EAGAIN',
+  'EBUSY',
+  'ESTALE',
+  'ETIMEDOUT',
+  'EINTR',
+]);
 
 function storeError(err: unknown, message: string, key: string): StoreError {
   if (err instanceof StoreError) return err;

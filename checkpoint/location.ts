@@ -18,14 +18,17 @@ export function registerStoreScheme(scheme: string, factory: StoreFactory): void
 
 export function openStore(location: Location): Store {
   if (typeof location !== 'string') return location;
-  if (location.length === 0) throw new InvalidArgumentError('checkpoint location must not be empty', { field: 'dir' });
+  if (location.length === 0)
+    throw new InvalidArgumentError('checkpoint location must not be empty', { field: 'dir' });
   const m = /^([a-z][a-z0-9+.-]*):\/\//i.exec(location);
   if (!m) return new LocalStore(location);
   const scheme = m[1]!.toLowerCase();
   if (scheme === 'file') return new LocalStore(location.slice('file://'.length));
   const factory = schemes.get(scheme);
   if (!factory) {
-    throw new InvalidArgumentError(`no store is registered for ${scheme}:// locations (${location})`, { field: 'dir' });
+    throw new InvalidArgumentError(`no store is registered for ${scheme}:// locations (${location})`, {
+      field: 'dir',
+    });
   }
   return factory(location);
 }

@@ -16,17 +16,37 @@ export interface LogOptions {
   textFields?: boolean;
 }
 
-const LEVELS: Record<number, string> = { 10: 'trace', 20: 'debug', 30: '', 40: 'warning', 50: 'error', 60: 'fatal' };
+const LEVELS: Record<number, string> = {
+  10: 'trace',
+  20: 'debug',
+  30: '',
+  40: 'warning',
+  50: 'error',
+  60: 'fatal',
+};
 
 /** Fields a person reading text lines does not need (the JSON format keeps them). */
-const QUIET_FIELDS = new Set(['level', 'time', 'msg', 'rank', 'taskToken', 'isLocal', 'namespace', 'workflowRunId', 'activityId']);
+const QUIET_FIELDS = new Set([
+  'level',
+  'time',
+  'msg',
+  'rank',
+  'taskToken',
+  'isLocal',
+  'namespace',
+  'workflowRunId',
+  'activityId',
+]);
 
 /** ` key=value` for the fields of a record; an error shows as its message. */
 function fieldsText(rec: Record<string, unknown>): string {
   let text = '';
   for (const [key, raw] of Object.entries(rec)) {
     if (QUIET_FIELDS.has(key) || raw === undefined) continue;
-    const value = raw !== null && typeof raw === 'object' && typeof (raw as { message?: unknown }).message === 'string' ? (raw as { message: string }).message : raw;
+    const value =
+      raw !== null && typeof raw === 'object' && typeof (raw as { message?: unknown }).message === 'string'
+        ? (raw as { message: string }).message
+        : raw;
     const plain = typeof value === 'string' && /^[^\s"=]+$/.test(value);
     text += ` ${key}=${plain ? value : JSON.stringify(value)}`;
   }
@@ -43,7 +63,9 @@ function textDestination(out: NodeJS.WritableStream, withFields = false): pino.D
         const fields = withFields ? fieldsText(rec as unknown as Record<string, unknown>) : '';
         // One line per record: a message of several lines (a bundler report) is joined with " | ".
         const msg = withFields ? String(rec.msg).replace(/\s*\n\s*/g, ' | ') : rec.msg;
-        out.write(`ckpt: ${level ? level + ': ' : ''}${msg}${rec.rank !== undefined ? ` [rank ${rec.rank}]` : ''}${fields}\n`);
+        out.write(
+          `ckpt: ${level ? level + ': ' : ''}${msg}${rec.rank !== undefined ? ` [rank ${rec.rank}]` : ''}${fields}\n`,
+        );
       } catch {
         out.write(line);
       }
@@ -102,7 +124,12 @@ export function currentRank(rank?: number): number {
 type Level = 'info' | 'warn' | 'error' | 'debug';
 
 /** Log only on rank 0 (or on every rank, tagged, in debug mode). */
-export function log0(message: string, fields: Record<string, unknown> = {}, level: Level = 'info', rank?: number): void {
+export function log0(
+  message: string,
+  fields: Record<string, unknown> = {},
+  level: Level = 'info',
+  rank?: number,
+): void {
   const r = currentRank(rank);
   if (r !== 0 && !allRanks) return;
   logger[level](allRanks ? { rank: r, ...fields } : fields, message);
@@ -114,7 +141,12 @@ export function warn0(message: string, fields: Record<string, unknown> = {}, ran
 
 const onceKeys = new Set<string>();
 /** Log a message once per process (e.g. a migration patch applied to every checkpoint loaded). */
-export function logOnce(key: string, message: string, fields: Record<string, unknown> = {}, rank?: number): void {
+export function logOnce(
+  key: string,
+  message: string,
+  fields: Record<string, unknown> = {},
+  rank?: number,
+): void {
   if (onceKeys.has(key)) return;
   onceKeys.add(key);
   log0(message, fields, 'info', rank);

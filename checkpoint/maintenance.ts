@@ -63,10 +63,12 @@ export async function garbageCollect(dir: Location, options: GcOptions = {}): Pr
     if (!p) continue;
     let why: string | null = null;
     if (p.kind === 'temp') why = 'temp file of an unfinished write';
-    else if (p.kind === 'rank-done' && !committed.has(p.step!)) why = 'rank record of a save that never committed';
+    else if (p.kind === 'rank-done' && !committed.has(p.step!))
+      why = 'rank record of a save that never committed';
     else if (p.kind === 'rank-done') why = 'rank record of a committed save';
     else if (p.kind === 'lease' && expiredLeases.has(e.key)) why = 'expired lease';
-    else if (p.kind !== 'lease' && p.step !== undefined && !committed.has(p.step)) why = `step ${p.step} has no manifest`;
+    else if (p.kind !== 'lease' && p.step !== undefined && !committed.has(p.step))
+      why = `step ${p.step} has no manifest`;
     if (!why) continue;
     if (p.kind !== 'lease' && now - e.mtimeMs < graceMs) {
       result.keptYoung.push(e.key);
@@ -76,7 +78,9 @@ export async function garbageCollect(dir: Location, options: GcOptions = {}): Pr
     result.removed.push({ file: e.key, why, bytes: e.bytes });
   }
   if (result.removed.length > 0) {
-    log0(`${options.dryRun ? 'would remove' : 'removed'} ${result.removed.length} orphan file(s) in ${store.location}`);
+    log0(
+      `${options.dryRun ? 'would remove' : 'removed'} ${result.removed.length} orphan file(s) in ${store.location}`,
+    );
   }
   return result;
 }

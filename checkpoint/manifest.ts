@@ -45,14 +45,23 @@ function parseJsonObject(buf: Buffer | string, file: string, step?: number): Rec
   return value as Record<string, unknown>;
 }
 
-function requireInt(obj: Record<string, unknown>, field: string, file: string, min: number, step?: number): number {
+function requireInt(
+  obj: Record<string, unknown>,
+  field: string,
+  file: string,
+  min: number,
+  step?: number,
+): number {
   const v = obj[field];
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
-    throw new SchemaError(`${file}: field "${field}" must be an integer >= ${min}, got ${JSON.stringify(v)}`, {
-      file,
-      field,
-      step,
-    });
+    throw new SchemaError(
+      `${file}: field "${field}" must be an integer >= ${min}, got ${JSON.stringify(v)}`,
+      {
+        file,
+        field,
+        step,
+      },
+    );
   }
   return v;
 }
@@ -143,7 +152,11 @@ export function parseMeta(buf: Buffer | string, step: number): Meta {
   requireInt(obj, 'format_version', file, 1, step);
   const config = obj.model_config;
   if (config !== undefined && (config === null || typeof config !== 'object' || Array.isArray(config))) {
-    throw new SchemaError(`${file}: field "model_config" must be an object`, { file, field: 'model_config', step });
+    throw new SchemaError(`${file}: field "model_config" must be an object`, {
+      file,
+      field: 'model_config',
+      step,
+    });
   }
   return obj as Meta;
 }

@@ -22,7 +22,8 @@ export interface Migration {
 const registry: Migration[] = [];
 
 export function registerMigration(migration: Migration): void {
-  if (registry.some((m) => m.id === migration.id)) throw new Error(`migration ${migration.id} is already registered`);
+  if (registry.some((m) => m.id === migration.id))
+    throw new Error(`migration ${migration.id} is already registered`);
   registry.push(migration);
 }
 
@@ -57,10 +58,13 @@ function withConfig(meta: Meta, patch: Record<string, unknown>): Meta {
 function nLayer(meta: Meta): number {
   const n = meta.model_config?.n_layer;
   if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) {
-    throw new SchemaError(`meta of step ${meta.step}: model_config.n_layer must be a positive integer to patch tensors`, {
-      field: 'model_config.n_layer',
-      step: meta.step,
-    });
+    throw new SchemaError(
+      `meta of step ${meta.step}: model_config.n_layer must be a positive integer to patch tensors`,
+      {
+        field: 'model_config.n_layer',
+        step: meta.step,
+      },
+    );
   }
   return n;
 }
@@ -74,7 +78,9 @@ registerMigration({
   id: 'window-pattern-default',
   description: 'model_config.window_pattern was missing; set to "L" (full attention in every layer)',
   patchMeta: (meta) =>
-    meta.model_config && meta.model_config.window_pattern === undefined ? withConfig(meta, { window_pattern: 'L' }) : null,
+    meta.model_config && meta.model_config.window_pattern === undefined
+      ? withConfig(meta, { window_pattern: 'L' })
+      : null,
 });
 
 // Before grouped-query attention, every head had its own keys and values.
@@ -82,7 +88,9 @@ registerMigration({
   id: 'n-kv-head-default',
   description: 'model_config.n_kv_head was missing; set to n_head (no grouped-query attention)',
   patchMeta: (meta) =>
-    meta.model_config && meta.model_config.n_kv_head === undefined && typeof meta.model_config.n_head === 'number'
+    meta.model_config &&
+    meta.model_config.n_kv_head === undefined &&
+    typeof meta.model_config.n_head === 'number'
       ? withConfig(meta, { n_kv_head: meta.model_config.n_head })
       : null,
 });
@@ -100,9 +108,12 @@ registerMigration({
       }
       if (bare === name) continue;
       if (Object.hasOwn(tensors, bare)) {
-        throw new SchemaError(`tensor "${name}" and "${bare}" are both present: the prefix cannot be stripped`, {
-          tensor: name,
-        });
+        throw new SchemaError(
+          `tensor "${name}" and "${bare}" are both present: the prefix cannot be stripped`,
+          {
+            tensor: name,
+          },
+        );
       }
       tensors[bare] = tensors[name]!;
       delete tensors[name];

@@ -36,15 +36,7 @@ export const RETENTION_LOG = 'retention_log.jsonl';
 export const TEMP_PREFIX = '.tmp-';
 
 export type FileKind =
-  | 'model'
-  | 'optim'
-  | 'meta'
-  | 'manifest'
-  | 'eval'
-  | 'lease'
-  | 'rank-done'
-  | 'temp'
-  | 'retention-log';
+  'model' | 'optim' | 'meta' | 'manifest' | 'eval' | 'lease' | 'rank-done' | 'temp' | 'retention-log';
 
 export interface ParsedName {
   kind: FileKind;
@@ -85,12 +77,17 @@ export function validateName(value: string, field: string): string {
     throw new InvalidArgumentError(`${field} must be a non-empty name`, { field });
   }
   if (value === '.' || value === '..' || value.includes('..')) {
-    throw new InvalidArgumentError(`${field} "${value}" must not contain "..": names cannot leave their directory`, {
-      field,
-    });
+    throw new InvalidArgumentError(
+      `${field} "${value}" must not contain "..": names cannot leave their directory`,
+      {
+        field,
+      },
+    );
   }
   if (value.includes('/') || value.includes('\\') || value.includes('\0')) {
-    throw new InvalidArgumentError(`${field} "${value}" must be a single name without path separators`, { field });
+    throw new InvalidArgumentError(`${field} "${value}" must be a single name without path separators`, {
+      field,
+    });
   }
   if (!NAME_RE.test(value)) {
     throw new InvalidArgumentError(
@@ -106,18 +103,27 @@ export function validateStep(value: unknown, field = 'step'): number {
   let n: number;
   if (typeof value === 'number') n = value;
   else if (typeof value === 'string' && /^\d+$/.test(value.trim())) n = Number(value.trim());
-  else throw new InvalidArgumentError(`${field} must be a non-negative integer, got ${JSON.stringify(value)}`, { field });
+  else
+    throw new InvalidArgumentError(`${field} must be a non-negative integer, got ${JSON.stringify(value)}`, {
+      field,
+    });
   if (!Number.isSafeInteger(n) || n < 0) {
-    throw new InvalidArgumentError(`${field} must be a non-negative integer, got ${JSON.stringify(value)}`, { field });
+    throw new InvalidArgumentError(`${field} must be a non-negative integer, got ${JSON.stringify(value)}`, {
+      field,
+    });
   }
   return n;
 }
 
 export function validateRank(rank: number, worldSize: number): void {
   if (!Number.isSafeInteger(worldSize) || worldSize < 1) {
-    throw new InvalidArgumentError(`worldSize must be a positive integer, got ${worldSize}`, { field: 'worldSize' });
+    throw new InvalidArgumentError(`worldSize must be a positive integer, got ${worldSize}`, {
+      field: 'worldSize',
+    });
   }
   if (!Number.isSafeInteger(rank) || rank < 0 || rank >= worldSize) {
-    throw new InvalidArgumentError(`rank must be an integer in [0, ${worldSize}), got ${rank}`, { field: 'rank' });
+    throw new InvalidArgumentError(`rank must be an integer in [0, ${worldSize}), got ${rank}`, {
+      field: 'rank',
+    });
   }
 }

@@ -14,7 +14,13 @@ import { type Location, openStore } from './location';
 import { deleteCheckpoint } from './maintenance';
 import { metaFile, RETENTION_LOG } from './names';
 import type { Store } from './store';
-import { planRetention, type RetentionCandidate, type RetentionPlan, type RetentionPolicy, validatePolicy } from './retention';
+import {
+  planRetention,
+  type RetentionCandidate,
+  type RetentionPlan,
+  type RetentionPolicy,
+  validatePolicy,
+} from './retention';
 import { verifyCheckpoint } from './verify';
 
 export interface PruneOptions {
@@ -27,7 +33,11 @@ export interface PruneResult extends RetentionPlan {
   deleted: number[];
 }
 
-export async function pruneCheckpoints(dir: Location, policy: RetentionPolicy, options: PruneOptions = {}): Promise<PruneResult> {
+export async function pruneCheckpoints(
+  dir: Location,
+  policy: RetentionPolicy,
+  options: PruneOptions = {},
+): Promise<PruneResult> {
   const store = openStore(dir);
   const valid = validatePolicy(policy);
   const infos = (await listCheckpoints(store)).filter((i) => i.committed);
@@ -111,7 +121,8 @@ export async function readRetentionLog(dir: Location): Promise<RetentionLogEntry
   lines.forEach((line, i) => {
     if (line.trim() === '') return;
     const entry = parseLogLine(line);
-    if (typeof entry === 'string') warn0(`${RETENTION_LOG} line ${i + 1} skipped: ${entry}`, { file: RETENTION_LOG });
+    if (typeof entry === 'string')
+      warn0(`${RETENTION_LOG} line ${i + 1} skipped: ${entry}`, { file: RETENTION_LOG });
     else entries.push(entry);
   });
   return entries;
@@ -126,7 +137,8 @@ function parseLogLine(line: string): RetentionLogEntry | string {
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return 'not a JSON object';
   const o = v as Record<string, unknown>;
-  if (typeof o.step !== 'number' || !Number.isSafeInteger(o.step) || o.step < 0) return 'step must be a non-negative integer';
+  if (typeof o.step !== 'number' || !Number.isSafeInteger(o.step) || o.step < 0)
+    return 'step must be a non-negative integer';
   if (typeof o.why !== 'string') return 'why must be a string';
   if (typeof o.time !== 'string' || !Number.isFinite(Date.parse(o.time))) return 'time must be an ISO date';
   if (typeof o.policy !== 'object' || o.policy === null) return 'policy must be an object';
@@ -136,9 +148,12 @@ function parseLogLine(line: string): RetentionLogEntry | string {
 /** The step's loss_history from its meta, or undefined when the meta is unreadable (pruning goes on). */
 async function lossHistory(store: Store, step: number): Promise<Array<[number, number]> | undefined> {
   try {
-    const meta = JSON.parse((await store.read(metaFile(step))).toString('utf8')) as { loss_history?: unknown };
+    const meta = JSON.parse((await store.read(metaFile(step))).toString('utf8')) as {
+      loss_history?: unknown;
+    };
     const h = meta.loss_history;
-    return Array.isArray(h) && h.every((p) => Array.isArray(p) && p.length === 2 && p.every((x) => typeof x === 'number'))
+    return Array.isArray(h) &&
+      h.every((p) => Array.isArray(p) && p.length === 2 && p.every((x) => typeof x === 'number'))
       ? (h as Array<[number, number]>)
       : undefined;
   } catch (err) {

@@ -78,7 +78,9 @@ export function resolveTuning(options: S3StoreOptions): S3Tuning {
   const positive = (value: number | undefined, fallback: number, field: string, min = 1): number => {
     const v = value ?? fallback;
     if (!Number.isSafeInteger(v) || v < min) {
-      throw new InvalidArgumentError(`S3 option ${field} must be an integer >= ${min}, got ${value}`, { field });
+      throw new InvalidArgumentError(`S3 option ${field} must be an integer >= ${min}, got ${value}`, {
+        field,
+      });
     }
     return v;
   };
@@ -121,7 +123,9 @@ function defaultRegion(): Promise<string> {
 export function createClient(options: S3StoreOptions): S3Client {
   if (options.client) return options.client;
   if (options.endpoint !== undefined && !/^https?:\/\/[^/]/i.test(options.endpoint)) {
-    throw new InvalidArgumentError(`S3 endpoint must be an http(s) URL, got "${options.endpoint}"`, { field: 'endpoint' });
+    throw new InvalidArgumentError(`S3 endpoint must be an http(s) URL, got "${options.endpoint}"`, {
+      field: 'endpoint',
+    });
   }
   const config: S3ClientConfig = {
     region: options.region ?? defaultRegion,
@@ -166,9 +170,12 @@ export function parseS3Location(url: string): S3Location {
 /** Keys follow LocalStore's rules so a layout that works on disk works on S3 and back. */
 export function validateKey(key: string): string {
   if (key.startsWith('/') || key.split('/').some((part) => part === '..' || part === '.' || part === '')) {
-    throw new InvalidArgumentError(`store key "${key}" must be a relative path without "." or ".." segments`, {
-      field: 'key',
-    });
+    throw new InvalidArgumentError(
+      `store key "${key}" must be a relative path without "." or ".." segments`,
+      {
+        field: 'key',
+      },
+    );
   }
   return key;
 }
@@ -199,14 +206,22 @@ export function isNotFound(err: unknown): boolean {
 export function isConditionFailed(err: unknown): boolean {
   const name = errorName(err);
   const status = httpStatus(err);
-  return status === 412 || name === 'PreconditionFailed' || status === 409 || name === 'ConditionalRequestConflict';
+  return (
+    status === 412 || name === 'PreconditionFailed' || status === 409 || name === 'ConditionalRequestConflict'
+  );
 }
 
 export function isInvalidRange(err: unknown): boolean {
   return httpStatus(err) === 416 || errorName(err) === 'InvalidRange';
 }
 
-const ACCESS = new Set(['AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken', 'Forbidden']);
+const ACCESS = new Set([
+  'AccessDenied',
+  'InvalidAccessKeyId',
+  'SignatureDoesNotMatch',
+  'ExpiredToken',
+  'Forbidden',
+]);
 
 /** Node network error codes and S3 error names that describe a failure that may pass on a retry. */
 const TRANSIENT_CODES = new Set([

@@ -133,7 +133,12 @@ export class S3Store implements Store {
     }
   }
 
-  private async get(key: string, range: string | undefined, action: string, ifMatch?: string): Promise<Buffer> {
+  private async get(
+    key: string,
+    range: string | undefined,
+    action: string,
+    ifMatch?: string,
+  ): Promise<Buffer> {
     return Buffer.concat(await this.getChunks(key, range, action, ifMatch));
   }
 
@@ -142,17 +147,29 @@ export class S3Store implements Store {
    * saves collecting every range into a fresh buffer and copying it again (measured in bench/s3.ts: those
    * copies made 512 MiB of ranged reads cost about 1 s more CPU than one streamed GET).
    */
-  private async getChunks(key: string, range: string | undefined, action: string, ifMatch?: string): Promise<Uint8Array[]> {
+  private async getChunks(
+    key: string,
+    range: string | undefined,
+    action: string,
+    ifMatch?: string,
+  ): Promise<Uint8Array[]> {
     const { GetObjectCommand } = sdk();
     try {
       const res = await this.#conn.client.send(
-        new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), Range: range, IfMatch: ifMatch }),
+        new GetObjectCommand({
+          Bucket: this.bucket,
+          Key: this.objectKey(key),
+          Range: range,
+          IfMatch: ifMatch,
+        }),
       );
       const chunks: Uint8Array[] = [];
-      if (res.Body) for await (const chunk of res.Body as unknown as AsyncIterable<Uint8Array>) chunks.push(chunk);
+      if (res.Body)
+        for await (const chunk of res.Body as unknown as AsyncIterable<Uint8Array>) chunks.push(chunk);
       return chunks;
     } catch (err) {
-      if (isInvalidRange(err)) throw new StoreError(`${this.url(key)}: range past the end`, { file: key, code: 'InvalidRange' });
+      if (isInvalidRange(err))
+        throw new StoreError(`${this.url(key)}: range past the end`, { file: key, code: 'InvalidRange' });
       if (ifMatch !== undefined && httpStatus(err) === 412) throw this.replaced(key, err);
       if (isNotFound(err)) throw this.missing(key, err);
       throw this.fail(err, action, key);
@@ -168,7 +185,11 @@ export class S3Store implements Store {
   }
 
   private missing(key: string, cause?: unknown): StoreError {
-    return new StoreError(`cannot read ${this.url(key)}: no such object`, { file: key, code: 'NoSuchKey', cause });
+    return new StoreError(`cannot read ${this.url(key)}: no such object`, {
+      file: key,
+      code: 'NoSuchKey',
+      cause,
+    });
   }
 
   async *stream(key: string, offset = 0): AsyncIterable<Uint8Array> {
@@ -235,7 +256,9 @@ export class S3Store implements Store {
   private async head(key: string): Promise<{ bytes: number; mtimeMs: number; etag?: string } | null> {
     const { HeadObjectCommand } = sdk();
     try {
-      const res = await this.#conn.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }));
+      const res = await this.#conn.client.send(
+        new HeadObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }),
+      );
       return { bytes: res.ContentLength ?? 0, mtimeMs: res.LastModified?.getTime() ?? 0, etag: res.ETag };
     } catch (err) {
       // HEAD has no body, so a missing bucket is a bare 404 too: that reads as "no such object" here and
@@ -262,7 +285,11 @@ export class S3Store implements Store {
       for (const obj of page.Contents ?? []) {
         // Keys ending in '/' are "directory" markers some tools create: not files.
         if (!obj.Key || obj.Key.endsWith('/') || obj.Key === dir) continue;
-        out.push({ key: obj.Key.slice(rootLength), bytes: obj.Size ?? 0, mtimeMs: obj.LastModified?.getTime() ?? 0 });
+        out.push({
+          key: obj.Key.slice(rootLength),
+          bytes: obj.Size ?? 0,
+          mtimeMs: obj.LastModified?.getTime() ?? 0,
+        });
       }
     });
     return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
@@ -291,7 +318,12 @@ export class S3Store implements Store {
     try {
       do {
         const page = await this.#conn.client.send(
-          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: dir || undefined, Delimiter: '/', ContinuationToken: token }),
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: dir || undefined,
+            Delimiter: '/',
+            ContinuationToken: token,
+          }),
         );
         onPage(page);
         token = page.IsTruncated ? page.NextContinuationToken : undefined;
@@ -304,7 +336,9 @@ export class S3Store implements Store {
   async delete(key: string): Promise<void> {
     const { DeleteObjectCommand } = sdk();
     try {
-      await this.#conn.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }));
+      await this.#conn.client.send(
+        new DeleteObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }),
+      );
     } catch (err) {
       if (isNotFound(err)) return;
       throw this.fail(err, 'delete', key);

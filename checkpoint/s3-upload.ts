@@ -41,13 +41,21 @@ export interface UploadTarget {
   tuning: S3Tuning;
 }
 
-export async function uploadObject(t: UploadTarget, source: ByteSource, exclusive: boolean): Promise<PutResult> {
+export async function uploadObject(
+  t: UploadTarget,
+  source: ByteSource,
+  exclusive: boolean,
+): Promise<PutResult> {
   const hash = createHash('sha256');
   let bytes = 0;
-  const parts = rechunk(source, (n) => partSizeFor(t.tuning.partSize, n), (chunk) => {
-    hash.update(chunk);
-    bytes += chunk.byteLength;
-  });
+  const parts = rechunk(
+    source,
+    (n) => partSizeFor(t.tuning.partSize, n),
+    (chunk) => {
+      hash.update(chunk);
+      bytes += chunk.byteLength;
+    },
+  );
   const it = parts[Symbol.asyncIterator]();
   const tag = randomBytes(12).toString('hex');
   try {
@@ -116,7 +124,10 @@ async function putMultipart(
     }),
   );
   const uploadId = created.UploadId;
-  if (!uploadId) throw new StoreError(`cannot write ${t.url}: the server returned no multipart upload id`, { file: t.key });
+  if (!uploadId)
+    throw new StoreError(`cannot write ${t.url}: the server returned no multipart upload id`, {
+      file: t.key,
+    });
 
   const completed: CompletedPart[] = [];
   const inflight = new Set<Promise<void>>();
@@ -124,7 +135,8 @@ async function putMultipart(
   let partNumber = 0;
   const start = (body: Buffer) => {
     const n = ++partNumber;
-    if (n > MAX_PARTS) throw new StoreError(`cannot write ${t.url}: more than ${MAX_PARTS} parts`, { file: t.key });
+    if (n > MAX_PARTS)
+      throw new StoreError(`cannot write ${t.url}: more than ${MAX_PARTS} parts`, { file: t.key });
     const sha = checksums ? createHash('sha256').update(body).digest('base64') : undefined;
     const job: Promise<void> = t.client
       .send(
@@ -208,7 +220,10 @@ async function conditional(t: UploadTarget, tag: string, write: () => Promise<un
       // Refused, yet there is no object: AWS's 409 for a concurrent conditional write that then failed,
       // or the object was deleted since. Nobody holds the key, so try again.
       if (attempt >= 3) {
-        throw new StoreError(`cannot write ${t.url}: conditional write kept conflicting`, { file: t.key, code: 'Conflict' });
+        throw new StoreError(`cannot write ${t.url}: conditional write kept conflicting`, {
+          file: t.key,
+          code: 'Conflict',
+        });
       }
       await sleep(50 * attempt);
     }

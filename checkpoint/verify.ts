@@ -32,7 +32,12 @@ export async function verifyCheckpoint(dir: Location, step: number): Promise<Ver
     manifest = await readManifest(store, step);
   } catch (err) {
     if (!(err instanceof CheckpointError)) throw err;
-    return { step, ok: false, bytes: 0, problems: [{ file: err.file ?? '', reason: 'manifest', message: err.message }] };
+    return {
+      step,
+      ok: false,
+      bytes: 0,
+      problems: [{ file: err.file ?? '', reason: 'manifest', message: err.message }],
+    };
   }
   const problems: FileProblem[] = [];
   let bytes = 0;
@@ -44,11 +49,20 @@ export async function verifyCheckpoint(dir: Location, step: number): Promise<Ver
   return { step, ok: problems.length === 0, problems, bytes };
 }
 
-async function checkFile(store: Store, file: string, bytes: number, sha256: string): Promise<FileProblem | null> {
+async function checkFile(
+  store: Store,
+  file: string,
+  bytes: number,
+  sha256: string,
+): Promise<FileProblem | null> {
   const entry = await store.stat(file);
   if (!entry) return { file, reason: 'missing', message: `${file} is listed in the manifest but missing` };
   if (entry.bytes !== bytes) {
-    return { file, reason: 'size', message: `${file}: size is ${entry.bytes} bytes, the manifest says ${bytes}` };
+    return {
+      file,
+      reason: 'size',
+      message: `${file}: size is ${entry.bytes} bytes, the manifest says ${bytes}`,
+    };
   }
   const hash = createHash('sha256');
   try {
@@ -58,7 +72,11 @@ async function checkFile(store: Store, file: string, bytes: number, sha256: stri
   }
   const actual = hash.digest('hex');
   if (actual !== sha256) {
-    return { file, reason: 'sha256', message: `${file}: sha256 ${actual} does not match the manifest (${sha256})` };
+    return {
+      file,
+      reason: 'sha256',
+      message: `${file}: sha256 ${actual} does not match the manifest (${sha256})`,
+    };
   }
   return null;
 }

@@ -73,7 +73,13 @@ const listCommand: Command = {
           .filter(([k]) => k !== 'step')
           .map(([k, v]) => `${k}=${v}`)
           .join(' ');
-        rows.push([tag, String(c.step), c.committed ? 'committed' : 'uncommitted', humanBytes(c.bytes), metrics]);
+        rows.push([
+          tag,
+          String(c.step),
+          c.committed ? 'committed' : 'uncommitted',
+          humanBytes(c.bytes),
+          metrics,
+        ]);
       }
     }
     out(table(rows));
@@ -83,7 +89,8 @@ const listCommand: Command = {
 
 const lastStepCommand: Command = {
   name: 'last-step',
-  summary: 'Print the highest committed step whose files verify (corrupt newer steps are skipped, with a warning).',
+  summary:
+    'Print the highest committed step whose files verify (corrupt newer steps are skipped, with a warning).',
   usage: 'ckpt last-step DIR            (DIR = ROOT/<source_dir>/<tag>)',
   options: {},
   async run(args) {
@@ -119,7 +126,11 @@ const inspectCommand: Command = {
     if (step === undefined) throw new NoCheckpointError(`no committed checkpoints in ${store.location}`);
     const manifest = await readManifest(store, step);
     const verification = await verifyCheckpoint(store, step);
-    const { meta } = await loadCheckpoint(store, step, { loadModel: false, loadOptimizer: false, verify: false });
+    const { meta } = await loadCheckpoint(store, step, {
+      loadModel: false,
+      loadOptimizer: false,
+      verify: false,
+    });
     const files: Record<string, unknown> = {};
     for (const [file, record] of Object.entries(manifest.files)) {
       const kind = parseFileName(file)?.kind;
@@ -149,8 +160,12 @@ const inspectCommand: Command = {
       `step ${step}  committed  ${verification.ok ? 'verified' : 'CORRUPT'}  world size ${manifest.world_size}  ${humanBytes(verification.bytes)}`,
     ];
     for (const p of verification.problems) lines.push(`  problem: ${p.message}`);
-    for (const file of [modelFile(step), ...Array.from({ length: manifest.world_size }, (_, r) => optimFile(step, r))]) {
-      const entry = files[file] as { bytes: number; tensors?: Array<{ name: string; dtype: string; shape: number[] }> } | undefined;
+    for (const file of [
+      modelFile(step),
+      ...Array.from({ length: manifest.world_size }, (_, r) => optimFile(step, r)),
+    ]) {
+      const entry = files[file] as
+        { bytes: number; tensors?: Array<{ name: string; dtype: string; shape: number[] }> } | undefined;
       if (!entry) continue;
       lines.push('', `${file}  (${humanBytes(entry.bytes)})`);
       const rows = [['TENSOR', 'DTYPE', 'SHAPE']];
@@ -177,7 +192,8 @@ const verifyCommand: Command = {
     if (only === undefined) {
       const others = (await listCheckpoints(store)).filter((c) => !c.committed);
       const temps = (await store.list()).filter((e) => parseFileName(e.key)?.kind === 'temp');
-      for (const c of others) note(`ignoring step ${c.step}: not committed (${c.files.join(', ')}); see ckpt gc`);
+      for (const c of others)
+        note(`ignoring step ${c.step}: not committed (${c.files.join(', ')}); see ckpt gc`);
       if (temps.length > 0) note(`ignoring ${temps.length} temp file(s) of unfinished writes; see ckpt gc`);
       if (steps.length === 0) {
         note(`no committed checkpoints in ${store.location}`);
@@ -188,7 +204,9 @@ const verifyCommand: Command = {
     for (const s of steps) {
       const result = await verifyCheckpoint(store, s);
       if (result.ok) {
-        out(`ok      step ${s}  (${Object.keys((await readManifest(store, s)).files).length} files, ${humanBytes(result.bytes)})`);
+        out(
+          `ok      step ${s}  (${Object.keys((await readManifest(store, s)).files).length} files, ${humanBytes(result.bytes)})`,
+        );
       } else {
         failed++;
         for (const p of result.problems) out(`FAILED  step ${s}  ${p.file || '(manifest)'}: ${p.message}`);
@@ -228,7 +246,8 @@ const pruneCommand: Command = {
       const metric = str(args, 'metric');
       const mode = str(args, 'mode') ?? 'min';
       if (!metric) throw new UsageError('prune: --keep-best needs --metric NAME', { field: 'metric' });
-      if (mode !== 'min' && mode !== 'max') throw new UsageError(`prune: --mode must be min or max, got "${mode}"`);
+      if (mode !== 'min' && mode !== 'max')
+        throw new UsageError(`prune: --mode must be min or max, got "${mode}"`);
       policy.keepBest = { k: keepBest, metric, mode, keepUnevaluated: !flag(args, 'include-unevaluated') };
     } else if (str(args, 'metric') || str(args, 'mode')) {
       throw new UsageError('prune: --metric and --mode only apply with --keep-best K');
@@ -247,12 +266,20 @@ const pruneCommand: Command = {
       });
     }
     if (keepLast === undefined && !policy.keepBest && keepEvery === undefined && pins.length === 0) {
-      throw new UsageError('prune: give at least one policy (--keep-last N, --keep-best K, --keep-every S or --pin)');
+      throw new UsageError(
+        'prune: give at least one policy (--keep-last N, --keep-best K, --keep-every S or --pin)',
+      );
     }
     const dryRun = flag(args, 'dry-run');
     const result = await pruneCheckpoints(dir, policy, { dryRun });
     if (flag(args, 'json')) {
-      out(JSON.stringify({ dryRun, policy, keep: result.keep, remove: result.remove, deleted: result.deleted }, null, 2));
+      out(
+        JSON.stringify(
+          { dryRun, policy, keep: result.keep, remove: result.remove, deleted: result.deleted },
+          null,
+          2,
+        ),
+      );
       return 0;
     }
     const rows = [['STEP', 'ACTION', 'WHY']];
@@ -266,7 +293,8 @@ const pruneCommand: Command = {
 
 const gcCommand: Command = {
   name: 'gc',
-  summary: 'Remove orphan files (steps without a manifest, temp files, expired leases) older than a grace period.',
+  summary:
+    'Remove orphan files (steps without a manifest, temp files, expired leases) older than a grace period.',
   usage: 'ckpt gc DIR [--grace D] [--dry-run]      D: e.g. 30m, 1h, 2d, 0 (default 1h or CKPT_GC_GRACE)',
   options: { grace: { type: 'string' }, 'dry-run': { type: 'boolean' } },
   async run(args) {
@@ -278,7 +306,9 @@ const gcCommand: Command = {
     const result = await garbageCollect(dir, { graceMs, dryRun });
     for (const r of result.removed) out(`${dryRun ? 'would remove' : 'removed'}  ${r.file}  (${r.why})`);
     if (result.keptYoung.length > 0) {
-      note(`kept ${result.keptYoung.length} orphan file(s) younger than the grace period (a save may be running)`);
+      note(
+        `kept ${result.keptYoung.length} orphan file(s) younger than the grace period (a save may be running)`,
+      );
     }
     if (result.removed.length === 0) note('nothing to collect');
     return 0;

@@ -1,7 +1,16 @@
 /** `ckpt copy`: copy committed, verified checkpoints between two locations (directories or s3:// URLs). */
 import { copyCheckpoints } from '../checkpoint';
 import { ProgressLine } from './progress';
-import { type Command, expectPositionals, flag, humanBytes, note, out, positional, step as stepArg } from './args';
+import {
+  type Command,
+  expectPositionals,
+  flag,
+  humanBytes,
+  note,
+  out,
+  positional,
+  step as stepArg,
+} from './args';
 
 export const copyCommand: Command = {
   name: 'copy',
@@ -21,7 +30,9 @@ export const copyCommand: Command = {
     const result = await copyCheckpoints(src, dst, {
       ...(step === undefined ? {} : { step }),
       onProgress: (p) =>
-        bar.update(`copy step ${p.step}: ${p.file}  ${humanBytes(p.bytes)} / ${humanBytes(p.totalBytes)} (${Math.floor((100 * p.bytes) / Math.max(1, p.totalBytes))} %)`),
+        bar.update(
+          `copy step ${p.step}: ${p.file}  ${humanBytes(p.bytes)} / ${humanBytes(p.totalBytes)} (${Math.floor((100 * p.bytes) / Math.max(1, p.totalBytes))} %)`,
+        ),
     });
     bar.done();
     if (flag(args, 'json')) {

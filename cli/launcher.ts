@@ -19,7 +19,13 @@ export async function launchRanks(argv: string[], worldSize: number): Promise<nu
   for (let rank = 0; rank < worldSize; rank++) {
     const child = spawn(process.execPath, [BIN, ...argv], {
       stdio: rank === 0 ? ['ignore', 'inherit', 'inherit', 'ipc'] : ['ignore', 'ignore', 'pipe', 'ipc'],
-      env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(worldSize), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) },
+      env: {
+        ...process.env,
+        RANK: String(rank),
+        WORLD_SIZE: String(worldSize),
+        MASTER_ADDR: '127.0.0.1',
+        MASTER_PORT: String(port),
+      },
     });
     let errors = '';
     child.stderr?.on('data', (d: Buffer) => (errors = (errors + d.toString()).slice(-4000)));
@@ -30,9 +36,11 @@ export async function launchRanks(argv: string[], worldSize: number): Promise<nu
           const status = code ?? (signal ? 128 + 9 : 1);
           if (status !== 0 && firstFailure === null) {
             firstFailure = status;
-            if (rank !== 0) note(`rank ${rank} failed (exit ${status}): ${errors.trim().split('\n').pop() ?? ''}`);
+            if (rank !== 0)
+              note(`rank ${rank} failed (exit ${status}): ${errors.trim().split('\n').pop() ?? ''}`);
             // One rank down means the collective is broken; stop the others now instead of at their timeout.
-            for (const other of children) if (other !== child && other.exitCode === null) other.kill('SIGTERM');
+            for (const other of children)
+              if (other !== child && other.exitCode === null) other.kill('SIGTERM');
           }
           resolve(status);
         }),

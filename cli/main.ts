@@ -14,19 +14,35 @@ import { type Command, formatUsage, parse } from './args';
  * command a module defines (test/cli/main-lazy.test.ts checks the table against the modules).
  */
 export const COMMAND_MODULES: ReadonlyArray<{ first: readonly string[]; load: () => Command[] }> = [
-  { first: ['train', 'eval', 'sample'], load: () => (require('./train-commands') as typeof import('./train-commands')).trainCommands },
+  {
+    first: ['train', 'eval', 'sample'],
+    load: () => (require('./train-commands') as typeof import('./train-commands')).trainCommands,
+  },
   {
     first: ['list', 'last-step', 'largest', 'inspect', 'verify', 'prune', 'gc'],
-    load: () => (require('./checkpoint-commands') as typeof import('./checkpoint-commands')).checkpointCommands,
+    load: () =>
+      (require('./checkpoint-commands') as typeof import('./checkpoint-commands')).checkpointCommands,
   },
-  { first: ['copy'], load: () => [(require('./copy-command') as typeof import('./copy-command')).copyCommand] },
-  { first: ['import'], load: () => [(require('./import-command') as typeof import('./import-command')).importCommand] },
-  { first: ['report'], load: () => [(require('./report-command') as typeof import('./report-command')).reportCommand] },
+  {
+    first: ['copy'],
+    load: () => [(require('./copy-command') as typeof import('./copy-command')).copyCommand],
+  },
+  {
+    first: ['import'],
+    load: () => [(require('./import-command') as typeof import('./import-command')).importCommand],
+  },
+  {
+    first: ['report'],
+    load: () => [(require('./report-command') as typeof import('./report-command')).reportCommand],
+  },
   {
     first: ['pipeline', 'worker', 'dev-server'],
     load: () => (require('./pipeline-commands') as typeof import('./pipeline-commands')).pipelineCommands,
   },
-  { first: ['schedule'], load: () => (require('./schedule-commands') as typeof import('./schedule-commands')).scheduleCommands },
+  {
+    first: ['schedule'],
+    load: () => (require('./schedule-commands') as typeof import('./schedule-commands')).scheduleCommands,
+  },
 ];
 
 /**
@@ -37,7 +53,8 @@ export const COMMAND_MODULES: ReadonlyArray<{ first: readonly string[]; load: ()
 export function preload(): void {
   COMMAND_MODULES[0]!.load();
   const { initBackend } = require('../model/backend') as typeof import('../model/backend');
-  const { prestartSaveThread } = require('../checkpoint/async-save') as typeof import('../checkpoint/async-save');
+  const { prestartSaveThread } =
+    require('../checkpoint/async-save') as typeof import('../checkpoint/async-save');
   const config = loadConfig();
   // The backend the command will ask for (initBackend is idempotent), and the thread its first save uses.
   void initBackend({ force: config.backend }).catch(() => undefined);

@@ -3,7 +3,13 @@ import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { defaultPayloadConverter, type SearchAttributePair } from '@temporalio/common';
-import { configureLogging, getLogger, InvalidArgumentError, joinLocation, type RetentionPolicy } from '../checkpoint';
+import {
+  configureLogging,
+  getLogger,
+  InvalidArgumentError,
+  joinLocation,
+  type RetentionPolicy,
+} from '../checkpoint';
 import { startDevServer } from '../infra/temporal';
 import { loadConfig, parseDuration, parsePort, sourceDir } from '../temporal.config';
 import type { TrainFlags } from '../activities/types';
@@ -11,7 +17,19 @@ import { runWorkers, type WorkerRole } from '../workers/worker';
 import { installWorkerRuntime } from '../workers/runtime';
 import type { PipelineInput, PipelineState } from '../workflows/pipeline';
 import { CkptDir, CkptStep, CkptTag, SEARCH_ATTRIBUTES, type PipelineMemo } from '../workflows/visibility';
-import { type Command, expectPositionals, flag, int, list, note, out, positional, step as stepArg, str, UsageError } from './args';
+import {
+  type Command,
+  expectPositionals,
+  flag,
+  int,
+  list,
+  note,
+  out,
+  positional,
+  step as stepArg,
+  str,
+  UsageError,
+} from './args';
 import { TRAIN_OPTIONS, trainSettings } from './train-commands';
 import { connectClient, uiLink, workflowSettings } from './temporal-client';
 import { ProgressLine } from './progress';
@@ -36,7 +54,8 @@ export function retentionFromArgs(args: Args): RetentionPolicy | undefined {
   if (k !== undefined) {
     const metric = str(args, 'metric') ?? 'val_bpb';
     const mode = str(args, 'mode') ?? 'min';
-    if (mode !== 'min' && mode !== 'max') throw new UsageError(`--mode must be min or max, got "${mode}"`, { field: 'mode' });
+    if (mode !== 'min' && mode !== 'max')
+      throw new UsageError(`--mode must be min or max, got "${mode}"`, { field: 'mode' });
     policy.keepBest = { k, metric, mode };
   }
   const every = int(args, 'keep-every', 1);
@@ -75,7 +94,13 @@ function toFlags(args: Args): TrainFlags {
   };
 }
 
-const { dir: _dir, resume: _resume, 'resume-from-step': _rfs, 'progress-json': _pj, ...PIPELINE_TRAIN_OPTIONS } = TRAIN_OPTIONS;
+const {
+  dir: _dir,
+  resume: _resume,
+  'resume-from-step': _rfs,
+  'progress-json': _pj,
+  ...PIPELINE_TRAIN_OPTIONS
+} = TRAIN_OPTIONS;
 
 const startCommand: Command = {
   name: 'pipeline start',
@@ -102,7 +127,8 @@ const startCommand: Command = {
     expectPositionals(args, 0, 'pipeline start');
     const config = loadConfig();
     const steps = int(args, 'steps', 1);
-    if (steps === undefined) throw new UsageError('pipeline start: --steps N is required', { field: 'steps' });
+    if (steps === undefined)
+      throw new UsageError('pipeline start: --steps N is required', { field: 'steps' });
     const root = absoluteLocation(str(args, 'root') ?? config.storeRoot);
     const source = str(args, 'source') ?? 'base';
     const depth = int(args, 'depth', 1);
@@ -122,13 +148,19 @@ const startCommand: Command = {
       segmentsPerRun: int(args, 'segments-per-run', 1),
       worldSize: int(args, 'world-size', 1),
       minWorldSize: int(args, 'min-world-size', 1),
-      shrinkAfterMs: str(args, 'shrink-after') !== undefined ? parseDuration(str(args, 'shrink-after')!, '--shrink-after') : undefined,
+      shrinkAfterMs:
+        str(args, 'shrink-after') !== undefined
+          ? parseDuration(str(args, 'shrink-after')!, '--shrink-after')
+          : undefined,
       settings: workflowSettings(config.temporal),
     };
     if (input.flags.noop && (input.worldSize ?? 1) > 1) {
-      throw new UsageError('pipeline start: --noop runs single-rank segments only; drop --world-size', { field: 'noop' });
+      throw new UsageError('pipeline start: --noop runs single-rank segments only; drop --world-size', {
+        field: 'noop',
+      });
     }
-    if (input.retention?.keepBest) input.metric = { name: input.retention.keepBest.metric, mode: input.retention.keepBest.mode };
+    if (input.retention?.keepBest)
+      input.metric = { name: input.retention.keepBest.metric, mode: input.retention.keepBest.mode };
     const id = str(args, 'id') ?? pipelineId(dir);
     const client = await connectClient(config.temporal);
     const usable = await registeredSearchAttributes(client, config.temporal.namespace);
@@ -185,7 +217,8 @@ export async function registeredSearchAttributes(client: Client, namespace: stri
   const missing: string[] = [];
   for (const { key, cliType } of SEARCH_ATTRIBUTES) {
     const type = registered[key.name];
-    if (type === INDEXED_VALUE_TYPES[key.type] || type === `INDEXED_VALUE_TYPE_${key.type}`) usable.add(key.name);
+    if (type === INDEXED_VALUE_TYPES[key.type] || type === `INDEXED_VALUE_TYPE_${key.type}`)
+      usable.add(key.name);
     else missing.push(`--name ${key.name} --type ${cliType}`);
   }
   if (missing.length > 0) {
@@ -194,7 +227,9 @@ export async function registeredSearchAttributes(client: Client, namespace: stri
         .map((a) => a.key.name)
         .join(', ')} are not registered in namespace ${namespace}; the pipeline runs without them. ` +
         `To filter pipelines in the Web UI, register them once: ` +
-        missing.map((m) => `temporal operator search-attribute create --namespace ${namespace} ${m}`).join('; '),
+        missing
+          .map((m) => `temporal operator search-attribute create --namespace ${namespace} ${m}`)
+          .join('; '),
     );
   }
   return usable;
@@ -206,7 +241,10 @@ async function waitFor(client: Client, id: string): Promise<number> {
   for (;;) {
     const status = await pipelineStatus(client, id);
     if (status.step !== lastStep || status.state !== 'running') {
-      bar.update(`${status.state}  step ${status.step}/${status.targetSteps ?? '?'}  loss ${status.loss ?? '-'}  segment ${status.segment ?? '-'}`, true);
+      bar.update(
+        `${status.state}  step ${status.step}/${status.targetSteps ?? '?'}  loss ${status.loss ?? '-'}  segment ${status.segment ?? '-'}`,
+        true,
+      );
       lastStep = status.step;
     }
     if (status.state === 'completed') {
@@ -275,12 +313,23 @@ export async function pipelineStatus(client: Client, id: string): Promise<Pipeli
   const memoStep = typeof memo?.step === 'number' ? memo.step : null;
   const known = state?.step ?? memoStep ?? 0;
   const step = heartbeatStep !== null ? Math.max(heartbeatStep, known) : known;
-  const source = state ? (workflowStatus === 'COMPLETED' ? 'result' : 'query') : memoStep !== null ? 'memo' : 'unknown';
+  const source = state
+    ? workflowStatus === 'COMPLETED'
+      ? 'result'
+      : 'query'
+    : memoStep !== null
+      ? 'memo'
+      : 'unknown';
   return {
     ...(state ?? {}),
     id,
     workflowStatus,
-    state: workflowStatus === 'RUNNING' ? (state?.state ?? 'running') : workflowStatus === 'COMPLETED' ? (state?.state ?? 'completed') : workflowStatus.toLowerCase(),
+    state:
+      workflowStatus === 'RUNNING'
+        ? (state?.state ?? 'running')
+        : workflowStatus === 'COMPLETED'
+          ? (state?.state ?? 'completed')
+          : workflowStatus.toLowerCase(),
     step,
     stepSource: heartbeatStep !== null && heartbeatStep >= known ? 'heartbeat' : source,
     ...(memo ? { memo } : {}),
@@ -288,7 +337,11 @@ export async function pipelineStatus(client: Client, id: string): Promise<Pipeli
   };
 }
 
-function withClient(name: string, summary: string, run: (client: Client, id: string, args: Args) => Promise<number>): Command {
+function withClient(
+  name: string,
+  summary: string,
+  run: (client: Client, id: string, args: Args) => Promise<number>,
+): Command {
   return {
     name: `pipeline ${name}`,
     summary,
@@ -301,37 +354,44 @@ function withClient(name: string, summary: string, run: (client: Client, id: str
       try {
         return await run(client, id, args);
       } catch (err) {
-        if (err instanceof WorkflowNotFoundError) throw new InvalidArgumentError(`no pipeline with id ${id}`, { field: 'ID' });
+        if (err instanceof WorkflowNotFoundError)
+          throw new InvalidArgumentError(`no pipeline with id ${id}`, { field: 'ID' });
         throw err;
       }
     },
   };
 }
 
-const statusCommand = withClient('status', 'Show a pipeline: state, step (live), loss, last checkpoint, best metric.', async (client, id, args) => {
-  const status = await pipelineStatus(client, id);
-  if (flag(args, 'json')) {
-    out(JSON.stringify(status, null, 2));
+const statusCommand = withClient(
+  'status',
+  'Show a pipeline: state, step (live), loss, last checkpoint, best metric.',
+  async (client, id, args) => {
+    const status = await pipelineStatus(client, id);
+    if (flag(args, 'json')) {
+      out(JSON.stringify(status, null, 2));
+      return 0;
+    }
+    const best = status.bestMetric
+      ? `${status.bestMetric.value.toFixed(4)} at step ${status.bestMetric.step}`
+      : '-';
+    out(
+      [
+        `pipeline        ${id}`,
+        `state           ${status.state}`,
+        `step            ${status.step} / ${status.targetSteps ?? '?'}  (${status.stepSource})`,
+        `loss            ${status.loss ?? '-'}`,
+        `last checkpoint ${status.lastCheckpoint ?? '-'}`,
+        `best metric     ${best}`,
+        `segment         ${status.segment ?? '-'}`,
+        `ranks           ${status.group ? `${status.group.worldSize}${status.group.changes.map((c) => ` (was ${c.from} until step ${c.step}: ${c.reason})`).join('')}` : 1}`,
+        ...(status.memo ? [`memo            ${JSON.stringify(status.memo)}`] : []),
+        `Web UI          ${uiLink(loadConfig().temporal, id)}`,
+        ...(status.error ? [`error           ${status.error}`] : []),
+      ].join('\n'),
+    );
     return 0;
-  }
-  const best = status.bestMetric ? `${status.bestMetric.value.toFixed(4)} at step ${status.bestMetric.step}` : '-';
-  out(
-    [
-      `pipeline        ${id}`,
-      `state           ${status.state}`,
-      `step            ${status.step} / ${status.targetSteps ?? '?'}  (${status.stepSource})`,
-      `loss            ${status.loss ?? '-'}`,
-      `last checkpoint ${status.lastCheckpoint ?? '-'}`,
-      `best metric     ${best}`,
-      `segment         ${status.segment ?? '-'}`,
-      `ranks           ${status.group ? `${status.group.worldSize}${status.group.changes.map((c) => ` (was ${c.from} until step ${c.step}: ${c.reason})`).join('')}` : 1}`,
-      ...(status.memo ? [`memo            ${JSON.stringify(status.memo)}`] : []),
-      `Web UI          ${uiLink(loadConfig().temporal, id)}`,
-      ...(status.error ? [`error           ${status.error}`] : []),
-    ].join('\n'),
-  );
-  return 0;
-});
+  },
+);
 
 const signalCommand = (name: 'pause' | 'resume' | 'stop', summary: string) =>
   withClient(name, summary, async (client, id) => {
@@ -346,7 +406,7 @@ const workerCommand: Command = {
   usage:
     'ckpt worker [--role train|control|all] [--task-queue Q] [--slots N] [--metrics-port P] [--sdk-metrics-port P2]\n\n' +
     'N: concurrent segments/ranks (GPUs). --metrics-port serves Prometheus metrics at GET /metrics (CKPT_METRICS_PORT);\n' +
-    '--sdk-metrics-port exports the Temporal SDK\'s own metrics (CKPT_SDK_METRICS_PORT). Logs go to stderr: text\n' +
+    "--sdk-metrics-port exports the Temporal SDK's own metrics (CKPT_SDK_METRICS_PORT). Logs go to stderr: text\n" +
     'lines on a terminal, JSON lines otherwise (CKPT_LOG_FORMAT=text|json decides).',
   options: {
     role: { type: 'string' },
@@ -358,13 +418,16 @@ const workerCommand: Command = {
   async run(args) {
     expectPositionals(args, 0, 'worker');
     const role = (str(args, 'role') ?? 'all') as WorkerRole;
-    if (!['train', 'control', 'all'].includes(role)) throw new UsageError(`--role must be train, control or all, got "${role}"`);
+    if (!['train', 'control', 'all'].includes(role))
+      throw new UsageError(`--role must be train, control or all, got "${role}"`);
     const taskQueue = str(args, 'task-queue');
-    if (taskQueue && role === 'all') throw new UsageError('--task-queue needs --role train or --role control');
+    if (taskQueue && role === 'all')
+      throw new UsageError('--task-queue needs --role train or --role control');
     const config = loadConfig();
     const slots = int(args, 'slots', 1);
     if (slots !== undefined) config.temporal.trainSlots = slots;
-    const portArg = (name: string) => (str(args, name) !== undefined ? parsePort(str(args, name)!, `--${name}`) : undefined);
+    const portArg = (name: string) =>
+      str(args, name) !== undefined ? parsePort(str(args, name)!, `--${name}`) : undefined;
     const metricsPort = portArg('metrics-port') ?? config.metricsPort;
     const sdkMetricsPort = portArg('sdk-metrics-port') ?? config.sdkMetricsPort;
     // One format on stderr for our lines, the SDK's and the activities': text for a person at a terminal,
@@ -378,7 +441,13 @@ const workerCommand: Command = {
       { role, address, namespace: config.temporal.namespace, metricsPort, sdkMetricsPort },
       `worker (${role}) connecting to ${address}, namespace ${config.temporal.namespace}`,
     );
-    await runWorkers({ role, settings: config.temporal, taskQueue, identity: `${role}@${process.pid}`, metricsPort });
+    await runWorkers({
+      role,
+      settings: config.temporal,
+      taskQueue,
+      identity: `${role}@${process.pid}`,
+      metricsPort,
+    });
     return 0;
   },
 };

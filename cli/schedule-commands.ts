@@ -12,7 +12,10 @@ function absoluteLocation(location: string): string {
 }
 
 function scheduleId(kind: string, dir: string): string {
-  return `ckpt-${kind}-${dir.replace(/\/+$/, '').split('/').slice(-2).join('-')}`.replace(/[^A-Za-z0-9._-]/g, '-');
+  return `ckpt-${kind}-${dir.replace(/\/+$/, '').split('/').slice(-2).join('-')}`.replace(
+    /[^A-Za-z0-9._-]/g,
+    '-',
+  );
 }
 
 function createCommand(kind: 'eval' | 'retention'): Command {
@@ -38,12 +41,16 @@ function createCommand(kind: 'eval' | 'retention'): Command {
       const dirArg = str(args, 'dir');
       const every = str(args, 'every');
       if (!dirArg) throw new UsageError(`schedule ${kind} create: --dir DIR is required`, { field: 'dir' });
-      if (!every) throw new UsageError(`schedule ${kind} create: --every D is required (e.g. 10m, 1h)`, { field: 'every' });
+      if (!every)
+        throw new UsageError(`schedule ${kind} create: --every D is required (e.g. 10m, 1h)`, {
+          field: 'every',
+        });
       const dir = absoluteLocation(dirArg);
       const config = loadConfig();
       const settings = workflowSettings(config.temporal);
       const policy = kind === 'retention' ? retentionFromArgs(args) : undefined;
-      if (kind === 'retention' && !policy) throw new UsageError('schedule retention create: give at least one policy flag');
+      if (kind === 'retention' && !policy)
+        throw new UsageError('schedule retention create: give at least one policy flag');
       const id = str(args, 'id') ?? scheduleId(kind, dir);
       const client = await connectClient(config.temporal);
       const data = str(args, 'data');
@@ -55,7 +62,11 @@ function createCommand(kind: 'eval' | 'retention'): Command {
           type: 'startWorkflow',
           workflowType: kind === 'eval' ? 'evaluateNewCheckpoints' : 'applyRetention',
           taskQueue: config.temporal.taskQueues.control,
-          args: [kind === 'eval' ? { dir, settings, ...(data ? { data: resolve(data) } : {}) } : { dir, policy, settings }],
+          args: [
+            kind === 'eval'
+              ? { dir, settings, ...(data ? { data: resolve(data) } : {}) }
+              : { dir, policy, settings },
+          ],
         },
         memo: { dir, kind },
         state: {
@@ -91,7 +102,13 @@ const listCommand: Command = {
     }
     if (flag(args, 'json')) out(JSON.stringify(rows, null, 2));
     else if (rows.length === 0) note('no schedules');
-    else out(table([['ID', 'WORKFLOW', 'PAUSED', 'NOTE'], ...rows.map((r) => [r.id, r.workflow, String(r.paused), r.note])]));
+    else
+      out(
+        table([
+          ['ID', 'WORKFLOW', 'PAUSED', 'NOTE'],
+          ...rows.map((r) => [r.id, r.workflow, String(r.paused), r.note]),
+        ]),
+      );
     return 0;
   },
 };
@@ -110,7 +127,8 @@ function onSchedule(name: 'delete' | 'trigger', summary: string): Command {
         if (name === 'delete') await handle.delete();
         else await handle.trigger(ScheduleOverlapPolicy.ALLOW_ALL);
       } catch (err) {
-        if (err instanceof ScheduleNotFoundError) throw new InvalidArgumentError(`no schedule with id ${id}`, { field: 'ID' });
+        if (err instanceof ScheduleNotFoundError)
+          throw new InvalidArgumentError(`no schedule with id ${id}`, { field: 'ID' });
         throw err;
       }
       note(`${name === 'delete' ? 'deleted' : 'triggered'} schedule ${id}`);

@@ -5,7 +5,11 @@ import type { WorkflowSettings } from '../workflows/options';
 export { connectClient } from '../activities/client';
 
 export function workflowSettings(settings: TemporalSettings): WorkflowSettings {
-  return { taskQueues: settings.taskQueues, activities: settings.activities, nonRetryableErrorTypes: NON_RETRYABLE_ERRORS };
+  return {
+    taskQueues: settings.taskQueues,
+    activities: settings.activities,
+    nonRetryableErrorTypes: NON_RETRYABLE_ERRORS,
+  };
 }
 
 export function uiLink(settings: TemporalSettings, workflowId: string): string {

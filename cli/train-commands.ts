@@ -5,7 +5,19 @@ import { evaluateCheckpoint } from '../train/evaluate';
 import { sampleText } from '../train/sample';
 import { train, type Progress } from '../train/trainer';
 import { loadConfig, sourceDir } from '../temporal.config';
-import { type Command, expectPositionals, flag, int, note, num, out, positional, step as stepArg, str, UsageError } from './args';
+import {
+  type Command,
+  expectPositionals,
+  flag,
+  int,
+  note,
+  num,
+  out,
+  positional,
+  step as stepArg,
+  str,
+  UsageError,
+} from './args';
 import { ProgressLine } from './progress';
 import { launchRanks } from './launcher';
 import { initProcessGroup, optionsFromEnv } from '../train/dist';
@@ -44,7 +56,9 @@ export function trainSettings(args: Args) {
   const depth = int(args, 'depth', 1);
   const saveDtype = (str(args, 'save-dtype') ?? 'f32').toUpperCase();
   if (!['F32', 'BF16', 'F16'].includes(saveDtype)) {
-    throw new UsageError(`--save-dtype must be f32, bf16 or f16, got "${str(args, 'save-dtype')}"`, { field: 'save-dtype' });
+    throw new UsageError(`--save-dtype must be f32, bf16 or f16, got "${str(args, 'save-dtype')}"`, {
+      field: 'save-dtype',
+    });
   }
   const schedule = str(args, 'schedule');
   if (schedule !== undefined && schedule !== 'constant' && schedule !== 'cosine') {
@@ -72,7 +86,10 @@ export function trainSettings(args: Args) {
 }
 
 /** ROOT/<source_dir>/<tag>; the tag defaults to d<depth>. */
-export function checkpointDir(args: Args, command: string): { root: string; source: string; tag: string; dir: string } {
+export function checkpointDir(
+  args: Args,
+  command: string,
+): { root: string; source: string; tag: string; dir: string } {
   const config = loadConfig();
   const explicit = str(args, 'dir');
   if (explicit !== undefined) {
@@ -85,7 +102,8 @@ export function checkpointDir(args: Args, command: string): { root: string; sour
   const depth = int(args, 'depth', 1);
   let tag = str(args, 'tag');
   if (tag === undefined) {
-    if (depth === undefined) throw new UsageError(`${command}: give --depth D (the tag defaults to d<D>) or --tag T`);
+    if (depth === undefined)
+      throw new UsageError(`${command}: give --depth D (the tag defaults to d<D>) or --tag T`);
     tag = modelTag(normalizeConfig({ n_layer: depth }));
   }
   return { root, source, tag, dir: joinLocation(root, sourceDir(config, source), tag) };
@@ -110,7 +128,8 @@ const trainCommand: Command = {
     const steps = int(args, 'steps', 1);
     if (steps === undefined) throw new UsageError('train: --steps N is required', { field: 'steps' });
     const from = stepArg(args, 'resume-from-step');
-    if (from !== undefined && flag(args, 'resume')) throw new UsageError('train: give --resume or --resume-from-step, not both');
+    if (from !== undefined && flag(args, 'resume'))
+      throw new UsageError('train: give --resume or --resume-from-step, not both');
     const nproc = int(args, 'nproc', 1) ?? 1;
     if (nproc > 1 && process.env.RANK === undefined) {
       const argv = process.argv.slice(2);
@@ -157,7 +176,9 @@ const trainCommand: Command = {
                 p.step === p.steps || p.step % 10 === 0,
               ),
         onSave: (s, io) =>
-          json ? emit({ type: 'saved', step: s, seconds: io.seconds, bytes: io.bytes }) : bar.log(`saved step ${s} to ${dir}`),
+          json
+            ? emit({ type: 'saved', step: s, seconds: io.seconds, bytes: io.bytes })
+            : bar.log(`saved step ${s} to ${dir}`),
         onResume: (s, io) => {
           if (json) emit({ type: 'resumed', step: s, seconds: io.seconds, bytes: io.bytes });
         },

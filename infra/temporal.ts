@@ -36,7 +36,9 @@ export function findTool(name: string): string | null {
 }
 
 /** The temporal CLI, installed from the Go module proxy if missing. */
-export function ensureTemporalCli(log: (msg: string) => void = (m) => process.stderr.write(m + '\n')): string {
+export function ensureTemporalCli(
+  log: (msg: string) => void = (m) => process.stderr.write(m + '\n'),
+): string {
   const found = findTool('temporal');
   if (found) return found;
   const errors: string[] = [];
@@ -92,8 +94,20 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
   const uiPort = options.uiPort ?? (await freePort());
   // A server already on the port would pass the readiness check below and be taken for this one (while
   // the new one exits on the bind error): refuse instead.
-  if (await portOpen(ip, port)) throw new Error(`cannot start the Temporal dev server: ${ip}:${port} is already in use`);
-  const args = ['server', 'start-dev', '--ip', ip, '--port', String(port), '--ui-port', String(uiPort), '--log-level', 'error'];
+  if (await portOpen(ip, port))
+    throw new Error(`cannot start the Temporal dev server: ${ip}:${port} is already in use`);
+  const args = [
+    'server',
+    'start-dev',
+    '--ip',
+    ip,
+    '--port',
+    String(port),
+    '--ui-port',
+    String(uiPort),
+    '--log-level',
+    'error',
+  ];
   if (options.db) args.push('--db-filename', options.db);
   if (options.namespace && options.namespace !== 'default') args.push('--namespace', options.namespace);
   // Search attributes the pipelines set (CkptTag, CkptDir, CkptStep, CkptBest), so runs can be filtered in
@@ -135,7 +149,12 @@ function portOpen(host: string, port: number): Promise<boolean> {
   });
 }
 
-async function waitForPort(host: string, port: number, timeoutMs: number, child: ChildProcess): Promise<void> {
+async function waitForPort(
+  host: string,
+  port: number,
+  timeoutMs: number,
+  child: ChildProcess,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (child.exitCode !== null || child.signalCode !== null) {

@@ -39,7 +39,10 @@ async function main(): Promise<void> {
 
   say('== starting a worker (training + control)');
   const connection = await connectWorkerConnection(config.temporal);
-  const workers = await createWorkers({ role: 'all', settings: config.temporal, identity: 'demo-worker' }, connection);
+  const workers = await createWorkers(
+    { role: 'all', settings: config.temporal, identity: 'demo-worker' },
+    connection,
+  );
   const running = Promise.all(workers.map((w) => w.run()));
 
   const dir = joinLocation(root, 'base_checkpoints', 'd2');
@@ -84,10 +87,13 @@ async function main(): Promise<void> {
   say(`== retention deleted ${result.pruned.join(', ') || 'nothing'}; kept ${kept.join(', ')}`);
 
   say('== the checkpoint tools on the result');
-  const ckpt = (...args: string[]) => execFileSync(process.execPath, [join(__dirname, '..', 'bin', 'ckpt.js'), ...args], { encoding: 'utf8' });
+  const ckpt = (...args: string[]) =>
+    execFileSync(process.execPath, [join(__dirname, '..', 'bin', 'ckpt.js'), ...args], { encoding: 'utf8' });
   process.stdout.write(ckpt('verify', dir));
   say(`   last step: ${ckpt('last-step', dir).trim()}`);
-  process.stdout.write('   sample: ' + ckpt('sample', dir, '--prompt', 'The worker', '--tokens', '40', '--seed', '1'));
+  process.stdout.write(
+    '   sample: ' + ckpt('sample', dir, '--prompt', 'The worker', '--tokens', '40', '--seed', '1'),
+  );
   say(`== done in ${((Date.now() - started) / 1000).toFixed(0)} s; checkpoints in ${dir}`);
 
   await client.connection.close();

@@ -9,10 +9,62 @@ const rand = () => {
   return state / 2 ** 32;
 };
 const pick = (xs) => xs[Math.floor(rand() * xs.length)];
-const subjects = ['the model', 'the worker', 'a checkpoint', 'the pipeline', 'the optimizer', 'each rank', 'the scheduler', 'the old server', 'a small cat', 'the river', 'my neighbour', 'the teacher', 'a quiet child', 'the farmer'];
-const verbs = ['saves', 'loads', 'finds', 'keeps', 'watches', 'carries', 'reads', 'writes', 'remembers', 'counts', 'follows', 'opens'];
-const objects = ['the last step', 'a heavy stone', 'every file', 'the bright lamp', 'a long letter', 'the green field', 'its own shard', 'the manifest', 'seven apples', 'the morning train', 'a warm loaf of bread', 'the evening news'];
-const adverbs = ['slowly', 'again', 'before dawn', 'without a word', 'at noon', 'twice', 'with care', 'in the rain', 'after the storm', 'every day'];
+const subjects = [
+  'the model',
+  'the worker',
+  'a checkpoint',
+  'the pipeline',
+  'the optimizer',
+  'each rank',
+  'the scheduler',
+  'the old server',
+  'a small cat',
+  'the river',
+  'my neighbour',
+  'the teacher',
+  'a quiet child',
+  'the farmer',
+];
+const verbs = [
+  'saves',
+  'loads',
+  'finds',
+  'keeps',
+  'watches',
+  'carries',
+  'reads',
+  'writes',
+  'remembers',
+  'counts',
+  'follows',
+  'opens',
+];
+const objects = [
+  'the last step',
+  'a heavy stone',
+  'every file',
+  'the bright lamp',
+  'a long letter',
+  'the green field',
+  'its own shard',
+  'the manifest',
+  'seven apples',
+  'the morning train',
+  'a warm loaf of bread',
+  'the evening news',
+];
+const adverbs = [
+  'slowly',
+  'again',
+  'before dawn',
+  'without a word',
+  'at noon',
+  'twice',
+  'with care',
+  'in the rain',
+  'after the storm',
+  'every day',
+];
 const joins = ['and then', 'because', 'while', 'but', 'so', 'until'];
 function clause() {
   const parts = [pick(subjects), pick(verbs), pick(objects)];

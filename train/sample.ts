@@ -30,7 +30,10 @@ export async function sampleText(dir: Location, step: number, options: SampleOpt
       if (context.length === 0) context.push(tokenizer.bos);
       const logits = tf.tidy(() => {
         const x = tf.tensor2d(Int32Array.from(context), [1, context.length], 'int32');
-        return model.logits(x).slice([0, context.length - 1, 0], [1, 1, vocab]).dataSync() as Float32Array;
+        return model
+          .logits(x)
+          .slice([0, context.length - 1, 0], [1, 1, vocab])
+          .dataSync() as Float32Array;
       });
       generated.push(temperature <= 0 ? argmax(logits) : draw(logits, temperature, rng));
     }

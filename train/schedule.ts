@@ -14,9 +14,12 @@ export interface ScheduleConfig {
 
 export function validateSchedule(s: ScheduleConfig): ScheduleConfig {
   if (s.kind !== 'constant' && s.kind !== 'cosine') {
-    throw new InvalidArgumentError(`schedule must be constant or cosine, got "${s.kind}"`, { field: 'schedule' });
+    throw new InvalidArgumentError(`schedule must be constant or cosine, got "${s.kind}"`, {
+      field: 'schedule',
+    });
   }
-  if (!(s.lr > 0) || !Number.isFinite(s.lr)) throw new InvalidArgumentError(`lr must be > 0, got ${s.lr}`, { field: 'lr' });
+  if (!(s.lr > 0) || !Number.isFinite(s.lr))
+    throw new InvalidArgumentError(`lr must be > 0, got ${s.lr}`, { field: 'lr' });
   if (!Number.isSafeInteger(s.warmup) || s.warmup < 0) {
     throw new InvalidArgumentError(`warmup must be an integer >= 0, got ${s.warmup}`, { field: 'warmup' });
   }

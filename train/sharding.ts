@@ -25,7 +25,9 @@ export interface ShardPlan {
  */
 export function planShards(sizes: Array<[string, number]>, worldSize: number): ShardPlan {
   if (!Number.isSafeInteger(worldSize) || worldSize < 1) {
-    throw new InvalidArgumentError(`world size must be a positive integer, got ${worldSize}`, { field: 'worldSize' });
+    throw new InvalidArgumentError(`world size must be a positive integer, got ${worldSize}`, {
+      field: 'worldSize',
+    });
   }
   const load = new Array<number>(worldSize).fill(0);
   const owners: Record<string, number> = {};
@@ -62,14 +64,18 @@ export function reshardOptimizer(shards: NamedTensors[], plan: ShardPlan, rank: 
     for (const [key, tensor] of Object.entries(shard)) {
       if (key === STEP_KEY) {
         if (step && Buffer.compare(Buffer.from(bytes(step)), Buffer.from(bytes(tensor))) !== 0) {
-          throw new InvalidArgumentError(`optimizer shard of rank ${oldRank} has a different step counter than rank 0`, {
-            field: STEP_KEY,
-          });
+          throw new InvalidArgumentError(
+            `optimizer shard of rank ${oldRank} has a different step counter than rank 0`,
+            {
+              field: STEP_KEY,
+            },
+          );
         }
         step = tensor;
         continue;
       }
-      if (union[key]) throw new InvalidArgumentError(`optimizer state "${key}" appears in two shards`, { field: key });
+      if (union[key])
+        throw new InvalidArgumentError(`optimizer state "${key}" appears in two shards`, { field: key });
       union[key] = tensor;
     }
   });
@@ -78,7 +84,8 @@ export function reshardOptimizer(shards: NamedTensors[], plan: ShardPlan, rank: 
   for (const name of ownedBy(plan, rank)) {
     for (const key of [expAvgKey(name), expAvgSqKey(name)]) {
       const tensor = union[key];
-      if (!tensor) throw new InvalidArgumentError(`no saved optimizer state "${key}" in any shard`, { field: key });
+      if (!tensor)
+        throw new InvalidArgumentError(`no saved optimizer state "${key}" in any shard`, { field: key });
       out[key] = tensor;
     }
   }

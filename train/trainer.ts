@@ -120,7 +120,9 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
   const store = openStore(options.dir);
   const target = validateStep(options.steps, 'steps');
   if (!Number.isSafeInteger(options.saveEvery) || options.saveEvery < 1) {
-    throw new InvalidArgumentError(`save-every must be an integer >= 1, got ${options.saveEvery}`, { field: 'save-every' });
+    throw new InvalidArgumentError(`save-every must be an integer >= 1, got ${options.saveEvery}`, {
+      field: 'save-every',
+    });
   }
   const { tf, name: backend } = await initBackend({ force: options.backend, log: (m) => log0(m) });
 
@@ -128,46 +130,72 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
   const worldSize = options.group?.worldSize ?? 1;
   const resumeStep = await resolveResume(store, options.resume ?? 'none');
   let loadStarted = Date.now();
-  const loaded = resumeStep === null ? null : await loadCheckpoint(store, resumeStep, { loadOptimizer: false });
+  const loaded =
+    resumeStep === null ? null : await loadCheckpoint(store, resumeStep, { loadOptimizer: false });
   let loadMs = Date.now() - loadStarted;
   const run = runConfig(options, loaded?.meta as Record<string, unknown> | undefined);
   const data = TextData.fromFile(options.dataFile, run.model.sequence_len, run.seed);
   checkData(run, data, resumeStep, options.dataFile);
   const tokenizer = new ByteTokenizer();
   if (run.model.vocab_size < tokenizer.vocabSize) {
-    throw new InvalidArgumentError(`vocab_size ${run.model.vocab_size} is smaller than the tokenizer's ${tokenizer.vocabSize}`, {
-      field: 'vocab_size',
-    });
+    throw new InvalidArgumentError(
+      `vocab_size ${run.model.vocab_size} is smaller than the tokenizer's ${tokenizer.vocabSize}`,
+      {
+        field: 'vocab_size',
+      },
+    );
   }
 
   const startStep = resumeStep ?? 0;
   if (target <= startStep) {
     log0(`already at step ${startStep}; --steps ${target} asks for nothing more, nothing to do`);
-    return { startStep, endStep: startStep, resumedFrom: resumeStep, saved: [], finalLoss: null, backend, seconds: 0 };
+    return {
+      startStep,
+      endStep: startStep,
+      resumedFrom: resumeStep,
+      saved: [],
+      finalLoss: null,
+      backend,
+      seconds: 0,
+    };
   }
 
   if (run.batch % worldSize !== 0) {
-    throw new InvalidArgumentError(`--batch ${run.batch} (the global batch) is not divisible by world size ${worldSize}`, {
-      field: 'batch',
-    });
+    throw new InvalidArgumentError(
+      `--batch ${run.batch} (the global batch) is not divisible by world size ${worldSize}`,
+      {
+        field: 'batch',
+      },
+    );
   }
-  const model = loaded ? GPT.fromNamedTensors(tf, run.model, loaded.model!) : GPT.initialize(tf, run.model, run.seed);
-  const plan = planShards([...model.parameters()].map(([name, v]) => [name, v.size]), worldSize);
+  const model = loaded
+    ? GPT.fromNamedTensors(tf, run.model, loaded.model!)
+    : GPT.initialize(tf, run.model, run.seed);
+  const plan = planShards(
+    [...model.parameters()].map(([name, v]) => [name, v.size]),
+    worldSize,
+  );
   const owned = ownedBy(plan, rank);
   loadStarted = Date.now();
-  const state = loaded ? await loadOptimizerShard(store, loaded.step, loaded.manifest.world_size, plan, rank, options.reshard) : null;
+  const state = loaded
+    ? await loadOptimizerShard(store, loaded.step, loaded.manifest.world_size, plan, rank, options.reshard)
+    : null;
   loadMs += Date.now() - loadStarted;
   if (loaded) {
     const sameWorld = loaded.manifest.world_size === worldSize;
     const read = Object.entries(loaded.manifest.files).filter(
-      ([name]) => !name.startsWith('optim_') || (state !== null && (!sameWorld || name === optimFile(loaded.step, rank))),
+      ([name]) =>
+        !name.startsWith('optim_') ||
+        (state !== null && (!sameWorld || name === optimFile(loaded.step, rank))),
     );
     options.onResume?.(loaded.step, {
       seconds: loadMs / 1000,
       bytes: read.reduce((sum, [, record]) => sum + record.bytes, 0),
     });
   }
-  const optimizer = state ? AdamW.fromState(tf, model.parameters(), state, { owned }) : new AdamW(tf, model.parameters(), { owned });
+  const optimizer = state
+    ? AdamW.fromState(tf, model.parameters(), state, { owned })
+    : new AdamW(tf, model.parameters(), { owned });
   const loop: LoopState = (loaded?.meta.loop_state as LoopState | undefined) ?? {
     smoothed_loss: null,
     best_val_bpb: null,
@@ -214,7 +242,14 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
         windowStart = now;
         windowSteps = 0;
       }
-      options.onProgress?.({ step: step + 1, steps: target, loss, smoothedLoss: loop.smoothed_loss, lr, stepsPerSec });
+      options.onProgress?.({
+        step: step + 1,
+        steps: target,
+        loss,
+        smoothedLoss: loop.smoothed_loss,
+        lr,
+        stepsPerSec,
+      });
       const done = step + 1;
       if (done % options.saveEvery === 0 || done === target) {
         loop.elapsed_s += (Date.now() - started) / 1000;
@@ -229,13 +264,19 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
         const snapshot = {
           model: model.namedTensors(),
           optimizer: optimizer.stateTensors(),
-          meta: { ...buildMeta(run, data, tokenizer, backend, done, run.batch, loop, history), sharding: { world_size: worldSize, owners: plan.owners } },
+          meta: {
+            ...buildMeta(run, data, tokenizer, backend, done, run.batch, loop, history),
+            sharding: { world_size: worldSize, owners: plan.owners },
+          },
         };
         const rankOptions = { rank, worldSize, saveDtype: options.saveDtype };
         if (saver) {
           await saver.save(options.dir as string, done, snapshot, { ...rankOptions, transfer: true });
         } else {
-          const result = await saveCheckpoint(store, done, snapshot, { ...rankOptions, coordinator: options.group?.coordinator() });
+          const result = await saveCheckpoint(store, done, snapshot, {
+            ...rankOptions,
+            coordinator: options.group?.coordinator(),
+          });
           if (result.committed || rank !== 0) committed(done, result.files);
         }
         history = [];
@@ -260,7 +301,15 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
   };
 }
 
-function trainStep(tf: TF, model: GPT, optimizer: AdamW, data: TextData, step: number, batch: number, lr: number): number {
+function trainStep(
+  tf: TF,
+  model: GPT,
+  optimizer: AdamW,
+  data: TextData,
+  step: number,
+  batch: number,
+  lr: number,
+): number {
   const T = model.config.sequence_len;
   const { inputs, targets } = data.samples(step * batch, batch);
   const x = tf.tensor2d(inputs, [batch, T], 'int32');
@@ -303,9 +352,13 @@ async function shardedStep(
   const flat = new Float32Array(plan.counts.reduce((a, b) => a + b, 0));
   let loss: number;
   tf.tidy(() => {
-    const { loss: l, grads } = model.lossAndGrads(tf.tensor2d(inputs, [local, T], 'int32'), tf.tensor2d(targets, [local, T], 'int32'));
+    const { loss: l, grads } = model.lossAndGrads(
+      tf.tensor2d(inputs, [local, T], 'int32'),
+      tf.tensor2d(targets, [local, T], 'int32'),
+    );
     loss = l.dataSync()[0]!;
-    for (const name of plan.layout) flat.set(grads.get(name)!.dataSync() as Float32Array, plan.offsets[name]!);
+    for (const name of plan.layout)
+      flat.set(grads.get(name)!.dataSync() as Float32Array, plan.offsets[name]!);
   });
   const mine = await group.reduceScatter(flat, plan.counts, 'mean');
   const owned = ownedBy(plan, group.rank);
@@ -313,17 +366,29 @@ async function shardedStep(
   const grads = new Map<string, TfTensor>();
   for (const name of owned) {
     const v = params.get(name)!;
-    grads.set(name, tf.tensor(mine.subarray(plan.offsets[name]! - base, plan.offsets[name]! - base + v.size), v.shape, 'float32'));
+    grads.set(
+      name,
+      tf.tensor(
+        mine.subarray(plan.offsets[name]! - base, plan.offsets[name]! - base + v.size),
+        v.shape,
+        'float32',
+      ),
+    );
   }
   optimizer.apply(grads, lr);
   for (const g of grads.values()) g.dispose();
   const updated = new Float32Array(mine.length);
-  for (const name of owned) updated.set(params.get(name)!.dataSync() as Float32Array, plan.offsets[name]! - base);
+  for (const name of owned)
+    updated.set(params.get(name)!.dataSync() as Float32Array, plan.offsets[name]! - base);
   const all = await group.allGather(updated, plan.counts);
   for (const name of plan.layout) {
     if (plan.owners[name] === group.rank) continue;
     const v = params.get(name)!;
-    tf.tidy(() => v.assign(tf.tensor(all.subarray(plan.offsets[name]!, plan.offsets[name]! + v.size), v.shape, 'float32')));
+    tf.tidy(() =>
+      v.assign(
+        tf.tensor(all.subarray(plan.offsets[name]!, plan.offsets[name]! + v.size), v.shape, 'float32'),
+      ),
+    );
   }
   const meanLoss = await group.allReduce(new Float32Array([loss!]), 'mean');
   return meanLoss[0]!;
@@ -342,10 +407,14 @@ async function loadOptimizerShard(
   reshard = false,
 ): Promise<NamedTensors | null> {
   if (savedWorldSize === plan.worldSize) {
-    return (await loadCheckpoint(store, step, { rank, worldSize: plan.worldSize, loadModel: false })).optimizer;
+    return (await loadCheckpoint(store, step, { rank, worldSize: plan.worldSize, loadModel: false }))
+      .optimizer;
   }
   if (!reshard) {
-    throw new WorldSizeMismatchError(savedWorldSize, plan.worldSize, { file: `manifest_${String(step).padStart(6, '0')}.json`, step });
+    throw new WorldSizeMismatchError(savedWorldSize, plan.worldSize, {
+      file: `manifest_${String(step).padStart(6, '0')}.json`,
+      step,
+    });
   }
   const shards: NamedTensors[] = [];
   for (let r = 0; r < savedWorldSize; r++) {
@@ -353,11 +422,17 @@ async function loadOptimizerShard(
     if (!shard) return null;
     shards.push(shard);
   }
-  log0(`resharding the optimizer state of step ${step} from world size ${savedWorldSize} to ${plan.worldSize}`, { step });
+  log0(
+    `resharding the optimizer state of step ${step} from world size ${savedWorldSize} to ${plan.worldSize}`,
+    { step },
+  );
   return reshardOptimizer(shards, plan, rank);
 }
 
-async function resolveResume(store: ReturnType<typeof openStore>, resume: TrainOptions['resume']): Promise<number | null> {
+async function resolveResume(
+  store: ReturnType<typeof openStore>,
+  resume: TrainOptions['resume'],
+): Promise<number | null> {
   if (resume === 'none' || resume === undefined) {
     const existing = await committedSteps(store);
     if (existing.length > 0) {
@@ -418,7 +493,12 @@ function runConfig(options: TrainOptions, meta: Record<string, unknown> | undefi
   return { model, seed: saved.seed, batch: saved.batch, schedule: saved.schedule, data: saved.data };
 }
 
-function checkData(run: RunConfig, data: TextData, resumeStep: number | null, dataFile: string | undefined): void {
+function checkData(
+  run: RunConfig,
+  data: TextData,
+  resumeStep: number | null,
+  dataFile: string | undefined,
+): void {
   if (resumeStep !== null && run.data.sha256 !== data.identity.sha256) {
     throw new InvalidArgumentError(
       `--data ${data.identity.name} (sha256 ${data.identity.sha256.slice(0, 12)}…) is not the data the checkpoint was ` +
@@ -448,7 +528,12 @@ function buildMeta(
     dataloader_state: { sample_index: step * batch },
     // All randomness is counter-based (seed + stream name + index), so the seed and the sample index
     // above are the complete RNG state.
-    rng_state: { kind: 'counter', seed: run.seed, data_stream: 'data-epoch-<epoch>', sample_index: step * batch },
+    rng_state: {
+      kind: 'counter',
+      seed: run.seed,
+      data_stream: 'data-epoch-<epoch>',
+      sample_index: step * batch,
+    },
     loop_state: { ...loop },
     loss_history: history,
     data: data.identity,

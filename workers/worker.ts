@@ -105,7 +105,8 @@ export async function createWorkers(setup: WorkerSetup, connection: NativeConnec
 /** Run workers until a shutdown signal (SIGINT/SIGTERM) or until `signal` aborts. */
 export async function runWorkers(setup: WorkerSetup, signal?: AbortSignal): Promise<void> {
   const metrics = setup.metrics ?? (setup.metricsPort !== undefined ? new WorkerMetrics() : undefined);
-  const server = setup.metricsPort !== undefined ? await serveMetrics(metrics!.registry, setup.metricsPort) : undefined;
+  const server =
+    setup.metricsPort !== undefined ? await serveMetrics(metrics!.registry, setup.metricsPort) : undefined;
   const unobserve = metrics?.observe();
   try {
     const connection = await connectWorkerConnection(setup.settings);

@@ -14,7 +14,10 @@ export interface WorkflowSettings {
   nonRetryableErrorTypes: string[];
 }
 
-export function activityOptions(settings: WorkflowSettings, kind: 'train' | 'eval' | 'control'): ActivityOptions {
+export function activityOptions(
+  settings: WorkflowSettings,
+  kind: 'train' | 'eval' | 'control',
+): ActivityOptions {
   const a = settings.activities;
   const retry = {
     maximumAttempts: a.maximumAttempts,

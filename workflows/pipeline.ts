@@ -23,7 +23,13 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { ControlActivities, TrainActivities } from '../activities';
-import type { EvalSummary, PruneSummary, RetentionPolicy, SegmentResult, TrainFlags } from '../activities/types';
+import type {
+  EvalSummary,
+  PruneSummary,
+  RetentionPolicy,
+  SegmentResult,
+  TrainFlags,
+} from '../activities/types';
 import { activityOptions, type WorkflowSettings } from './options';
 import { RankGroup, type GroupState } from './ranks';
 import { PipelineVisibility } from './visibility';
@@ -104,7 +110,12 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
   const visibility = PipelineVisibility.start(input.searchAttributes);
   const worldSize = input.worldSize ?? 1;
   if (worldSize > 1 && !s.group) {
-    s.group = { worldSize, minWorldSize: Math.min(input.minWorldSize ?? worldSize, worldSize), generation: 0, changes: [] };
+    s.group = {
+      worldSize,
+      minWorldSize: Math.min(input.minWorldSize ?? worldSize, worldSize),
+      generation: 0,
+      changes: [],
+    };
   }
   const group = s.group ? new RankGroup(s.group, input.settings) : null;
   let paused = s.state === 'paused';
@@ -133,7 +144,8 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
     },
     {
       validator: (steps) => {
-        if (!Number.isSafeInteger(steps) || steps < 1) throw new Error(`target steps must be a positive integer, got ${steps}`);
+        if (!Number.isSafeInteger(steps) || steps < 1)
+          throw new Error(`target steps must be a positive integer, got ${steps}`);
       },
     },
   );
@@ -164,14 +176,32 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
       result = await segmentScope.run(() =>
         group
           ? group.run(
-              { dir: input.dir, fromStep: s.step, toStep, saveEvery: input.saveEvery, flags: input.flags, settings: input.settings, shrinkAfterMs: input.shrinkAfterMs ?? 60_000 },
+              {
+                dir: input.dir,
+                fromStep: s.step,
+                toStep,
+                saveEvery: input.saveEvery,
+                flags: input.flags,
+                settings: input.settings,
+                shrinkAfterMs: input.shrinkAfterMs ?? 60_000,
+              },
               input.settings.activities.maximumAttempts,
               input.settings.activities.initialRetryMs,
             )
-          : train.trainSegment({ dir: input.dir, fromStep: s.step, toStep, saveEvery: input.saveEvery, flags: input.flags }),
+          : train.trainSegment({
+              dir: input.dir,
+              fromStep: s.step,
+              toStep,
+              saveEvery: input.saveEvery,
+              flags: input.flags,
+            }),
       );
     } catch (err) {
-      if (!(stopRequested && (isCancellation(err) || (err instanceof ActivityFailure && isCancellation(err.cause))))) throw err;
+      if (!(
+        stopRequested &&
+        (isCancellation(err) || (err instanceof ActivityFailure && isCancellation(err.cause)))
+      ))
+        throw err;
     } finally {
       segmentScope = null;
     }
@@ -216,7 +246,9 @@ async function evaluateNew(
     s.evals.push(result);
     const value = (result as unknown as Record<string, number>)[metric.name];
     if (typeof value !== 'number') continue;
-    const better = s.bestMetric === null || (metric.mode === 'min' ? value < s.bestMetric.value : value > s.bestMetric.value);
+    const better =
+      s.bestMetric === null ||
+      (metric.mode === 'min' ? value < s.bestMetric.value : value > s.bestMetric.value);
     if (better) s.bestMetric = { step, value };
   }
   // Keep the carried state small: the last evaluations are enough for status; the files hold them all.

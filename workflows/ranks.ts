@@ -50,22 +50,32 @@ export class RankGroup {
   ) {
     // The group is the unit of retry: a rank attempt is never retried alone.
     const options = activityOptions(settings, 'train');
-    this.ranks = proxyActivities<TrainActivities>({ ...options, retry: { ...options.retry, maximumAttempts: 1 } });
+    this.ranks = proxyActivities<TrainActivities>({
+      ...options,
+      retry: { ...options.retry, maximumAttempts: 1 },
+    });
     setHandler(
       joinRendezvousUpdate,
       async (req) => {
         this.joined.set(req.rank, req.address);
         const generation = this.state.generation;
-        await condition(() => this.joined.size === this.state.worldSize || this.state.generation !== generation);
+        await condition(
+          () => this.joined.size === this.state.worldSize || this.state.generation !== generation,
+        );
         if (this.state.generation !== generation) {
-          throw ApplicationFailure.nonRetryable(`rendezvous generation ${generation} was abandoned`, 'StaleRendezvous');
+          throw ApplicationFailure.nonRetryable(
+            `rendezvous generation ${generation} was abandoned`,
+            'StaleRendezvous',
+          );
         }
         return { generation, worldSize: this.state.worldSize, master: this.joined.get(0)! };
       },
       {
         validator: (req) => {
           if (req.generation !== this.state.generation) {
-            throw new Error(`stale rendezvous: generation ${req.generation}, current ${this.state.generation}`);
+            throw new Error(
+              `stale rendezvous: generation ${req.generation}, current ${this.state.generation}`,
+            );
           }
           if (!Number.isInteger(req.rank) || req.rank < 0 || req.rank >= this.state.worldSize) {
             throw new Error(`rank ${req.rank} is outside world size ${this.state.worldSize}`);

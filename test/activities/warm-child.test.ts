@@ -16,7 +16,23 @@ import { pidAlive } from '../helpers/process';
 
 const root = mkdtempSync(join(tmpdir(), 'ckpt-warm-'));
 after(() => rmSync(root, { recursive: true, force: true }));
-const TRAIN = ['train', '--root', root, '--depth', '1', '--n-embd', '32', '--seq-len', '32', '--batch', '4', '--save-every', '2', '--progress-json', '--resume'];
+const TRAIN = [
+  'train',
+  '--root',
+  root,
+  '--depth',
+  '1',
+  '--n-embd',
+  '32',
+  '--seq-len',
+  '32',
+  '--batch',
+  '4',
+  '--save-every',
+  '2',
+  '--progress-json',
+  '--resume',
+];
 describe('warm standby child', () => {
   it('a command runs in the waiting standby and a new standby follows', async () => {
     prewarmChild();
@@ -37,17 +53,25 @@ describe('warm standby child', () => {
     } finally {
       delete process.env.CKPT_WARM_CHILD;
     }
-    const file = (tag: string) => readFileSync(join(root, 'base_checkpoints', tag, 'model_000004.safetensors'));
+    const file = (tag: string) =>
+      readFileSync(join(root, 'base_checkpoints', tag, 'model_000004.safetensors'));
     assert.ok(file('warm').equals(file('cold')), 'warm and cold children train the same weights');
   });
 
   it('a standby exits when its worker dies', async () => {
     const parent = spawn(
       process.execPath,
-      ['--import', 'tsx', '-e', "require('./activities/child.ts').prewarmChild(); console.log(require('./activities/child.ts').standbyPid()); setInterval(() => {}, 1000);"],
+      [
+        '--import',
+        'tsx',
+        '-e',
+        "require('./activities/child.ts').prewarmChild(); console.log(require('./activities/child.ts').standbyPid()); setInterval(() => {}, 1000);",
+      ],
       { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
     );
-    const pid = await new Promise<number>((resolve) => parent.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))));
+    const pid = await new Promise<number>((resolve) =>
+      parent.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))),
+    );
     assert.ok(pid > 0 && pidAlive(pid));
     parent.kill('SIGKILL');
     const deadline = Date.now() + 20_000;

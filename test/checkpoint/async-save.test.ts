@@ -3,7 +3,16 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { AsyncSaver, hasSpareSaveThread, manifestFile, prestartSaveThread, modelFile, optimFile, saveCheckpoint, verifyCheckpoint } from '../../checkpoint';
+import {
+  AsyncSaver,
+  hasSpareSaveThread,
+  manifestFile,
+  prestartSaveThread,
+  modelFile,
+  optimFile,
+  saveCheckpoint,
+  verifyCheckpoint,
+} from '../../checkpoint';
 import { tinyMeta, tinyModel, tinyOptimizer } from '../helpers/fixtures';
 import { tempDir } from '../helpers/tmp';
 
@@ -13,13 +22,24 @@ describe('asynchronous save', () => {
   it('writes the same bytes as a synchronous save, on a worker thread', async () => {
     const syncDir = tempDir();
     const asyncDir = tempDir();
-    await saveCheckpoint(syncDir, 10, { model: tinyModel(2, 1000), optimizer: tinyOptimizer(2), meta: tinyMeta() }, { saveDtype: 'BF16' });
+    await saveCheckpoint(
+      syncDir,
+      10,
+      { model: tinyModel(2, 1000), optimizer: tinyOptimizer(2), meta: tinyMeta() },
+      { saveDtype: 'BF16' },
+    );
     const saver = new AsyncSaver();
-    await saver.save(asyncDir, 10, { model: tinyModel(2, 1000), optimizer: tinyOptimizer(2), meta: tinyMeta() }, { saveDtype: 'BF16' });
+    await saver.save(
+      asyncDir,
+      10,
+      { model: tinyModel(2, 1000), optimizer: tinyOptimizer(2), meta: tinyMeta() },
+      { saveDtype: 'BF16' },
+    );
     const result = await saver.finish();
     await saver.close();
     assert.equal(result?.committed, true);
-    for (const f of [modelFile(10), optimFile(10, 0)]) assert.equal(sha(join(asyncDir, f)), sha(join(syncDir, f)), f);
+    for (const f of [modelFile(10), optimFile(10, 0)])
+      assert.equal(sha(join(asyncDir, f)), sha(join(syncDir, f)), f);
     assert.equal((await verifyCheckpoint(asyncDir, 10)).ok, true);
   });
 
@@ -57,16 +77,27 @@ describe('asynchronous save', () => {
     const dir = tempDir();
     const reported: Array<{ step: number; manifest: boolean }> = [];
     const saver = new AsyncSaver({
-      onCommitted: (r) => reported.push({ step: r.step, manifest: existsSync(join(dir, manifestFile(r.step))) }),
+      onCommitted: (r) =>
+        reported.push({ step: r.step, manifest: existsSync(join(dir, manifestFile(r.step))) }),
     });
     for (const step of [1, 2, 3]) {
-      await saver.save(dir, step, { model: tinyModel(step, 20000), optimizer: tinyOptimizer(step), meta: tinyMeta() });
+      await saver.save(dir, step, {
+        model: tinyModel(step, 20000),
+        optimizer: tinyOptimizer(step),
+        meta: tinyMeta(),
+      });
       assert.equal(saver.savingStep, step);
       // The previous save finished before this one started.
-      assert.deepEqual(reported.map((r) => r.step), Array.from({ length: step - 1 }, (_, i) => i + 1));
+      assert.deepEqual(
+        reported.map((r) => r.step),
+        Array.from({ length: step - 1 }, (_, i) => i + 1),
+      );
     }
     await saver.close();
-    assert.deepEqual(reported, [1, 2, 3].map((step) => ({ step, manifest: true })));
+    assert.deepEqual(
+      reported,
+      [1, 2, 3].map((step) => ({ step, manifest: true })),
+    );
   });
 
   it('a write failure surfaces on the next save and on finish, and commits nothing', async () => {
@@ -75,7 +106,10 @@ describe('asynchronous save', () => {
     writeFileSync(blocked, 'a file where the checkpoint directory should be');
     const saver = new AsyncSaver();
     await saver.save(join(blocked, 'd1'), 5, { model: tinyModel(), meta: tinyMeta() });
-    await assert.rejects(saver.save(join(blocked, 'd1'), 6, { model: tinyModel(), meta: tinyMeta() }), /cannot (create|write)/);
+    await assert.rejects(
+      saver.save(join(blocked, 'd1'), 6, { model: tinyModel(), meta: tinyMeta() }),
+      /cannot (create|write)/,
+    );
     await saver.save(join(blocked, 'd1'), 7, { model: tinyModel(), meta: tinyMeta() });
     await assert.rejects(saver.finish(), /cannot (create|write)/);
     await saver.close();

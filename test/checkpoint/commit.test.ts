@@ -36,7 +36,11 @@ describe('save and load round trip', () => {
   it('restores model, optimizer and meta exactly, with a manifest listing every file', async () => {
     const dir = tempDir();
     const model = tinyModel(3);
-    const res = await saveCheckpoint(dir, 100, { model, optimizer: tinyOptimizer(3), meta: tinyMeta({ loss: 1.5 }) });
+    const res = await saveCheckpoint(dir, 100, {
+      model,
+      optimizer: tinyOptimizer(3),
+      meta: tinyMeta({ loss: 1.5 }),
+    });
     assert.equal(res.committed, true);
     const manifest = await readManifest(dir, 100);
     assert.deepEqual(Object.keys(manifest.files).sort(), [metaFile(100), modelFile(100), optimFile(100, 0)]);
@@ -50,7 +54,10 @@ describe('save and load round trip', () => {
     assert.equal(loaded.meta.loss, 1.5);
     for (const [name, t] of Object.entries(model)) {
       assert.deepEqual(loaded.model![name]!.shape, t.shape);
-      assert.deepEqual(Buffer.from(toFloat32(loaded.model![name]!).buffer), Buffer.from((t.data as Float32Array).buffer));
+      assert.deepEqual(
+        Buffer.from(toFloat32(loaded.model![name]!).buffer),
+        Buffer.from((t.data as Float32Array).buffer),
+      );
     }
     assert.deepEqual(Object.keys(loaded.optimizer!).sort(), Object.keys(tinyOptimizer(3)).sort());
   });
@@ -70,19 +77,36 @@ describe('save and load round trip', () => {
     // bf16 keeps 7 mantissa bits: 1 + 2^-8 is a tie and rounds to even (1), 1 + 1.5 * 2^-8 rounds up.
     const bf16 = values.map(roundBf16);
     assert.deepEqual(bf16.slice(0, 5), [1, 1, 1.0078125, -3.140625, 65536]);
-    for (const [dtype, step] of [['BF16', 1], ['F16', 2]] as const) {
-      await saveCheckpoint(dir, step, { model: { w: f32Tensor([values.length], values) }, meta: tinyMeta() }, { saveDtype: dtype });
+    for (const [dtype, step] of [
+      ['BF16', 1],
+      ['F16', 2],
+    ] as const) {
+      await saveCheckpoint(
+        dir,
+        step,
+        { model: { w: f32Tensor([values.length], values) }, meta: tinyMeta() },
+        { saveDtype: dtype },
+      );
       const loaded = await loadCheckpoint(dir, step);
       assert.equal(loaded.model!.w!.dtype, 'F32');
       const got = Array.from(toFloat32(loaded.model!.w!));
       if (dtype === 'BF16') assert.deepEqual(got, bf16);
-      else assert.deepEqual(got, values.map((v) => Math.fround(roundF16(v))));
+      else
+        assert.deepEqual(
+          got,
+          values.map((v) => Math.fround(roundF16(v))),
+        );
     }
   });
 
   it('keeps optimizer shards in f32 whatever the model save dtype', async () => {
     const dir = tempDir();
-    await saveCheckpoint(dir, 1, { model: tinyModel(), optimizer: tinyOptimizer(), meta: tinyMeta() }, { saveDtype: 'BF16' });
+    await saveCheckpoint(
+      dir,
+      1,
+      { model: tinyModel(), optimizer: tinyOptimizer(), meta: tinyMeta() },
+      { saveDtype: 'BF16' },
+    );
     const loaded = await loadCheckpoint(dir, 1, { toFloat32: false });
     assert.equal(loaded.model!['lm_head.weight']!.dtype, 'BF16');
     assert.equal(loaded.optimizer!['transformer.wte.weight.exp_avg']!.dtype, 'F32');
@@ -121,7 +145,10 @@ describe('rank-aware checkpoints', () => {
         ),
       ),
     );
-    assert.deepEqual(results.map((r) => r.committed), [true, false, false]);
+    assert.deepEqual(
+      results.map((r) => r.committed),
+      [true, false, false],
+    );
     const manifest = await readManifest(dir, 50);
     assert.equal(manifest.world_size, 3);
     assert.deepEqual(Object.keys(manifest.files).sort(), [
@@ -131,18 +158,31 @@ describe('rank-aware checkpoints', () => {
       optimFile(50, 1),
       optimFile(50, 2),
     ]);
-    assert.ok(!readdirSync(dir).some((f) => f.startsWith('.rank-done')), 'rank records are cleaned after commit');
+    assert.ok(
+      !readdirSync(dir).some((f) => f.startsWith('.rank-done')),
+      'rank records are cleaned after commit',
+    );
     for (let rank = 0; rank < world; rank++) {
       const loaded = await loadCheckpoint(dir, 50, { rank, worldSize: world });
-      assert.deepEqual(Array.from(loaded.optimizer!['transformer.wte.weight.exp_avg']!.data as Float32Array), [5, rank, 0.5]);
+      assert.deepEqual(
+        Array.from(loaded.optimizer!['transformer.wte.weight.exp_avg']!.data as Float32Array),
+        [5, rank, 0.5],
+      );
     }
   });
 
   it('a world-size mismatch is a typed error naming both sizes', async () => {
     const dir = tempDir();
-    await Promise.all([0, 1].map((rank) =>
-      saveCheckpoint(dir, 5, { model: tinyModel(), optimizer: tinyOptimizer(1, rank), meta: tinyMeta() }, { rank, worldSize: 2 }),
-    ));
+    await Promise.all(
+      [0, 1].map((rank) =>
+        saveCheckpoint(
+          dir,
+          5,
+          { model: tinyModel(), optimizer: tinyOptimizer(1, rank), meta: tinyMeta() },
+          { rank, worldSize: 2 },
+        ),
+      ),
+    );
     await assert.rejects(loadCheckpoint(dir, 5, { rank: 0, worldSize: 4 }), (err: unknown) => {
       assert.ok(err instanceof WorldSizeMismatchError);
       assert.match(err.message, /world size 2/);
@@ -154,9 +194,16 @@ describe('rank-aware checkpoints', () => {
 
   it('a missing rank file is a typed error naming the file', async () => {
     const dir = tempDir();
-    await Promise.all([0, 1].map((rank) =>
-      saveCheckpoint(dir, 5, { model: tinyModel(), optimizer: tinyOptimizer(1, rank), meta: tinyMeta() }, { rank, worldSize: 2 }),
-    ));
+    await Promise.all(
+      [0, 1].map((rank) =>
+        saveCheckpoint(
+          dir,
+          5,
+          { model: tinyModel(), optimizer: tinyOptimizer(1, rank), meta: tinyMeta() },
+          { rank, worldSize: 2 },
+        ),
+      ),
+    );
     require('node:fs').unlinkSync(join(dir, optimFile(5, 1)));
     await assert.rejects(loadCheckpoint(dir, 5, { rank: 1 }), (err: unknown) => {
       assert.ok(err instanceof MissingFileError);
@@ -169,7 +216,12 @@ describe('rank-aware checkpoints', () => {
   it('the manifest waits for every rank: a rank that never arrives means no commit', async () => {
     const dir = tempDir();
     await assert.rejects(
-      saveCheckpoint(dir, 9, { model: tinyModel(), optimizer: tinyOptimizer(), meta: tinyMeta() }, { rank: 0, worldSize: 2, commitTimeoutMs: 300 }),
+      saveCheckpoint(
+        dir,
+        9,
+        { model: tinyModel(), optimizer: tinyOptimizer(), meta: tinyMeta() },
+        { rank: 0, worldSize: 2, commitTimeoutMs: 300 },
+      ),
       /rank 1 of 2 did not finish/,
     );
     assert.ok(!existsSync(join(dir, manifestFile(9))));
@@ -182,7 +234,11 @@ describe('commit protocol', () => {
     await saveCheckpoint(dir, 10, { model: tinyModel(1), optimizer: tinyOptimizer(1), meta: tinyMeta() });
     const before = snapshot(dir);
     await assert.rejects(
-      saveCheckpoint(dir, 10, { model: tinyModel(2), optimizer: tinyOptimizer(2), meta: tinyMeta({ other: true }) }),
+      saveCheckpoint(dir, 10, {
+        model: tinyModel(2),
+        optimizer: tinyOptimizer(2),
+        meta: tinyMeta({ other: true }),
+      }),
       (err: unknown) => err instanceof AlreadyCommittedError && /already committed/.test(err.message),
     );
     assert.deepEqual(snapshot(dir), before);
@@ -244,7 +300,10 @@ describe('commit protocol', () => {
     for (const step of [-1, 1.5, NaN, Number.MAX_SAFE_INTEGER + 2]) {
       await assert.rejects(saveCheckpoint(dir, step, { meta: {} }), InvalidArgumentError);
     }
-    await assert.rejects(saveCheckpoint(dir, 1, { meta: {} }, { rank: 2, worldSize: 2 }), InvalidArgumentError);
+    await assert.rejects(
+      saveCheckpoint(dir, 1, { meta: {} }, { rank: 2, worldSize: 2 }),
+      InvalidArgumentError,
+    );
     assert.deepEqual(readdirSync(dir), []);
   });
 });

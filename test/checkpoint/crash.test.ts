@@ -3,7 +3,14 @@ import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { findLastStep, garbageCollect, listCheckpoints, loadCheckpoint, saveCheckpoint, verifyCheckpoint } from '../../checkpoint';
+import {
+  findLastStep,
+  garbageCollect,
+  listCheckpoints,
+  loadCheckpoint,
+  saveCheckpoint,
+  verifyCheckpoint,
+} from '../../checkpoint';
 import { tinyMeta, tinyModel, tinyOptimizer } from '../helpers/fixtures';
 import { tempDir } from '../helpers/tmp';
 
@@ -12,9 +19,13 @@ const CHILD = join(__dirname, '..', 'helpers', 'save-child.ts');
 /** Run the child until it reports it stopped at the chosen point, then SIGKILL it. */
 function saveAndKill(dir: string, step: number, putIndex: number, phase: 'before' | 'mid'): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, dir, String(step), String(putIndex), phase], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', CHILD, dir, String(step), String(putIndex), phase],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let out = '';
     let err = '';
     const timer = setTimeout(() => {
@@ -50,18 +61,29 @@ describe('SIGKILL inside saveCheckpoint never leaves a checkpoint that looks who
   for (const [index, phase] of POINTS) {
     it(`killed ${phase} put #${index}: step 20 is not listed, step 10 is the last step and loads verified`, async () => {
       const dir = tempDir();
-      await saveCheckpoint(dir, 10, { model: tinyModel(1, 4096), optimizer: tinyOptimizer(1), meta: tinyMeta() });
+      await saveCheckpoint(dir, 10, {
+        model: tinyModel(1, 4096),
+        optimizer: tinyOptimizer(1),
+        meta: tinyMeta(),
+      });
       const where = await saveAndKill(dir, 20, index, phase);
       assert.match(where, /^STOPPED/);
       const listed = await listCheckpoints(dir);
-      assert.deepEqual(listed.filter((c) => c.committed).map((c) => c.step), [10]);
+      assert.deepEqual(
+        listed.filter((c) => c.committed).map((c) => c.step),
+        [10],
+      );
       assert.equal(await findLastStep(dir), 10);
       assert.equal((await verifyCheckpoint(dir, 10)).ok, true);
       const loaded = await loadCheckpoint(dir, 10);
       assert.equal(loaded.step, 10);
 
       // The leftovers are orphans: a new attempt of the same step succeeds and gc cleans the rest.
-      await saveCheckpoint(dir, 20, { model: tinyModel(1, 4096), optimizer: tinyOptimizer(1), meta: tinyMeta({ seed: 1 }) });
+      await saveCheckpoint(dir, 20, {
+        model: tinyModel(1, 4096),
+        optimizer: tinyOptimizer(1),
+        meta: tinyMeta({ seed: 1 }),
+      });
       assert.equal(await findLastStep(dir), 20);
       await garbageCollect(dir, { graceMs: 0 });
       assert.ok(!readdirSync(dir).some((f) => f.startsWith('.tmp-')), 'temp files collected');

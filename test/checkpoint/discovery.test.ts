@@ -20,7 +20,8 @@ import { tinyMeta, tinyModel, tinyOptimizer } from '../helpers/fixtures';
 import { tempDir } from '../helpers/tmp';
 
 async function saveSteps(dir: string, steps: number[]): Promise<void> {
-  for (const step of steps) await saveCheckpoint(dir, step, { model: tinyModel(step), optimizer: tinyOptimizer(), meta: tinyMeta() });
+  for (const step of steps)
+    await saveCheckpoint(dir, step, { model: tinyModel(step), optimizer: tinyOptimizer(), meta: tinyMeta() });
 }
 
 function flipByte(file: string): void {
@@ -73,7 +74,12 @@ describe('findLargestModel', () => {
     await saveSteps(join(root, 'alpha'), [1]);
     await saveSteps(join(root, 'beta'), [1]);
     const old = new Date(Date.now() - 3_600_000);
-    for (const f of ['manifest_000001.json', 'meta_000001.json', modelFile(1), 'optim_000001_rank0.safetensors']) {
+    for (const f of [
+      'manifest_000001.json',
+      'meta_000001.json',
+      modelFile(1),
+      'optim_000001_rank0.safetensors',
+    ]) {
       utimesSync(join(root, 'beta', f), old, old);
     }
     assert.equal(await findLargestModel(root), 'alpha');
@@ -101,7 +107,14 @@ describe('listCheckpoints', () => {
     writeFileSync(join(dir, modelFile(30)), 'orphan');
     flipByte(join(dir, modelFile(20)));
     const infos = await listCheckpoints(dir, { verify: true });
-    assert.deepEqual(infos.map((i) => [i.step, i.committed, i.verified]), [[10, true, true], [20, true, false], [30, false, undefined]]);
+    assert.deepEqual(
+      infos.map((i) => [i.step, i.committed, i.verified]),
+      [
+        [10, true, true],
+        [20, true, false],
+        [30, false, undefined],
+      ],
+    );
     assert.deepEqual(infos[0]!.metrics, { step: 10, val_bpb: 1.25 });
     assert.ok(infos[0]!.bytes > 0);
     assert.equal(infos[1]!.problems![0]!.file, modelFile(20));

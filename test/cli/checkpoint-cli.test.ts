@@ -598,8 +598,14 @@ describe('ckpt prune DIR --keep-last N [--keep-best K --metric M --mode min|max]
     });
     for (const f of gone) assert.ok(before.includes(f), `fixture lacks ${f}`);
     // Plus the retention log, which records each deleted step (one JSON line each).
-    assert.deepEqual(await ls(dir), [...before.filter((f) => !gone.includes(f)), 'retention_log.jsonl'].sort());
-    const log = (await fs.readFile(join(dir, 'retention_log.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    assert.deepEqual(
+      await ls(dir),
+      [...before.filter((f) => !gone.includes(f)), 'retention_log.jsonl'].sort(),
+    );
+    const log = (await fs.readFile(join(dir, 'retention_log.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     assert.deepEqual(
       log.map((e: { step: number }) => e.step).sort((a: number, b: number) => a - b),
       plannedRemovals,

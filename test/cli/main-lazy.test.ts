@@ -21,9 +21,16 @@ describe('lazy command table', () => {
       assert.ok(commands.length > 0);
       for (const c of commands) {
         const first = c.name.split(' ')[0]!;
-        assert.ok(m.first.includes(first), `module ${i} defines "${c.name}" but lists only ${m.first.join(', ')}`);
+        assert.ok(
+          m.first.includes(first),
+          `module ${i} defines "${c.name}" but lists only ${m.first.join(', ')}`,
+        );
       }
-      for (const word of m.first) assert.ok(commands.some((c) => c.name.split(' ')[0] === word), `module ${i} lists "${word}" but defines no such command`);
+      for (const word of m.first)
+        assert.ok(
+          commands.some((c) => c.name.split(' ')[0] === word),
+          `module ${i} lists "${word}" but defines no such command`,
+        );
     });
   });
 
@@ -35,7 +42,10 @@ describe('lazy command table', () => {
         const heavy = ['@temporalio/client', '@temporalio/worker', '/vega/', 'prom-client'].filter((p) => loaded.some((f) => f.includes('node_modules/' + p.replace(/^\\//, '')) || (p.startsWith('/') && f.includes('node_modules' + p))));
         process.stderr.write(JSON.stringify({ code, heavy }) + '\\n');
       });`;
-    const res = spawnSync(process.execPath, ['--import', 'tsx', '-e', probe], { cwd: ROOT, encoding: 'utf8' });
+    const res = spawnSync(process.execPath, ['--import', 'tsx', '-e', probe], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
     const last = res.stderr.trim().split('\n').at(-1)!;
     const { code, heavy } = JSON.parse(last) as { code: number; heavy: string[] };
     assert.equal(code, 0);

@@ -48,7 +48,15 @@ const PHASES = (process.env.FAULT_PIPELINE_PHASES ?? 'kill,restart,s3').split(',
 const STEPS = 600;
 const SEGMENT = 200;
 const SAVE_EVERY = 20;
-const TRAIN_FLAGS = [...SMALL_MODEL, '--seed', '7', '--steps', String(STEPS), '--save-every', String(SAVE_EVERY)];
+const TRAIN_FLAGS = [
+  ...SMALL_MODEL,
+  '--seed',
+  '7',
+  '--steps',
+  String(STEPS),
+  '--save-every',
+  String(SAVE_EVERY),
+];
 const rng = new Rng(SEED);
 
 const extraEnv: NodeJS.ProcessEnv = {};
@@ -62,7 +70,13 @@ const FINAL = [`model_${pad(STEPS)}.safetensors`, `optim_${pad(STEPS)}_rank0.saf
 
 async function fileHashes(dir: string): Promise<string[]> {
   const store = openStore(dir);
-  return Promise.all(FINAL.map(async (f) => createHash('sha256').update(await store.read(f)).digest('hex')));
+  return Promise.all(
+    FINAL.map(async (f) =>
+      createHash('sha256')
+        .update(await store.read(f))
+        .digest('hex'),
+    ),
+  );
 }
 
 async function committed(dir: string): Promise<number[]> {
@@ -86,7 +100,17 @@ async function audit(dir: string, before: number[]): Promise<{ torn: number[]; l
 const aliveWorker = (w: TestWorker) => w.process.exitCode === null && w.process.signalCode === null;
 
 async function startPipeline(root: string, tag: string): Promise<{ id: string; dir: string }> {
-  const res = await env.ckpt(['pipeline', 'start', '--root', root, '--tag', tag, ...TRAIN_FLAGS, '--segment-steps', String(SEGMENT)]);
+  const res = await env.ckpt([
+    'pipeline',
+    'start',
+    '--root',
+    root,
+    '--tag',
+    tag,
+    ...TRAIN_FLAGS,
+    '--segment-steps',
+    String(SEGMENT),
+  ]);
   assert.equal(res.code, 0, res.stderr);
   return { id: res.stdout.trim(), dir: `${root}/base_checkpoints/${tag}` };
 }
@@ -94,7 +118,10 @@ async function startPipeline(root: string, tag: string): Promise<{ id: string; d
 /** The pipeline's result once it has closed; rejects with its failure when it failed. */
 async function pipelineResult(id: string, timeoutMs = 300_000): Promise<PipelineState> {
   const handle = env.client.workflow.getHandle(id);
-  await waitFor(`pipeline ${id} to end`, async () => (await handle.describe()).status.name !== 'RUNNING', { timeoutMs, intervalMs: 250 });
+  await waitFor(`pipeline ${id} to end`, async () => (await handle.describe()).status.name !== 'RUNNING', {
+    timeoutMs,
+    intervalMs: 250,
+  });
   return (await handle.result()) as PipelineState;
 }
 
@@ -102,7 +129,10 @@ async function pipelineResult(id: string, timeoutMs = 300_000): Promise<Pipeline
 async function firstSegmentStarted(id: string): Promise<number> {
   await waitFor(
     'the first segment to start',
-    async () => (await pendingActivities(env.client, id)).find((a) => a.activityType === 'trainSegment' && a.worker !== ''),
+    async () =>
+      (await pendingActivities(env.client, id)).find(
+        (a) => a.activityType === 'trainSegment' && a.worker !== '',
+      ),
     { timeoutMs: 120_000, intervalMs: 50 },
   );
   return Date.now();
@@ -175,7 +205,9 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 const stats = (xs: number[]) =>
-  xs.length === 0 ? '-' : `${Math.min(...xs).toFixed(1)} / ${median(xs).toFixed(1)} / ${Math.max(...xs).toFixed(1)} s`;
+  xs.length === 0
+    ? '-'
+    : `${Math.min(...xs).toFixed(1)} / ${median(xs).toFixed(1)} / ${Math.max(...xs).toFixed(1)} s`;
 
 interface RunRecord {
   phase: string;
@@ -198,21 +230,34 @@ test('pipeline fault campaign', { timeout: 3_600_000 }, async () => {
   }
   env = await T.start();
   const refStart = Date.now();
-  const refRun = await env.ckpt(['train', '--root', join(env.dir, 'ref'), '--tag', 'ref', ...TRAIN_FLAGS], { timeoutMs: 600_000 });
+  const refRun = await env.ckpt(['train', '--root', join(env.dir, 'ref'), '--tag', 'ref', ...TRAIN_FLAGS], {
+    timeoutMs: 600_000,
+  });
   const refSeconds = (Date.now() - refStart) / 1000;
   assert.equal(refRun.code, 0, refRun.stderr);
   const reference = await fileHashes(join(env.dir, 'ref', 'base_checkpoints', 'ref'));
   process.stderr.write(`reference: ${STEPS} steps in ${refSeconds.toFixed(1)} s (one ckpt train)\n`);
 
   const trainers: TestWorker[] = [];
-  await Promise.all([env.startWorker('control'), env.startWorker('train').then((w) => trainers.push(w)), env.startWorker('train').then((w) => trainers.push(w))]);
+  await Promise.all([
+    env.startWorker('control'),
+    env.startWorker('train').then((w) => trainers.push(w)),
+    env.startWorker('train').then((w) => trainers.push(w)),
+  ]);
   const records: RunRecord[] = [];
   const toAttempt: number[] = [];
   const toCheckpoint: number[] = [];
   const killedWhere = new Map<string, number>();
   let orphansLeft = 0;
 
-  const finish = async (phase: string, run: number, id: string, dir: string, before: number[], note: string) => {
+  const finish = async (
+    phase: string,
+    run: number,
+    id: string,
+    dir: string,
+    before: number[],
+    note: string,
+  ) => {
     let state: PipelineState | undefined;
     let error = '';
     try {
@@ -221,7 +266,8 @@ test('pipeline fault campaign', { timeout: 3_600_000 }, async () => {
       const cause = (err as { cause?: { cause?: Error } }).cause?.cause;
       error = `${(err as Error).message}${cause ? `: ${cause.message}` : ''}`;
     }
-    const bitwise = state?.state === 'completed' ? (await fileHashes(dir)).every((h, i) => h === reference[i]) : false;
+    const bitwise =
+      state?.state === 'completed' ? (await fileHashes(dir)).every((h, i) => h === reference[i]) : false;
     const { torn, lost } = await audit(dir, before);
     const rec: RunRecord = {
       phase,
@@ -244,7 +290,9 @@ test('pipeline fault campaign', { timeout: 3_600_000 }, async () => {
       const started = await firstSegmentStarted(id);
       const delayMs = Math.round(rng.next() * refSeconds * 1000);
       await sleep(Math.max(0, started + delayMs - Date.now()));
-      const segment = (await pendingActivities(env.client, id)).find((a) => a.activityType === 'trainSegment' && a.worker !== '');
+      const segment = (await pendingActivities(env.client, id)).find(
+        (a) => a.activityType === 'trainSegment' && a.worker !== '',
+      );
       const live = trainers.filter(aliveWorker);
       const victim = live.find((w) => w.identity === segment?.worker) ?? rng.pick(live);
       const before = await committed(dir);
@@ -254,14 +302,19 @@ test('pipeline fault campaign', { timeout: 3_600_000 }, async () => {
       await victim.kill();
       // The replaced node: a fresh training worker joins while the retry runs on the survivor.
       const replacement = env.startWorker('train').then((w) => trainers.push(w));
-      const where = !segment ? 'between segments' : `in a segment (step ≥ ${before.at(-1) ?? 0}, ${children.length} child processes)`;
+      const where = !segment
+        ? 'between segments'
+        : `in a segment (step ≥ ${before.at(-1) ?? 0}, ${children.length} child processes)`;
       killedWhere.set(where.split(' (')[0]!, (killedWhere.get(where.split(' (')[0]!) ?? 0) + 1);
       let note = `kill at +${(delayMs / 1000).toFixed(1)} s, ${where}`;
       if (segment && segment.worker === victim.identity) {
         // The resume point is what is committed once the killed worker's children are gone (a child can
         // still commit a save in flight in the moment before it notices its worker died).
         const orphans = children;
-        await waitFor('the killed worker\'s children to exit', () => orphans.every((p) => !pidAlive(p)), { timeoutMs: 20_000, intervalMs: 20 }).catch(() => {
+        await waitFor("the killed worker's children to exit", () => orphans.every((p) => !pidAlive(p)), {
+          timeoutMs: 20_000,
+          intervalMs: 20,
+        }).catch(() => {
           orphansLeft += orphans.filter(pidAlive).length;
           for (const p of orphans) process.kill(p, 'SIGKILL');
         });
@@ -270,15 +323,27 @@ test('pipeline fault campaign', { timeout: 3_600_000 }, async () => {
           waitFor(
             'the retried attempt to start',
             async () => {
-              const a = (await pendingActivities(env.client, id)).find((p) => p.activityType === 'trainSegment' && p.attempt >= 2 && p.worker !== '' && p.worker !== victim.identity);
-              return a?.lastStartedMs && a.lastStartedMs >= killedAt ? (a.lastStartedMs - killedAt) / 1000 : undefined;
+              const a = (await pendingActivities(env.client, id)).find(
+                (p) =>
+                  p.activityType === 'trainSegment' &&
+                  p.attempt >= 2 &&
+                  p.worker !== '' &&
+                  p.worker !== victim.identity,
+              );
+              return a?.lastStartedMs && a.lastStartedMs >= killedAt
+                ? (a.lastStartedMs - killedAt) / 1000
+                : undefined;
             },
             { timeoutMs: 120_000, intervalMs: 50 },
           ).catch(() => NaN),
-          waitFor('a checkpoint past the resume point', async () => ((await committed(dir)).at(-1) ?? 0) > resumePoint && (Date.now() - killedAt) / 1000, {
-            timeoutMs: 120_000,
-            intervalMs: 50,
-          }).catch(() => NaN),
+          waitFor(
+            'a checkpoint past the resume point',
+            async () => ((await committed(dir)).at(-1) ?? 0) > resumePoint && (Date.now() - killedAt) / 1000,
+            {
+              timeoutMs: 120_000,
+              intervalMs: 50,
+            },
+          ).catch(() => NaN),
         ]);
         if (Number.isFinite(timings[0])) toAttempt.push(timings[0]);
         if (Number.isFinite(timings[1])) toCheckpoint.push(timings[1]);
@@ -330,16 +395,35 @@ test('pipeline fault campaign', { timeout: 3_600_000 }, async () => {
           void server.kill().then(resolve);
         }),
       );
-      const outcome = await Promise.race([killed.then(() => 'killed'), pipelineResult(id).then(() => 'ended')]);
+      const outcome = await Promise.race([
+        killed.then(() => 'killed'),
+        pipelineResult(id).then(() => 'ended'),
+      ]);
       if (outcome !== 'killed') {
         proxy.arm(Number.MAX_SAFE_INTEGER, () => undefined);
-        records.push({ phase: 's3', run, completed: false, bitwise: false, torn: 0, lost: 0, retries: 0, note: 'no upload after the armed moment: the run ended first' });
+        records.push({
+          phase: 's3',
+          run,
+          completed: false,
+          bitwise: false,
+          torn: 0,
+          lost: 0,
+          retries: 0,
+          note: 'no upload after the armed moment: the run ended first',
+        });
         continue;
       }
       const outageMs = 500 + rng.int(2500);
       await sleep(outageMs);
       await server.restart();
-      await finish('s3', run, id, dir, before, `killed during PUT ${killedPut.replace(/\?.*/, '')} at +${(delayMs / 1000).toFixed(1)} s, outage ${outageMs} ms`);
+      await finish(
+        's3',
+        run,
+        id,
+        dir,
+        before,
+        `killed during PUT ${killedPut.replace(/\?.*/, '')} at +${(delayMs / 1000).toFixed(1)} s, outage ${outageMs} ms`,
+      );
     }
   }
 
@@ -349,25 +433,73 @@ test('pipeline fault campaign', { timeout: 3_600_000 }, async () => {
     const rs = records.filter((r) => r.phase === phase);
     const want = phase === 'kill' ? KILLS : phase === 'restart' ? RESTARTS : S3_KILLS;
     goals.push(
-      { what: `${phase}: runs completed`, value: `${rs.filter((r) => r.completed).length}/${rs.length}`, goal: `all of ≥ ${want}`, ok: rs.length >= want && rs.every((r) => r.completed) },
-      { what: `${phase}: final weights bitwise equal`, value: `${rs.filter((r) => r.bitwise).length}/${rs.length}`, goal: 'all', ok: rs.every((r) => r.bitwise) },
-      { what: `${phase}: torn checkpoints`, value: rs.reduce((a, r) => a + r.torn, 0), goal: '0', ok: rs.every((r) => r.torn === 0) },
-      { what: `${phase}: checkpoints lost`, value: rs.reduce((a, r) => a + r.lost, 0), goal: '0', ok: rs.every((r) => r.lost === 0) },
-      { what: `${phase}: segment retries (sum)`, value: rs.reduce((a, r) => a + r.retries, 0), goal: '(counted)', ok: true },
+      {
+        what: `${phase}: runs completed`,
+        value: `${rs.filter((r) => r.completed).length}/${rs.length}`,
+        goal: `all of ≥ ${want}`,
+        ok: rs.length >= want && rs.every((r) => r.completed),
+      },
+      {
+        what: `${phase}: final weights bitwise equal`,
+        value: `${rs.filter((r) => r.bitwise).length}/${rs.length}`,
+        goal: 'all',
+        ok: rs.every((r) => r.bitwise),
+      },
+      {
+        what: `${phase}: torn checkpoints`,
+        value: rs.reduce((a, r) => a + r.torn, 0),
+        goal: '0',
+        ok: rs.every((r) => r.torn === 0),
+      },
+      {
+        what: `${phase}: checkpoints lost`,
+        value: rs.reduce((a, r) => a + r.lost, 0),
+        goal: '0',
+        ok: rs.every((r) => r.lost === 0),
+      },
+      {
+        what: `${phase}: segment retries (sum)`,
+        value: rs.reduce((a, r) => a + r.retries, 0),
+        goal: '(counted)',
+        ok: true,
+      },
     );
   }
   if (PHASES.includes('kill')) {
     goals.push(
-      { what: 'kill: children of a killed worker still running 20 s later', value: orphansLeft, goal: '0', ok: orphansLeft === 0 },
-      { what: 'kill: where the kills landed', value: [...killedWhere].map(([k, v]) => `${k} ${v}`).join(', '), goal: '(counted)', ok: true },
-      { what: 'kill → retry started (min/median/max)', value: `${stats(toAttempt)} (n=${toAttempt.length})`, goal: 'n ≥ 5', ok: toAttempt.length >= 5 },
-      { what: 'kill → first new checkpoint (min/median/max)', value: `${stats(toCheckpoint)} (n=${toCheckpoint.length})`, goal: 'n ≥ 5', ok: toCheckpoint.length >= 5 },
+      {
+        what: 'kill: children of a killed worker still running 20 s later',
+        value: orphansLeft,
+        goal: '0',
+        ok: orphansLeft === 0,
+      },
+      {
+        what: 'kill: where the kills landed',
+        value: [...killedWhere].map(([k, v]) => `${k} ${v}`).join(', '),
+        goal: '(counted)',
+        ok: true,
+      },
+      {
+        what: 'kill → retry started (min/median/max)',
+        value: `${stats(toAttempt)} (n=${toAttempt.length})`,
+        goal: 'n ≥ 5',
+        ok: toAttempt.length >= 5,
+      },
+      {
+        what: 'kill → first new checkpoint (min/median/max)',
+        value: `${stats(toCheckpoint)} (n=${toCheckpoint.length})`,
+        goal: 'n ≥ 5',
+        ok: toCheckpoint.length >= 5,
+      },
     );
   }
   report(`Pipeline fault campaign (seed ${SEED}, ${((Date.now() - t0) / 1000).toFixed(0)} s)`, goals, [
     `reference: ${STEPS} steps, segments of ${SEGMENT}, save every ${SAVE_EVERY}, small model; one ckpt train took ${refSeconds.toFixed(1)} s`,
     `heartbeat timeout ${env.env.CKPT_HEARTBEAT_TIMEOUT}, retry ${env.env.CKPT_RETRY_INITIAL}..${env.env.CKPT_RETRY_MAX}`,
-    ...records.map((r) => `- ${r.phase} ${r.run}: ${r.completed ? 'completed' : 'NOT completed'}, ${r.bitwise ? 'bitwise equal' : 'NOT equal'}, retries ${r.retries}, torn ${r.torn}, lost ${r.lost}; ${r.note}`),
+    ...records.map(
+      (r) =>
+        `- ${r.phase} ${r.run}: ${r.completed ? 'completed' : 'NOT completed'}, ${r.bitwise ? 'bitwise equal' : 'NOT equal'}, retries ${r.retries}, torn ${r.torn}, lost ${r.lost}; ${r.note}`,
+    ),
   ]);
   await proxy?.close();
   await s3?.stop();

@@ -2,7 +2,8 @@ import { f32Tensor, type NamedTensors } from '../../checkpoint';
 
 /** Small deterministic model and optimizer tensors whose values depend on `seed`. */
 export function tinyModel(seed = 1, size = 6): NamedTensors {
-  const values = (n: number, offset: number) => Array.from({ length: n }, (_, i) => Math.sin(seed * 7 + i + offset));
+  const values = (n: number, offset: number) =>
+    Array.from({ length: n }, (_, i) => Math.sin(seed * 7 + i + offset));
   return {
     'transformer.wte.weight': f32Tensor([size, 4], values(size * 4, 0)),
     'lm_head.weight': f32Tensor([4, size], values(size * 4, 100)),
@@ -18,7 +19,15 @@ export function tinyOptimizer(seed = 1, rank = 0): NamedTensors {
   };
 }
 
-export const tinyConfig = { n_layer: 2, n_head: 1, n_kv_head: 1, n_embd: 4, vocab_size: 6, sequence_len: 8, window_pattern: 'L' };
+export const tinyConfig = {
+  n_layer: 2,
+  n_head: 1,
+  n_kv_head: 1,
+  n_embd: 4,
+  vocab_size: 6,
+  sequence_len: 8,
+  window_pattern: 'L',
+};
 
 export function tinyMeta(extra: Record<string, unknown> = {}): Record<string, unknown> {
   return { model_config: { ...tinyConfig }, ...extra };

@@ -69,11 +69,18 @@ function freePort(): Promise<number> {
 }
 
 /** Until the server answers HTTP at all (403 without credentials is an answer). */
-async function waitUntilUp(endpoint: string, child: ChildProcess, log: () => string, timeoutMs = 20_000): Promise<void> {
+async function waitUntilUp(
+  endpoint: string,
+  child: ChildProcess,
+  log: () => string,
+  timeoutMs = 20_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`S3 test server exited during start-up (${child.exitCode ?? child.signalCode}): ${log()}`);
+      throw new Error(
+        `S3 test server exited during start-up (${child.exitCode ?? child.signalCode}): ${log()}`,
+      );
     }
     try {
       await fetch(endpoint, { signal: AbortSignal.timeout(1000) });

@@ -241,9 +241,17 @@ test('namedTensors() is a snapshot: later training and writes into it do not rea
   const name = Object.keys(snap)[0]!;
   const before = Float32Array.from(snap[name]!.data as Float32Array);
   (snap[name]!.data as Float32Array).fill(7);
-  assert.deepEqual(Float32Array.from(again[name]!.data as Float32Array), before, 'a second snapshot is independent of the first');
+  assert.deepEqual(
+    Float32Array.from(again[name]!.data as Float32Array),
+    before,
+    'a second snapshot is independent of the first',
+  );
   for (const v of model.parameters().values()) v.assign(tf.zerosLike(v));
-  assert.deepEqual(Float32Array.from(again[name]!.data as Float32Array), before, 'the snapshot keeps its values after the weights change');
+  assert.deepEqual(
+    Float32Array.from(again[name]!.data as Float32Array),
+    before,
+    'the snapshot keeps its values after the weights change',
+  );
   assert.notDeepEqual(Float32Array.from(model.namedTensors()[name]!.data as Float32Array), before);
   model.dispose();
 });

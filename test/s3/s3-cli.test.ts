@@ -24,7 +24,11 @@ before(async () => {
   root = `s3://${server.bucket}/runs`;
   dir = `${root}/base_checkpoints/d2`;
   for (const step of [10, 20, 30]) {
-    await saveCheckpoint(dir, step, { model: tinyModel(step), optimizer: tinyOptimizer(step), meta: tinyMeta({ step }) });
+    await saveCheckpoint(dir, step, {
+      model: tinyModel(step),
+      optimizer: tinyOptimizer(step),
+      meta: tinyMeta({ step }),
+    });
   }
 });
 after(async () => {
@@ -51,7 +55,10 @@ function ckpt(...args: string[]): Promise<Run> {
     child.on('error', reject);
     child.on('close', (code) => {
       // Whatever a command prints, credentials never appear in it.
-      assert.ok(!`${stdout}${stderr}`.includes(server.secretAccessKey), `secret printed by ckpt ${args.join(' ')}`);
+      assert.ok(
+        !`${stdout}${stderr}`.includes(server.secretAccessKey),
+        `secret printed by ckpt ${args.join(' ')}`,
+      );
       resolve({ code, stdout, stderr });
     });
   });
@@ -61,8 +68,13 @@ describe('ckpt on s3://', () => {
   it('list shows the tags and steps under an s3:// root', async () => {
     const run = await ckpt('list', root, '--json');
     assert.equal(run.code, 0, run.stderr);
-    const listed = JSON.parse(run.stdout) as { tags: Array<{ tag: string; checkpoints: Array<{ step: number }> }> };
-    assert.deepEqual(listed.tags.map((t) => [t.tag, t.checkpoints.map((c) => c.step)]), [['d2', [10, 20, 30]]]);
+    const listed = JSON.parse(run.stdout) as {
+      tags: Array<{ tag: string; checkpoints: Array<{ step: number }> }>;
+    };
+    assert.deepEqual(
+      listed.tags.map((t) => [t.tag, t.checkpoints.map((c) => c.step)]),
+      [['d2', [10, 20, 30]]],
+    );
     const table = await ckpt('list', root);
     assert.equal(table.code, 0, table.stderr);
     assert.match(table.stdout, /d2\s+30\s+committed/);
@@ -73,7 +85,11 @@ describe('ckpt on s3://', () => {
     assert.deepEqual([last.code, last.stdout.trim()], [0, '30'], last.stderr);
     const inspect = await ckpt('inspect', dir, '--step', '20', '--json');
     assert.equal(inspect.code, 0, inspect.stderr);
-    const info = JSON.parse(inspect.stdout) as { step: number; verified: boolean; files: Record<string, { tensors?: unknown[] }> };
+    const info = JSON.parse(inspect.stdout) as {
+      step: number;
+      verified: boolean;
+      files: Record<string, { tensors?: unknown[] }>;
+    };
     assert.equal(info.step, 20);
     assert.equal(info.verified, true);
     assert.equal(info.files[modelFile(20)]?.tensors?.length, 4);
@@ -109,7 +125,10 @@ describe('ckpt on s3://', () => {
   });
 
   it('a missing bucket is a one-line error naming the bucket', async () => {
-    for (const args of [['list', 's3://no-such-bucket-zz/runs'], ['last-step', 's3://no-such-bucket-zz/runs/d2']]) {
+    for (const args of [
+      ['list', 's3://no-such-bucket-zz/runs'],
+      ['last-step', 's3://no-such-bucket-zz/runs/d2'],
+    ]) {
       const run = await ckpt(...args);
       assert.notEqual(run.code, 0);
       assert.match(run.stderr, /^ckpt: error: .*bucket "no-such-bucket-zz" does not exist/m);

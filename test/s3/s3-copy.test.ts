@@ -38,10 +38,18 @@ after(async () => {
 });
 
 const url = (prefix: string) => `s3://${server.bucket}/${prefix}`;
-const data = (seed: number, size = 8) => ({ model: tinyModel(seed, size), optimizer: tinyOptimizer(seed), meta: tinyMeta({ seed }) });
+const data = (seed: number, size = 8) => ({
+  model: tinyModel(seed, size),
+  optimizer: tinyOptimizer(seed),
+  meta: tinyMeta({ seed }),
+});
 
 function filesOf(dir: string): Record<string, Buffer> {
-  return Object.fromEntries(readdirSync(dir).sort().map((f) => [f, readFileSync(join(dir, f))]));
+  return Object.fromEntries(
+    readdirSync(dir)
+      .sort()
+      .map((f) => [f, readFileSync(join(dir, f))]),
+  );
 }
 
 describe('copyCheckpoints', () => {
@@ -59,10 +67,17 @@ describe('copyCheckpoints', () => {
         seen.set(p.step, { bytes: p.bytes, totalBytes: p.totalBytes, calls: (last?.calls ?? 0) + 1 });
       },
     });
-    assert.deepEqual(up.copied.map((c) => c.step), [10, 20]);
+    assert.deepEqual(
+      up.copied.map((c) => c.step),
+      [10, 20],
+    );
     for (const c of up.copied) {
       const p = seen.get(c.step)!;
-      assert.deepEqual([p.bytes, p.totalBytes], [c.bytes, c.bytes], `progress of step ${c.step} ends at its bytes`);
+      assert.deepEqual(
+        [p.bytes, p.totalBytes],
+        [c.bytes, c.bytes],
+        `progress of step ${c.step} ends at its bytes`,
+      );
     }
     assert.ok(seen.get(20)!.calls > 1, 'a large step reports progress more than once');
     assert.deepEqual([up.skipped, up.failed], [[], []]);
@@ -72,7 +87,10 @@ describe('copyCheckpoints', () => {
 
     const back = tempDir();
     const down = await copyCheckpoints(s3, back);
-    assert.deepEqual(down.copied.map((c) => c.step), [10, 20]);
+    assert.deepEqual(
+      down.copied.map((c) => c.step),
+      [10, 20],
+    );
     assert.deepEqual(filesOf(back), filesOf(src), 'every file byte-identical, manifests included');
     assert.equal(await findLastStep(back), 20);
     assert.deepEqual((await loadCheckpoint(back, 20)).model, tinyModel(2, 400_000));
@@ -83,10 +101,19 @@ describe('copyCheckpoints', () => {
     const dst = tempDir();
     for (const step of [1, 2, 3]) await saveCheckpoint(src, step, data(step));
     const one = await copyCheckpoints(src, dst, { step: 2 });
-    assert.deepEqual(one.copied.map((c) => c.step), [2]);
+    assert.deepEqual(
+      one.copied.map((c) => c.step),
+      [2],
+    );
     const rest = await copyCheckpoints(src, dst);
-    assert.deepEqual(rest.copied.map((c) => c.step), [1, 3]);
-    assert.deepEqual(rest.skipped.map((s) => s.step), [2]);
+    assert.deepEqual(
+      rest.copied.map((c) => c.step),
+      [1, 3],
+    );
+    assert.deepEqual(
+      rest.skipped.map((s) => s.step),
+      [2],
+    );
     assert.match(rest.skipped[0]!.why, /already committed/);
     await assert.rejects(copyCheckpoints(src, dst, { step: 9 }), NotCommittedError);
   });
@@ -101,8 +128,14 @@ describe('copyCheckpoints', () => {
     writeFileSync(model, bytes);
     const dst = url('copy-corrupt/d2');
     const result = await copyCheckpoints(src, dst);
-    assert.deepEqual(result.copied.map((c) => c.step), [1]);
-    assert.deepEqual(result.failed.map((f) => f.step), [2]);
+    assert.deepEqual(
+      result.copied.map((c) => c.step),
+      [1],
+    );
+    assert.deepEqual(
+      result.failed.map((f) => f.step),
+      [2],
+    );
     assert.match(result.failed[0]!.error, /sha256/);
     assert.deepEqual(await committedSteps(dst), [1]);
     // The bad bytes were refused before the upload was completed: no model file for step 2 at all.
@@ -116,7 +149,10 @@ describe('copyCheckpoints', () => {
     const dst = url('copy-stale/d2');
     await openStore(dst).put(modelFile(5), Buffer.from('left by a crashed copy'));
     const result = await copyCheckpoints(src, dst);
-    assert.deepEqual(result.copied.map((c) => c.step), [5]);
+    assert.deepEqual(
+      result.copied.map((c) => c.step),
+      [5],
+    );
     assert.equal((await verifyCheckpoint(dst, 5)).ok, true);
   });
 
@@ -124,12 +160,18 @@ describe('copyCheckpoints', () => {
     const a = tempDir();
     const b = tempDir();
     await saveCheckpoint(a, 7, data(7));
-    assert.deepEqual((await copyCheckpoints(a, b)).copied.map((c) => c.step), [7]);
+    assert.deepEqual(
+      (await copyCheckpoints(a, b)).copied.map((c) => c.step),
+      [7],
+    );
     assert.deepEqual(filesOf(b), filesOf(a));
     const s1 = url('s3s3/one');
     const s2 = url('s3s3/two');
     await copyCheckpoints(a, s1);
-    assert.deepEqual((await copyCheckpoints(s1, s2)).copied.map((c) => c.step), [7]);
+    assert.deepEqual(
+      (await copyCheckpoints(s1, s2)).copied.map((c) => c.step),
+      [7],
+    );
     assert.equal((await verifyCheckpoint(s2, 7)).ok, true);
     await assert.rejects(copyCheckpoints(s1, `${s1}/`), /same location/);
   });

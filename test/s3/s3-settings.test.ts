@@ -276,15 +276,18 @@ describe('what the store sends', () => {
       destroy() {},
     } as unknown as S3Client;
     const store = storeWith({ partSize: 5 << 20 }, failing);
-    await assert.rejects(store.put('big.bin', Buffer.alloc(11 << 20)), (err: Error & { code?: string; exitCode?: number }) => {
-      assert.ok(err instanceof StoreError);
-      // A dropped connection may pass: exit 1, which activities retry.
-      assert.equal(err.name, 'TransientStoreError');
-      assert.equal(err.exitCode, 1);
-      assert.match(err.message, /s3:\/\/bucket-a\/runs\/x\/big\.bin/);
-      assert.equal(err.code, 'ECONNRESET');
-      return true;
-    });
+    await assert.rejects(
+      store.put('big.bin', Buffer.alloc(11 << 20)),
+      (err: Error & { code?: string; exitCode?: number }) => {
+        assert.ok(err instanceof StoreError);
+        // A dropped connection may pass: exit 1, which activities retry.
+        assert.equal(err.name, 'TransientStoreError');
+        assert.equal(err.exitCode, 1);
+        assert.match(err.message, /s3:\/\/bucket-a\/runs\/x\/big\.bin/);
+        assert.equal(err.code, 'ECONNRESET');
+        return true;
+      },
+    );
     assert.ok(sent.some((s) => s.name === 'AbortMultipartUpload'));
     assert.ok(!sent.some((s) => s.name === 'CompleteMultipartUpload'));
   });

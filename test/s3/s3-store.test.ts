@@ -44,7 +44,11 @@ after(async () => {
 
 const url = (prefix: string) => `s3://${server.bucket}/${prefix}`;
 const save = (dir: Location, step: number, seed = 1, size = 8) =>
-  saveCheckpoint(dir, step, { model: tinyModel(seed, size), optimizer: tinyOptimizer(seed), meta: tinyMeta({ seed }) });
+  saveCheckpoint(dir, step, {
+    model: tinyModel(seed, size),
+    optimizer: tinyOptimizer(seed),
+    meta: tinyMeta({ seed }),
+  });
 
 describe('S3Store: the Store contract', () => {
   it('put/read/readRange/stream/stat/list/listDirs/delete/sub behave like the local store', async () => {
@@ -72,11 +76,23 @@ describe('S3Store: the Store contract', () => {
     for await (const c of store.stream('empty')) assert.fail(`unexpected chunk of ${c.byteLength} bytes`);
     await store.delete('empty');
     await store.put('top.json', Buffer.from('{}'));
-    assert.deepEqual((await store.list()).map((e) => e.key), ['top.json']);
-    assert.deepEqual((await store.list('a')).map((e) => e.key), ['a/file.bin']);
+    assert.deepEqual(
+      (await store.list()).map((e) => e.key),
+      ['top.json'],
+    );
+    assert.deepEqual(
+      (await store.list('a')).map((e) => e.key),
+      ['a/file.bin'],
+    );
     assert.deepEqual(await store.listDirs(), ['a']);
-    assert.deepEqual((await store.sub('a').list()).map((e) => e.key), ['file.bin']);
-    await assert.rejects(store.read('a/nope'), (err: StoreError) => err instanceof StoreError && err.code === 'NoSuchKey');
+    assert.deepEqual(
+      (await store.sub('a').list()).map((e) => e.key),
+      ['file.bin'],
+    );
+    await assert.rejects(
+      store.read('a/nope'),
+      (err: StoreError) => err instanceof StoreError && err.code === 'NoSuchKey',
+    );
     await store.delete('a/file.bin');
     await store.delete('a/file.bin'); // a missing object is not an error
     assert.deepEqual(await store.listDirs(), []);
@@ -97,7 +113,9 @@ describe('S3Store: the Store contract', () => {
     const writers = [0, 1, 2].map(() => server.store('race', {}));
     for (let round = 0; round < 20; round++) {
       const results = await Promise.allSettled(
-        writers.map((w, i) => w.put(`key-${round}`, Buffer.from(`writer ${i} `.repeat(50)), { exclusive: true })),
+        writers.map((w, i) =>
+          w.put(`key-${round}`, Buffer.from(`writer ${i} `.repeat(50)), { exclusive: true }),
+        ),
       );
       const won = results.filter((r) => r.status === 'fulfilled');
       assert.equal(won.length, 1, `round ${round}: ${results.map((r) => r.status).join(', ')}`);
@@ -113,7 +131,10 @@ describe('S3Store: the Store contract', () => {
     }
     const listed = await store.list();
     assert.equal(listed.length, 1100);
-    assert.deepEqual(listed.map((e) => e.key), keys);
+    assert.deepEqual(
+      listed.map((e) => e.key),
+      keys,
+    );
   });
 
   it('a multipart upload (> part size) round-trips with the right sha256, streamed by parallel ranges', async () => {
@@ -153,8 +174,14 @@ describe('S3Store: the Store contract', () => {
         return true;
       });
     }
-    await assert.rejects(saveCheckpoint('s3://no-such-bucket-here/x', 1, { meta: tinyMeta() }), /no-such-bucket-here/);
-    await assert.rejects(findLastStep('s3://no-such-bucket-here/x'), /bucket "no-such-bucket-here" does not exist/);
+    await assert.rejects(
+      saveCheckpoint('s3://no-such-bucket-here/x', 1, { meta: tinyMeta() }),
+      /no-such-bucket-here/,
+    );
+    await assert.rejects(
+      findLastStep('s3://no-such-bucket-here/x'),
+      /bucket "no-such-bucket-here" does not exist/,
+    );
   });
 });
 
@@ -167,7 +194,13 @@ describe('checkpoints on s3://', () => {
     assert.deepEqual(loaded.model, tinyModel(2, 8));
     assert.deepEqual(loaded.optimizer, tinyOptimizer(2));
     assert.equal(loaded.meta.seed, 2);
-    assert.deepEqual((await listCheckpoints(dir)).map((c) => [c.step, c.committed]), [[10, true], [20, true]]);
+    assert.deepEqual(
+      (await listCheckpoints(dir)).map((c) => [c.step, c.committed]),
+      [
+        [10, true],
+        [20, true],
+      ],
+    );
     assert.equal((await verifyCheckpoint(dir, 10)).ok, true);
     assert.equal(await findLastStep(dir), 20);
     await assert.rejects(save(dir, 20, 3), AlreadyCommittedError);
@@ -183,7 +216,10 @@ describe('checkpoints on s3://', () => {
     await store.put(modelFile(2), bytes);
     const result = await verifyCheckpoint(dir, 2);
     assert.equal(result.ok, false);
-    assert.deepEqual(result.problems.map((p) => [p.file, p.reason]), [[modelFile(2), 'sha256']]);
+    assert.deepEqual(
+      result.problems.map((p) => [p.file, p.reason]),
+      [[modelFile(2), 'sha256']],
+    );
     assert.equal(await findLastStep(dir), 1);
   });
 
@@ -191,9 +227,16 @@ describe('checkpoints on s3://', () => {
     const dir = url('prune/d2');
     for (const step of [10, 20, 30, 40]) await save(dir, step, step);
     const result = await pruneCheckpoints(dir, { keepLast: 2 });
-    assert.deepEqual(result.deleted.sort((a, b) => a - b), [10, 20]);
+    assert.deepEqual(
+      result.deleted.sort((a, b) => a - b),
+      [10, 20],
+    );
     assert.deepEqual(await committedSteps(dir), [30, 40]);
-    assert.deepEqual((await listCheckpoints(dir)).map((c) => c.step), [30, 40], 'no files of pruned steps left');
+    assert.deepEqual(
+      (await listCheckpoints(dir)).map((c) => c.step),
+      [30, 40],
+      'no files of pruned steps left',
+    );
   });
 
   it('gc collects orphans by LastModified, after the grace period only', async () => {
@@ -207,7 +250,10 @@ describe('checkpoints on s3://', () => {
     assert.deepEqual(young.keptYoung.sort(), ['meta_000020.json', modelFile(20)]);
     const later = await garbageCollect(dir, { now: Date.now() + 2 * 3_600_000 });
     assert.deepEqual(later.removed.map((r) => r.file).sort(), ['meta_000020.json', modelFile(20)]);
-    assert.deepEqual((await listCheckpoints(dir)).map((c) => c.step), [10]);
+    assert.deepEqual(
+      (await listCheckpoints(dir)).map((c) => c.step),
+      [10],
+    );
     assert.equal((await verifyCheckpoint(dir, 10)).ok, true);
   });
 
@@ -219,7 +265,11 @@ describe('checkpoints on s3://', () => {
       const b = new S3Store(dir, server.options());
       const results = await Promise.allSettled([a, b].map((s) => save(s, step)));
       const won = results.filter((r) => r.status === 'fulfilled');
-      assert.equal(won.length, 1, `step ${step}: ${results.map((r) => (r.status === 'rejected' ? r.reason : 'ok'))}`);
+      assert.equal(
+        won.length,
+        1,
+        `step ${step}: ${results.map((r) => (r.status === 'rejected' ? r.reason : 'ok'))}`,
+      );
       const lost = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
       assert.ok(lost.reason instanceof AlreadyCommittedError, String(lost.reason));
       assert.equal((await verifyCheckpoint(dir, step)).ok, true);
@@ -248,7 +298,9 @@ class KillingStore extends S3Store {
     };
     async function* killMidway(): AsyncIterable<Uint8Array> {
       let seen = 0;
-      for await (const chunk of (source instanceof Uint8Array ? [source] : source) as AsyncIterable<Uint8Array>) {
+      for await (const chunk of (source instanceof Uint8Array
+        ? [source]
+        : source) as AsyncIterable<Uint8Array>) {
         if (seen >= threshold) await kill();
         seen += chunk.byteLength;
         yield chunk;
@@ -267,7 +319,11 @@ describe('the S3 server killed mid-upload', () => {
     it(`during ${what}: nothing partial is committed after restart, and the retry commits`, async () => {
       const dir = url(`killed-${name}/d2`);
       // ~12.6 MB model: three 5 MiB parts.
-      const big = (seed: number) => ({ model: tinyModel(seed, 393_216), optimizer: tinyOptimizer(seed), meta: tinyMeta() });
+      const big = (seed: number) => ({
+        model: tinyModel(seed, 393_216),
+        optimizer: tinyOptimizer(seed),
+        meta: tinyMeta(),
+      });
       const conn = new S3Connection(server.options({ partSize: 5 << 20, maxAttempts: 2 }));
       await saveCheckpoint(new S3Store(dir, conn), 10, big(1));
       const killing = new KillingStore(dir, conn, target, after);

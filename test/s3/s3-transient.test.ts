@@ -6,7 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { committedSteps, configureS3, saveCheckpoint, StoreError, TransientStoreError } from '../../checkpoint';
+import {
+  committedSteps,
+  configureS3,
+  saveCheckpoint,
+  StoreError,
+  TransientStoreError,
+} from '../../checkpoint';
 import { isTransient } from '../../checkpoint/s3-settings';
 import { ckptAsync } from '../helpers/cli';
 import { tinyMeta, tinyModel, tinyOptimizer } from '../helpers/fixtures';
@@ -26,7 +32,11 @@ after(async () => {
 describe('S3 server down', () => {
   it('is a TransientStoreError (exit 1) in the library and in the CLI, and clears when the server is back', async () => {
     const dir = `s3://${server.bucket}/transient/d1`;
-    await saveCheckpoint(dir, 10, { model: tinyModel(1), optimizer: tinyOptimizer(1), meta: tinyMeta({ seed: 1 }) });
+    await saveCheckpoint(dir, 10, {
+      model: tinyModel(1),
+      optimizer: tinyOptimizer(1),
+      meta: tinyMeta({ seed: 1 }),
+    });
     await server.kill();
     try {
       const err = await committedSteps(dir).then(
@@ -46,15 +56,22 @@ describe('S3 server down', () => {
   });
 
   it('classifies network codes, 5xx and throttling as transient, and bad requests as not', () => {
-    const sdk = (name: string, status: number) => Object.assign(new Error(name), { name, $metadata: { httpStatusCode: status } });
+    const sdk = (name: string, status: number) =>
+      Object.assign(new Error(name), { name, $metadata: { httpStatusCode: status } });
     assert.equal(isTransient(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' })), true);
-    assert.equal(isTransient(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:9'), { code: 'ECONNREFUSED' })), true);
+    assert.equal(
+      isTransient(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:9'), { code: 'ECONNREFUSED' })),
+      true,
+    );
     assert.equal(isTransient(sdk('InternalError', 500)), true);
     assert.equal(isTransient(sdk('SlowDown', 503)), true);
     assert.equal(isTransient(sdk('TooManyRequests', 429)), true);
     assert.equal(isTransient(sdk('NoSuchBucket', 404)), false);
     assert.equal(isTransient(sdk('AccessDenied', 403)), false);
     assert.equal(isTransient(sdk('InvalidArgument', 400)), false);
-    assert.ok(new TransientStoreError('x') instanceof StoreError, 'callers that catch StoreError still catch it');
+    assert.ok(
+      new TransientStoreError('x') instanceof StoreError,
+      'callers that catch StoreError still catch it',
+    );
   });
 });

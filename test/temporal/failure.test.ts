@@ -146,9 +146,13 @@ describe('a training worker killed mid-segment', () => {
     const killedAt = Date.now();
     await victim.kill();
     // The training child notices its parent is gone and exits: no orphan trains on.
-    await waitFor('the training child of the killed worker to exit', () => orphans.every((p) => !pidAlive(p)), {
-      timeoutMs: 20_000,
-    });
+    await waitFor(
+      'the training child of the killed worker to exit',
+      () => orphans.every((p) => !pidAlive(p)),
+      {
+        timeoutMs: 20_000,
+      },
+    );
     const resumePoint = (await committedSteps(openStore(dir))).at(-1) ?? 0;
     assert.ok(resumePoint >= SAVE_EVERY && resumePoint < STEPS, `committed before the kill: ${resumePoint}`);
 

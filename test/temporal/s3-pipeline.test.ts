@@ -10,7 +10,14 @@ import { after, before, describe, it } from 'node:test';
 import { committedSteps, configureS3, openStore } from '../../checkpoint';
 import type { PipelineState } from '../../workflows/pipeline';
 import { startS3Server, type S3TestServer } from '../helpers/s3-server';
-import { pendingActivities, sha256, SMALL_MODEL, temporalEnv, waitFor, type TemporalTestEnv } from '../helpers/temporal';
+import {
+  pendingActivities,
+  sha256,
+  SMALL_MODEL,
+  temporalEnv,
+  waitFor,
+  type TemporalTestEnv,
+} from '../helpers/temporal';
 
 const extraEnv: NodeJS.ProcessEnv = {};
 const T = temporalEnv('s3', { env: extraEnv });
@@ -31,21 +38,57 @@ after(async () => {
 describe('pipeline on an s3:// root', () => {
   it('a worker killed mid-segment resumes from the checkpoint on S3 and ends bitwise equal to an uninterrupted run', async () => {
     const root = `s3://${s3.bucket}/runs`;
-    const reference = env.ckpt(['train', '--root', join(env.dir, 'ref'), '--tag', 'ref', ...SMALL_MODEL, '--seed', '9', '--steps', String(STEPS), '--save-every', '10']);
+    const reference = env.ckpt([
+      'train',
+      '--root',
+      join(env.dir, 'ref'),
+      '--tag',
+      'ref',
+      ...SMALL_MODEL,
+      '--seed',
+      '9',
+      '--steps',
+      String(STEPS),
+      '--save-every',
+      '10',
+    ]);
     const [, first] = await Promise.all([env.startWorker('control'), env.startWorker('train')]);
-    const res = await env.ckpt(['pipeline', 'start', '--root', root, '--tag', 's3run', ...SMALL_MODEL, '--seed', '9', '--steps', String(STEPS), '--segment-steps', String(STEPS), '--save-every', '10']);
+    const res = await env.ckpt([
+      'pipeline',
+      'start',
+      '--root',
+      root,
+      '--tag',
+      's3run',
+      ...SMALL_MODEL,
+      '--seed',
+      '9',
+      '--steps',
+      String(STEPS),
+      '--segment-steps',
+      String(STEPS),
+      '--save-every',
+      '10',
+    ]);
     assert.equal(res.code, 0, res.stderr);
     const id = res.stdout.trim();
     const dir = `${root}/base_checkpoints/s3run`;
     // Past step 20 by its heartbeat, and a checkpoint committed on S3 (an asynchronous save commits a
     // moment after the step that took it).
-    await waitFor('the segment past step 20 with a checkpoint on S3', async () => {
-      const seg = (await pendingActivities(env.client, id)).find((a) => a.activityType === 'trainSegment');
-      return (seg?.heartbeatStep ?? -1) >= 20 && ((await committedSteps(openStore(dir))).at(-1) ?? 0) >= 10;
-    }, { timeoutMs: 120_000, intervalMs: 100 });
+    await waitFor(
+      'the segment past step 20 with a checkpoint on S3',
+      async () => {
+        const seg = (await pendingActivities(env.client, id)).find((a) => a.activityType === 'trainSegment');
+        return (seg?.heartbeatStep ?? -1) >= 20 && ((await committedSteps(openStore(dir))).at(-1) ?? 0) >= 10;
+      },
+      { timeoutMs: 120_000, intervalMs: 100 },
+    );
     await first.kill();
     const lastCommitted = (await committedSteps(openStore(dir))).at(-1);
-    assert.ok(lastCommitted !== undefined && lastCommitted >= 10, `a checkpoint was committed on S3 before the kill (${lastCommitted})`);
+    assert.ok(
+      lastCommitted !== undefined && lastCommitted >= 10,
+      `a checkpoint was committed on S3 before the kill (${lastCommitted})`,
+    );
     await env.startWorker('train');
     const result = (await env.client.workflow.getHandle(id).result()) as PipelineState;
     assert.equal(result.state, 'completed');
@@ -55,7 +98,9 @@ describe('pipeline on an s3:// root', () => {
     const store = openStore(dir);
     const pad = String(STEPS).padStart(6, '0');
     for (const file of [`model_${pad}.safetensors`, `optim_${pad}_rank0.safetensors`]) {
-      const remote = createHash('sha256').update(await store.read(file)).digest('hex');
+      const remote = createHash('sha256')
+        .update(await store.read(file))
+        .digest('hex');
       assert.equal(remote, sha256(join(env.dir, 'ref', 'base_checkpoints', 'ref', file)), file);
     }
     assert.equal((await env.ckpt(['verify', dir])).code, 0);

@@ -31,12 +31,34 @@ describe('exact resume', () => {
     const root = tempDir();
     const t0 = Date.now();
     const [straight, first] = await Promise.all([
-      ckptAsync(['train', '--root', root, '--tag', 'straight', ...MODEL, '--steps', '12', '--save-every', '4']),
+      ckptAsync([
+        'train',
+        '--root',
+        root,
+        '--tag',
+        'straight',
+        ...MODEL,
+        '--steps',
+        '12',
+        '--save-every',
+        '4',
+      ]),
       ckptAsync(['train', '--root', root, '--tag', 'resumed', ...MODEL, '--steps', '8', '--save-every', '4']),
     ]);
     assert.equal(straight.code, 0, straight.stderr);
     assert.equal(first.code, 0, first.stderr);
-    const second = ckpt(['train', '--root', root, '--tag', 'resumed', '--resume', '--steps', '12', '--save-every', '4']);
+    const second = ckpt([
+      'train',
+      '--root',
+      root,
+      '--tag',
+      'resumed',
+      '--resume',
+      '--steps',
+      '12',
+      '--save-every',
+      '4',
+    ]);
     assert.equal(second.code, 0, second.stderr);
     assert.match(second.stderr, /resuming .* from step 8/);
     assertSameState(dirOf(root, 'straight'), dirOf(root, 'resumed'), 12);
@@ -48,13 +70,46 @@ describe('exact resume', () => {
     process.stderr.write(`exact-resume test: ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
 
     // --resume-from-step replays from an older step and reaches the same bits.
-    const replay = ckpt(['train', '--root', root, '--tag', 'resumed', '--resume-from-step', '4', '--steps', '12']);
+    const replay = ckpt([
+      'train',
+      '--root',
+      root,
+      '--tag',
+      'resumed',
+      '--resume-from-step',
+      '4',
+      '--steps',
+      '12',
+    ]);
     assert.equal(replay.code, 0, replay.stderr);
     assert.match(replay.stderr, /already committed/);
     const copy = tempDir();
-    const fromFour = ckpt(['train', '--root', copy, '--tag', 'straight', ...MODEL, '--steps', '4', '--save-every', '4']);
+    const fromFour = ckpt([
+      'train',
+      '--root',
+      copy,
+      '--tag',
+      'straight',
+      ...MODEL,
+      '--steps',
+      '4',
+      '--save-every',
+      '4',
+    ]);
     assert.equal(fromFour.code, 0, fromFour.stderr);
-    const resumed = ckpt(['train', '--root', copy, '--tag', 'straight', '--resume-from-step', '4', '--steps', '12', '--save-every', '6']);
+    const resumed = ckpt([
+      'train',
+      '--root',
+      copy,
+      '--tag',
+      'straight',
+      '--resume-from-step',
+      '4',
+      '--steps',
+      '12',
+      '--save-every',
+      '6',
+    ]);
     assert.equal(resumed.code, 0, resumed.stderr);
     assertSameState(dirOf(root, 'straight'), dirOf(copy, 'straight'), 12);
   });
@@ -67,16 +122,41 @@ describe('train refuses what would lose or mix work', () => {
     const again = ckpt(['train', '--root', root, ...MODEL, '--steps', '4']);
     assert.equal(again.code, 2);
     assert.match(again.stderr, /already has checkpoints .*--resume/);
-    const clash = ckpt(['train', '--root', root, '--depth', '1', '--n-embd', '64', '--resume', '--steps', '4']);
+    const clash = ckpt([
+      'train',
+      '--root',
+      root,
+      '--depth',
+      '1',
+      '--n-embd',
+      '64',
+      '--resume',
+      '--steps',
+      '4',
+    ]);
     assert.equal(clash.code, 2);
     assert.match(clash.stderr, /--n-embd 64 contradicts .*n-embd = 32/);
-    const badData = ckpt(['train', '--root', root, '--depth', '1', '--resume', '--steps', '4', '--data', join(__dirname, '..', '..', 'package.json')]);
+    const badData = ckpt([
+      'train',
+      '--root',
+      root,
+      '--depth',
+      '1',
+      '--resume',
+      '--steps',
+      '4',
+      '--data',
+      join(__dirname, '..', '..', 'package.json'),
+    ]);
     assert.equal(badData.code, 2);
     assert.match(badData.stderr, /is not the data the checkpoint was trained on/);
     const nothing = ckpt(['train', '--root', root, '--depth', '1', '--resume', '--steps', '2']);
     assert.equal(nothing.code, 0);
     assert.match(nothing.stderr, /nothing to do/);
-    assert.deepEqual(readdirSync(join(root, 'base_checkpoints', 'd1')).filter((f) => f.startsWith('manifest')), ['manifest_000002.json']);
+    assert.deepEqual(
+      readdirSync(join(root, 'base_checkpoints', 'd1')).filter((f) => f.startsWith('manifest')),
+      ['manifest_000002.json'],
+    );
   });
 
   it('--resume with no checkpoint yet starts from scratch and says so', () => {
@@ -104,14 +184,27 @@ describe('evaluation and sampling', () => {
     assert.equal(Number(plain.stdout.trim()), parsed.val_bpb);
     // The library reports progress per batch of held-out windows, ending at the total.
     const progress: Array<[number, number]> = [];
-    const lib = await evaluateCheckpoint(dir, 3, { onProgress: (done, total) => progress.push([done, total]) });
+    const lib = await evaluateCheckpoint(dir, 3, {
+      onProgress: (done, total) => progress.push([done, total]),
+    });
     assert.equal(lib.val_bpb, parsed.val_bpb);
     assert.ok(progress.length > 0);
     assert.deepEqual(progress.at(-1), [progress[0]![1], progress[0]![1]]);
     assert.ok(progress.every(([d], i) => i === 0 || d > progress[i - 1]![0]));
     assert.ok(!readdirSync(dir).some((f) => f.startsWith('lease_')), 'the eval lease is released');
 
-    const args = ['sample', dir, '--prompt', 'The model', '--tokens', '20', '--temperature', '0.9', '--seed', '3'];
+    const args = [
+      'sample',
+      dir,
+      '--prompt',
+      'The model',
+      '--tokens',
+      '20',
+      '--temperature',
+      '0.9',
+      '--seed',
+      '3',
+    ];
     const [a, b] = await Promise.all([ckptAsync(args), ckptAsync(args)]);
     assert.equal(a.code, 0, a.stderr);
     assert.equal(a.stdout, b.stdout);
