@@ -22,10 +22,13 @@ import { buildModel } from '../model/build';
 import { runCkpt, segmentResult, type ChildResult } from './child';
 import { emitActivityEvent, emitSegmentDone, forwardTrainingEvent } from './observe';
 export { observeActivities, type ActivityEvent } from './observe';
-import { trainArgs } from './train-args';
-export { trainArgs };
+import { trainArgs, trainingOf } from './train-args';
+import { programForChild } from './programs';
+export { trainArgs, trainingOf };
+export { registerPrograms, workerProgramNames } from './programs';
 import type {
   CheckpointSummary,
+  EvalInput,
   EvalSummary,
   PruneSummary,
   SegmentInput,
@@ -57,7 +60,9 @@ function toFailure(err: unknown): unknown {
  * dead attempt committed.
  */
 export async function trainSegment(input: SegmentInput): Promise<SegmentResult> {
-  if (input.flags.noop) return noopSegment(input);
+  const training = trainingOf(input);
+  if (training.noop) return noopSegment(input);
+  const program = programForChild(training.program);
   const ctx = Context.current();
   let progress: SegmentProgress = { step: -1, loss: null };
   let done: Record<string, unknown> | undefined;
@@ -72,7 +77,7 @@ export async function trainSegment(input: SegmentInput): Promise<SegmentResult> 
       String(input.saveEvery),
       '--resume',
       '--progress-json',
-      ...trainArgs(input.flags),
+      ...trainArgs(training, program),
     ],
     {
       signal: ctx.cancellationSignal,
@@ -113,14 +118,11 @@ function noopSegment(input: SegmentInput): SegmentResult {
   };
 }
 
-/** Validation bits-per-byte of one checkpoint; writes eval_<step>.json beside it. */
-export async function evaluateCheckpoint(input: {
-  dir: string;
-  step: number;
-  data?: string;
-}): Promise<EvalSummary> {
+/** Evaluate one checkpoint with its program; writes eval_<step>.json beside it. */
+export async function evaluateCheckpoint(input: EvalInput): Promise<EvalSummary> {
   const ctx = Context.current();
   const args = ['eval', input.dir, '--step', String(input.step), '--json'];
+  if (input.program) args.push('--program', programForChild(input.program));
   if (input.data) args.push('--data', input.data);
   const started = Date.now();
   const result = await runCkpt(args, {
@@ -128,15 +130,18 @@ export async function evaluateCheckpoint(input: {
     onTick: () => ctx.heartbeat({ step: input.step }),
   });
   if (result.code !== 0) throw failureFromChild(`evaluating step ${input.step} of ${input.dir}`, result);
-  const parsed = JSON.parse(result.stdout) as EvalSummary;
+  const parsed = JSON.parse(result.stdout) as Record<string, unknown> & { metric: EvalSummary['metric'] };
+  const metrics = Object.fromEntries(
+    Object.entries(parsed).filter(([k, v]) => k !== 'step' && typeof v === 'number'),
+  ) as Record<string, number>;
   emitActivityEvent({
     type: 'evaluated',
     dir: input.dir,
     step: input.step,
     seconds: (Date.now() - started) / 1000,
-    metrics: { val_bpb: parsed.val_bpb, val_loss: parsed.val_loss },
+    metrics,
   });
-  return { step: parsed.step, val_bpb: parsed.val_bpb, val_loss: parsed.val_loss };
+  return { step: input.step, metrics, metric: parsed.metric };
 }
 
 /** Committed steps that have no eval_<step>.json yet, ascending. */

@@ -14,7 +14,8 @@ import { loadConfig } from '../temporal.config';
 import { runCkpt, segmentResult } from './child';
 import { connectClient } from './client';
 import { emitSegmentDone, forwardTrainingEvent } from './observe';
-import { trainArgs } from './train-args';
+import { trainArgs, trainingOf } from './train-args';
+import { programForChild } from './programs';
 import type { JoinRequest, RankSegmentInput, Rendezvous, SegmentProgress, SegmentResult } from './types';
 
 let client: Promise<Client> | null = null;
@@ -57,7 +58,7 @@ export async function trainRank(input: RankSegmentInput): Promise<SegmentResult>
         '--resume',
         '--reshard',
         '--progress-json',
-        ...trainArgs(input.flags),
+        ...trainArgs(trainingOf(input), programForChild(trainingOf(input).program)),
       ],
       {
         env: {

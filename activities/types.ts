@@ -3,8 +3,28 @@
  * never tensors. Workflows import this file for types only.
  */
 import type { RetentionPolicy } from '../checkpoint/retention';
+import type { RunSettings } from '../train/settings';
 
-/** Flags of `ckpt train` that shape the run (the same names; undefined = default or from the checkpoint). */
+/**
+ * What a pipeline trains: the program, the config keys the user set, and the loop's settings (one schema:
+ * train/settings.ts). Unset values come from the program's defaults, or on resume from the checkpoint.
+ */
+export interface TrainingSpec {
+  /** A program name (built in, or registered on the training workers) or an absolute module path. */
+  program: string;
+  config: Record<string, unknown>;
+  run: RunSettings;
+  /**
+   * Orchestration only: segments train nothing and save nothing; they return at once with the step
+   * advanced. For load tests of the pipeline itself (history size, continue-as-new, worker memory).
+   */
+  noop?: boolean;
+}
+
+/**
+ * The GPT flags pipelines carried before programs existed; runs started then still have them in their
+ * input (activities turn them into a TrainingSpec).
+ */
 export interface TrainFlags {
   depth?: number;
   nEmbd?: number;
@@ -33,7 +53,9 @@ export interface SegmentInput {
   /** The step the workflow believes the segment starts from (the child finds the real one). */
   fromStep?: number;
   saveEvery: number;
-  flags: TrainFlags;
+  training?: TrainingSpec;
+  /** Runs started before programs existed. */
+  flags?: TrainFlags;
 }
 
 export interface SegmentResult {
@@ -54,8 +76,19 @@ export interface SegmentProgress {
 
 export interface EvalSummary {
   step: number;
-  val_bpb: number;
-  val_loss: number;
+  /** The program's metrics (flat numbers, e.g. val_bpb and val_loss for the GPT). */
+  metrics: Record<string, number>;
+  /** The program's primary metric, by which the pipeline tracks the best checkpoint. */
+  metric: { name: string; mode: 'min' | 'max' };
+}
+
+export interface EvalInput {
+  dir: string;
+  step: number;
+  /** The program that wrote the checkpoint (default: the built-in one its meta names). */
+  program?: string;
+  /** Evaluation data override (the GPT's held-out text). */
+  data?: string;
 }
 
 export interface CheckpointSummary {

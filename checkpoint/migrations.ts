@@ -3,6 +3,8 @@
  * on load so today's model can build from it (nanochat's `_patch_missing_config_keys` and
  * `_patch_missing_keys`, made into a registry). Each one is logged once per process through log0.
  * Migrations only add what is missing with its neutral value, so applying them twice changes nothing.
+ * The registry knows no model: a training program registers its own migrations, and they apply only to
+ * checkpoints whose meta names that program (meta.program.name).
  */
 import { SchemaError } from './errors';
 import { logOnce } from './log';
@@ -11,6 +13,13 @@ import type { NamedTensors } from './tensors';
 
 export interface Migration {
   id: string;
+  /** The program whose checkpoints it patches (meta.program.name); unset: every checkpoint. */
+  program?: string;
+  /**
+   * Also patch checkpoints whose meta names no program (written before programs were recorded): the
+   * program that wrote all of those claims them.
+   */
+  claimsUnnamed?: boolean;
   /** What it does, for the log. */
   description: string;
   /** Patch the meta (its model_config); return null when there is nothing to do. */
@@ -31,11 +40,23 @@ export function registeredMigrations(): readonly Migration[] {
   return registry;
 }
 
+/** Register what is not registered yet (a program's migrations, when the program is loaded). */
+export function registerMigrations(migrations: readonly Migration[]): void {
+  for (const m of migrations) if (!registry.some((r) => r.id === m.id)) registry.push(m);
+}
+
+function appliesTo(m: Migration, meta: Meta): boolean {
+  if (m.program === undefined) return true;
+  const named = (meta.program as { name?: unknown } | undefined)?.name;
+  return typeof named === 'string' ? named === m.program : m.claimsUnnamed === true;
+}
+
 /** Apply every registered migration in order; returns the patched meta and the ids applied. */
 export function applyMigrations(meta: Meta, tensors: NamedTensors | null): { meta: Meta; applied: string[] } {
   const applied: string[] = [];
   let current = meta;
   for (const m of registry) {
+    if (!appliesTo(m, current)) continue;
     let changed = false;
     const patched = m.patchMeta?.(current);
     if (patched) {
@@ -50,50 +71,6 @@ export function applyMigrations(meta: Meta, tensors: NamedTensors | null): { met
   }
   return { meta: current, applied };
 }
-
-function withConfig(meta: Meta, patch: Record<string, unknown>): Meta {
-  return { ...meta, model_config: { ...(meta.model_config ?? {}), ...patch } };
-}
-
-function nLayer(meta: Meta): number {
-  const n = meta.model_config?.n_layer;
-  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) {
-    throw new SchemaError(
-      `meta of step ${meta.step}: model_config.n_layer must be a positive integer to patch tensors`,
-      {
-        field: 'model_config.n_layer',
-        step: meta.step,
-      },
-    );
-  }
-  return n;
-}
-
-function filled(n: number, value: number): Float32Array {
-  return new Float32Array(n).fill(value);
-}
-
-// Checkpoints written before sliding-window attention existed used full attention in every layer.
-registerMigration({
-  id: 'window-pattern-default',
-  description: 'model_config.window_pattern was missing; set to "L" (full attention in every layer)',
-  patchMeta: (meta) =>
-    meta.model_config && meta.model_config.window_pattern === undefined
-      ? withConfig(meta, { window_pattern: 'L' })
-      : null,
-});
-
-// Before grouped-query attention, every head had its own keys and values.
-registerMigration({
-  id: 'n-kv-head-default',
-  description: 'model_config.n_kv_head was missing; set to n_head (no grouped-query attention)',
-  patchMeta: (meta) =>
-    meta.model_config &&
-    meta.model_config.n_kv_head === undefined &&
-    typeof meta.model_config.n_head === 'number'
-      ? withConfig(meta, { n_kv_head: meta.model_config.n_head })
-      : null,
-});
 
 // torch.compile and DistributedDataParallel wrap modules and prefix every key; the weights are the same.
 registerMigration({
@@ -120,20 +97,5 @@ registerMigration({
       changed = true;
     }
     return changed;
-  },
-});
-
-// The per-layer residual and input-skip scalars came later; their neutral values make the model behave
-// exactly as it did before they existed (residual scaled by 1, no skip from the input embedding).
-registerMigration({
-  id: 'per-layer-scalars',
-  description: 'resid_lambdas / x0_lambdas were missing; added with neutral values 1.0 / 0.0',
-  patchTensors: (tensors, meta) => {
-    if (!meta.model_config || (tensors.resid_lambdas && tensors.x0_lambdas)) return false;
-    if (!Object.keys(tensors).some((k) => k.startsWith('transformer.'))) return false;
-    const n = nLayer(meta);
-    if (!tensors.resid_lambdas) tensors.resid_lambdas = { dtype: 'F32', shape: [n], data: filled(n, 1) };
-    if (!tensors.x0_lambdas) tensors.x0_lambdas = { dtype: 'F32', shape: [n], data: filled(n, 0) };
-    return true;
   },
 });

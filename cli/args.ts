@@ -9,21 +9,32 @@ export interface Command {
   summary: string;
   usage: string;
   options: NonNullable<ParseArgsConfig['options']>;
+  /**
+   * The command takes `--program`: the program's own flags are added to `options` and to the help once
+   * main() has loaded it from argv, and `run` gets it.
+   */
+  takesProgram?: boolean;
   run(args: ParsedArgs): Promise<number>;
 }
 
 export interface ParsedArgs {
   values: Record<string, string | boolean | string[] | undefined>;
   positionals: string[];
+  /** The program `--program` named (commands with takesProgram). */
+  program?: import('../program/contract').TrainingProgram<unknown>;
 }
 
 export const HELP = { help: { type: 'boolean', short: 'h' }, debug: { type: 'boolean' } } as const;
 
-export function parse(command: Command, argv: string[]): ParsedArgs {
+export function parse(
+  command: Command,
+  argv: string[],
+  extraOptions: NonNullable<ParseArgsConfig['options']> = {},
+): ParsedArgs {
   try {
     const { values, positionals } = parseArgs({
       args: argv,
-      options: { ...HELP, ...command.options },
+      options: { ...HELP, ...command.options, ...extraOptions },
       allowPositionals: true,
       strict: true,
     });

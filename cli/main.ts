@@ -7,6 +7,20 @@ import { CheckpointError, configureLogging, configureS3 } from '../checkpoint';
 import { loadConfig } from '../temporal.config';
 import { type Command, formatUsage, parse } from './args';
 
+/** The program `--program` names, loaded only by commands that take one (program code is not light). */
+async function loadProgramArg(argv: string[]) {
+  const { programFromArgv } = require('./program-args') as typeof import('./program-args');
+  return programFromArgv(argv);
+}
+
+function programOptions(program: import('../program/contract').TrainingProgram<unknown>) {
+  return (require('./program-args') as typeof import('./program-args')).programOptions(program);
+}
+
+function programHelp(program: import('../program/contract').TrainingProgram<unknown>) {
+  return (require('./program-args') as typeof import('./program-args')).programHelp(program);
+}
+
 /**
  * The command modules, loaded on demand: a command pays only for what it uses. `ckpt train` (the child
  * every training segment runs) does not load the Temporal client and worker, the report's charting
@@ -109,9 +123,12 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     const rest = argv.slice(command.name.split(' ').length);
-    const args = parse(command, rest);
+    const program = command.takesProgram ? await loadProgramArg(rest) : undefined;
+    const args = parse(command, rest, program ? programOptions(program) : {});
+    args.program = program;
     if (args.values.help) {
       process.stdout.write(formatUsage(command));
+      if (program) process.stdout.write(`\nFlags of program ${program.name}:\n${programHelp(program)}\n`);
       return 0;
     }
     return await command.run(args);

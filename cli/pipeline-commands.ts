@@ -12,7 +12,7 @@ import {
 } from '../checkpoint';
 import { startDevServer } from '../infra/temporal';
 import { loadConfig, parseDuration, parsePort, sourceDir } from '../temporal.config';
-import type { TrainFlags } from '../activities/types';
+import type { TrainingSpec } from '../activities/types';
 import { runWorkers, type WorkerRole } from '../workers/worker';
 import { installWorkerRuntime } from '../workers/runtime';
 import type { PipelineInput, PipelineState } from '../workflows/pipeline';
@@ -30,7 +30,8 @@ import {
   str,
   UsageError,
 } from './args';
-import { TRAIN_OPTIONS, trainSettings } from './train-commands';
+import { defaultTag, TRAIN_OPTIONS, trainSettings } from './train-commands';
+import { programReference } from './program-args';
 import { connectClient, uiLink, workflowSettings } from './temporal-client';
 import { ProgressLine } from './progress';
 
@@ -52,8 +53,10 @@ export function retentionFromArgs(args: Args): RetentionPolicy | undefined {
   if (keepLast !== undefined) policy.keepLast = keepLast;
   const k = int(args, 'keep-best', 1);
   if (k !== undefined) {
-    const metric = str(args, 'metric') ?? 'val_bpb';
-    const mode = str(args, 'mode') ?? 'min';
+    // By default keep-best ranks by the program's primary metric (val_bpb, lower is better, for the GPT).
+    const metric = str(args, 'metric') ?? args.program?.metric.name ?? 'val_bpb';
+    const mode =
+      str(args, 'mode') ?? (metric === args.program?.metric.name ? args.program.metric.mode : 'min');
     if (mode !== 'min' && mode !== 'max')
       throw new UsageError(`--mode must be min or max, got "${mode}"`, { field: 'mode' });
     policy.keepBest = { k, metric, mode };
@@ -75,21 +78,15 @@ export function pipelineId(dir: string): string {
   return `ckpt-pipeline-${tag}-${createHash('sha256').update(dir).digest('hex').slice(0, 10)}`;
 }
 
-function toFlags(args: Args): TrainFlags {
-  const s = trainSettings(args);
+/** What the pipeline trains, from the flags: the program as a name or an absolute path. */
+function toTraining(args: Args): TrainingSpec {
+  const { run, config } = trainSettings(args);
+  // A data file given relative to here must be found by workers elsewhere.
+  if (typeof config.data === 'string') config.data = resolve(config.data);
   return {
-    depth: s.model.n_layer,
-    nEmbd: s.model.n_embd,
-    nHead: s.model.n_head,
-    seqLen: s.model.sequence_len,
-    batch: s.batch,
-    lr: s.schedule.lr,
-    warmup: s.schedule.warmup,
-    horizon: s.schedule.horizon,
-    schedule: s.schedule.kind,
-    seed: s.seed,
-    data: s.dataFile ? resolve(s.dataFile) : undefined,
-    saveDtype: str(args, 'save-dtype') as TrainFlags['saveDtype'],
+    program: programReference(str(args, 'program')),
+    config,
+    run,
     ...(flag(args, 'noop') ? { noop: true } : {}),
   };
 }
@@ -104,6 +101,7 @@ const {
 
 const startCommand: Command = {
   name: 'pipeline start',
+  takesProgram: true,
   summary: 'Start a durable training pipeline (segments, evaluation, retention) on the Temporal server.',
   usage:
     'ckpt pipeline start --root ROOT [--source base] --tag T --depth D --steps N --segment-steps S --save-every K\n' +
@@ -131,9 +129,7 @@ const startCommand: Command = {
       throw new UsageError('pipeline start: --steps N is required', { field: 'steps' });
     const root = absoluteLocation(str(args, 'root') ?? config.storeRoot);
     const source = str(args, 'source') ?? 'base';
-    const depth = int(args, 'depth', 1);
-    const tag = str(args, 'tag') ?? (depth !== undefined ? `d${depth}` : undefined);
-    if (!tag) throw new UsageError('pipeline start: give --tag T or --depth D');
+    const tag = str(args, 'tag') ?? defaultTag(args, 'pipeline start');
     const dir = joinLocation(root, sourceDir(config, source), tag);
     const segmentSteps = int(args, 'segment-steps', 1) ?? steps;
     const saveEvery = int(args, 'save-every', 1) ?? segmentSteps;
@@ -142,7 +138,7 @@ const startCommand: Command = {
       targetSteps: steps,
       segmentSteps,
       saveEvery,
-      flags: toFlags(args),
+      training: toTraining(args),
       evaluate: flag(args, 'eval'),
       retention: retentionFromArgs(args),
       segmentsPerRun: int(args, 'segments-per-run', 1),
@@ -154,13 +150,14 @@ const startCommand: Command = {
           : undefined,
       settings: workflowSettings(config.temporal),
     };
-    if (input.flags.noop && (input.worldSize ?? 1) > 1) {
+    if (input.training?.noop && (input.worldSize ?? 1) > 1) {
       throw new UsageError('pipeline start: --noop runs single-rank segments only; drop --world-size', {
         field: 'noop',
       });
     }
-    if (input.retention?.keepBest)
-      input.metric = { name: input.retention.keepBest.metric, mode: input.retention.keepBest.mode };
+    input.metric = input.retention?.keepBest
+      ? { name: input.retention.keepBest.metric, mode: input.retention.keepBest.mode }
+      : args.program?.metric;
     const id = str(args, 'id') ?? pipelineId(dir);
     const client = await connectClient(config.temporal);
     const usable = await registeredSearchAttributes(client, config.temporal.namespace);

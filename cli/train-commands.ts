@@ -1,8 +1,9 @@
 /** `ckpt train | eval | sample`: training with exact resume, evaluation and generation from checkpoints. */
 import { findLastStep, joinLocation, validateName } from '../checkpoint';
-import { modelTag, normalizeConfig } from '../model/gpt';
+import type { TrainingProgram } from '../program/contract';
 import { evaluateCheckpoint } from '../train/evaluate';
 import { sampleText } from '../train/sample';
+import { runSettingOptions, runSettingsFromFlags, runSettingsHelp, scheduleOf } from '../train/settings';
 import { train, type Progress } from '../train/trainer';
 import { loadConfig, sourceDir } from '../temporal.config';
 import {
@@ -21,28 +22,21 @@ import {
 import { ProgressLine } from './progress';
 import { launchRanks } from './launcher';
 import { initProcessGroup, optionsFromEnv } from '../train/dist';
+import { PROGRAM_OPTIONS, programConfigFromArgs } from './program-args';
+import { loadProgram } from '../program/load';
 
+/** Where a run's checkpoints go and what the loop does; the program's own flags come on top. */
 export const TRAIN_OPTIONS = {
   root: { type: 'string' },
   dir: { type: 'string' },
   source: { type: 'string' },
   tag: { type: 'string' },
-  depth: { type: 'string' },
   steps: { type: 'string' },
   'save-every': { type: 'string' },
-  seed: { type: 'string' },
-  data: { type: 'string' },
   resume: { type: 'boolean' },
   'resume-from-step': { type: 'string' },
-  'save-dtype': { type: 'string' },
-  batch: { type: 'string' },
-  'seq-len': { type: 'string' },
-  'n-embd': { type: 'string' },
-  'n-head': { type: 'string' },
-  lr: { type: 'string' },
-  warmup: { type: 'string' },
-  schedule: { type: 'string' },
-  horizon: { type: 'string' },
+  ...runSettingOptions(),
+  ...PROGRAM_OPTIONS,
   // For the pipeline's training activity: progress as JSON lines on stdout instead of a progress bar.
   'progress-json': { type: 'boolean' },
   nproc: { type: 'string' },
@@ -51,41 +45,20 @@ export const TRAIN_OPTIONS = {
 
 type Args = Parameters<Command['run']>[0];
 
-/** The train flags as trainer options (shared with `ckpt pipeline start`). */
-export function trainSettings(args: Args) {
-  const depth = int(args, 'depth', 1);
-  const saveDtype = (str(args, 'save-dtype') ?? 'f32').toUpperCase();
-  if (!['F32', 'BF16', 'F16'].includes(saveDtype)) {
-    throw new UsageError(`--save-dtype must be f32, bf16 or f16, got "${str(args, 'save-dtype')}"`, {
-      field: 'save-dtype',
-    });
-  }
-  const schedule = str(args, 'schedule');
-  if (schedule !== undefined && schedule !== 'constant' && schedule !== 'cosine') {
-    throw new UsageError(`--schedule must be constant or cosine, got "${schedule}"`, { field: 'schedule' });
-  }
-  const model = {
-    ...(depth !== undefined ? { n_layer: depth } : {}),
-    ...(int(args, 'n-embd', 1) !== undefined ? { n_embd: int(args, 'n-embd', 1) } : {}),
-    ...(int(args, 'n-head', 1) !== undefined ? { n_head: int(args, 'n-head', 1) } : {}),
-    ...(int(args, 'seq-len', 2) !== undefined ? { sequence_len: int(args, 'seq-len', 2) } : {}),
-  };
-  return {
-    model,
-    seed: int(args, 'seed', 0),
-    batch: int(args, 'batch', 1),
-    schedule: {
-      ...(num(args, 'lr') !== undefined ? { lr: num(args, 'lr') } : {}),
-      ...(int(args, 'warmup', 0) !== undefined ? { warmup: int(args, 'warmup', 0) } : {}),
-      ...(int(args, 'horizon', 1) !== undefined ? { horizon: int(args, 'horizon', 1) } : {}),
-      ...(schedule !== undefined ? { kind: schedule as 'constant' | 'cosine' } : {}),
-    },
-    dataFile: str(args, 'data'),
-    saveDtype: saveDtype as 'F32' | 'BF16' | 'F16',
-  };
+function programOf(args: Args): TrainingProgram<unknown> {
+  if (!args.program) throw new Error('internal: a command that takes --program ran without one');
+  return args.program;
 }
 
-/** ROOT/<source_dir>/<tag>; the tag defaults to d<depth>. */
+/** The settings a run's flags give: the program's config keys and the loop's settings. */
+export function trainSettings(args: Args) {
+  const program = programOf(args);
+  const run = runSettingsFromFlags(args.values);
+  const { config, configFlags } = programConfigFromArgs(program, args);
+  return { program, run, config, configFlags };
+}
+
+/** ROOT/<source_dir>/<tag>; the tag defaults to the program's (d<depth> for the GPT). */
 export function checkpointDir(
   args: Args,
   command: string,
@@ -99,30 +72,40 @@ export function checkpointDir(
   }
   const root = str(args, 'root') ?? config.storeRoot;
   const source = str(args, 'source') ?? 'base';
-  const depth = int(args, 'depth', 1);
-  let tag = str(args, 'tag');
-  if (tag === undefined) {
-    if (depth === undefined)
-      throw new UsageError(`${command}: give --depth D (the tag defaults to d<D>) or --tag T`);
-    tag = modelTag(normalizeConfig({ n_layer: depth }));
-  }
+  const tag = str(args, 'tag') ?? defaultTag(args, command);
   return { root, source, tag, dir: joinLocation(root, sourceDir(config, source), tag) };
+}
+
+/** The program's default tag for the config the flags give (d<depth> for the GPT). */
+export function defaultTag(args: Args, command: string): string {
+  const program = programOf(args);
+  const { config } = programConfigFromArgs(program, args);
+  if (!program.defaultTag || (program.name === 'gpt' && config.n_layer === undefined)) {
+    const hint =
+      program.name === 'gpt' ? 'give --depth D (the tag defaults to d<D>) or --tag T' : 'give --tag T';
+    throw new UsageError(`${command}: ${hint}`, { field: 'tag' });
+  }
+  return program.defaultTag(program.configure(config));
 }
 
 const trainCommand: Command = {
   name: 'train',
-  summary: 'Train the GPT, saving verified checkpoints; resume exactly where a run stopped.',
+  summary:
+    'Train a program (the GPT by default), saving verified checkpoints; resume exactly where a run stopped.',
   usage:
-    'ckpt train --root ROOT [--source base] [--tag T] --depth D --steps N [--save-every K] [--seed S]\n' +
+    'ckpt train --root ROOT [--source base] [--tag T] --steps N [--save-every K] [--program PATH|NAME] [--config JSON|FILE]\n' +
     '           [--dir ROOT/<source_dir>/<tag> instead of --root/--source/--tag]\n' +
-    '           [--data FILE] [--resume | --resume-from-step N] [--save-dtype f32|bf16|f16]\n' +
-    '           [--batch B] [--seq-len L] [--n-embd E] [--n-head H] [--lr X]\n' +
-    '           [--schedule constant|cosine] [--warmup W] [--horizon H] [--nproc W] [--reshard]\n\n' +
-    '--steps is the absolute target step. The learning-rate schedule has its own horizon, so a run to 20\n' +
+    "           [--resume | --resume-from-step N] [--nproc W] [--reshard] [the loop's flags] [the program's flags]\n\n" +
+    "The loop's flags:\n" +
+    runSettingsHelp() +
+    '\n\n--steps is the absolute target step. The learning-rate schedule has its own horizon, so a run to 20\n' +
     'resumed to 30 equals a run to 30. On resume, flags that are not given come from the checkpoint.\n' +
-    '--nproc W starts W rank processes (data parallel, ZeRO-1 sharded optimizer); --batch is the global batch.\n' +
-    'Resuming a checkpoint saved with another world size needs --reshard.',
+    '--nproc W starts W rank processes (data parallel); --batch is the global batch.\n' +
+    'Resuming a checkpoint saved with another world size needs --reshard.\n' +
+    '--program names the model-specific part (default: gpt, whose flags are --depth, --n-embd, --n-head,\n' +
+    "--n-kv-head, --seq-len, --window-pattern and --data); --config sets the program's config keys.",
   options: TRAIN_OPTIONS,
+  takesProgram: true,
   async run(args) {
     expectPositionals(args, 0, 'train');
     const steps = int(args, 'steps', 1);
@@ -138,7 +121,7 @@ const trainCommand: Command = {
       return launchRanks(argv, nproc);
     }
     const { dir, tag } = checkpointDir(args, 'train');
-    const settings = trainSettings(args);
+    const { program, run, config, configFlags } = trainSettings(args);
     const groupOptions = optionsFromEnv();
     const group = groupOptions.worldSize > 1 ? await initProcessGroup(groupOptions) : undefined;
     const json = flag(args, 'progress-json');
@@ -161,7 +144,13 @@ const trainCommand: Command = {
         dir,
         steps,
         saveEvery: int(args, 'save-every', 1) ?? Math.max(1, Math.min(steps, 100)),
-        ...settings,
+        program,
+        config,
+        configFlags,
+        seed: run.seed,
+        batch: run.batch,
+        schedule: scheduleOf(run),
+        saveDtype: run.saveDtype?.toUpperCase() as 'F32' | 'BF16' | 'F16' | undefined,
         resume: from !== undefined ? { step: from } : flag(args, 'resume') ? 'last' : 'none',
         backend: loadConfig().backend,
         storeConfig: loadConfig().s3,
@@ -192,12 +181,18 @@ const trainCommand: Command = {
     note(
       summary.endStep === summary.startStep
         ? `nothing to do: ${tag} is already at step ${summary.startStep}`
-        : `trained ${tag} from step ${summary.startStep} to ${summary.endStep} in ${summary.seconds.toFixed(1)} s on ${summary.backend}` +
+        : `trained ${tag} (${summary.program}) from step ${summary.startStep} to ${summary.endStep} in ${summary.seconds.toFixed(1)} s on ${summary.backend}` +
             (summary.finalLoss !== null ? `, final loss ${summary.finalLoss.toFixed(4)}` : ''),
     );
     return 0;
   },
 };
+
+/** `--program` when given; otherwise the checkpoint's meta names the (built-in) program. */
+async function optionalProgram(args: Args): Promise<TrainingProgram<unknown> | undefined> {
+  const spec = str(args, 'program');
+  return spec === undefined ? undefined : loadProgram(spec);
+}
 
 async function defaultStep(dir: string, given: number | undefined): Promise<number> {
   if (given !== undefined) return given;
@@ -206,9 +201,18 @@ async function defaultStep(dir: string, given: number | undefined): Promise<numb
 
 const evalCommand: Command = {
   name: 'eval',
-  summary: 'Validation bits-per-byte of a checkpoint on the held-out split; writes eval_<step>.json.',
-  usage: 'ckpt eval DIR [--step N] [--data FILE] [--json]      prints val_bpb',
-  options: { step: { type: 'string' }, data: { type: 'string' }, json: { type: 'boolean' } },
+  summary:
+    'Evaluate a checkpoint with its program (the GPT: validation bits per byte); writes eval_<step>.json.',
+  usage:
+    'ckpt eval DIR [--step N] [--program PATH|NAME] [--data FILE] [--json]\n\n' +
+    "Prints the program's primary metric (val_bpb for the GPT); --json prints every metric as eval_<step>.json\n" +
+    'holds them. --program is needed for a checkpoint of a program that is not built in.',
+  options: {
+    step: { type: 'string' },
+    data: { type: 'string' },
+    json: { type: 'boolean' },
+    program: { type: 'string' },
+  },
   async run(args) {
     expectPositionals(args, 1, 'eval');
     const dir = positional(args, 0, 'DIR', 'eval');
@@ -217,10 +221,18 @@ const evalCommand: Command = {
     const result = await evaluateCheckpoint(dir, step, {
       dataFile: str(args, 'data'),
       backend: loadConfig().backend,
-      onProgress: (done, total) => bar.update(`eval step ${step}: ${done}/${total} held-out windows`),
+      program: await optionalProgram(args),
+      onProgress: (done, total) => bar.update(`eval step ${step}: ${done}/${total}`),
     });
     bar.done();
-    out(flag(args, 'json') ? JSON.stringify(result, null, 2) : String(result.val_bpb));
+    const flat = {
+      step,
+      ...result.metrics,
+      program: result.program,
+      metric: result.metric,
+      evaluated_at: result.evaluated_at,
+    };
+    out(flag(args, 'json') ? JSON.stringify(flat, null, 2) : String(result.metrics[result.metric.name]));
     return 0;
   },
 };
@@ -228,13 +240,15 @@ const evalCommand: Command = {
 const sampleCommand: Command = {
   name: 'sample',
   summary: 'Generate text from a checkpoint (stdout: the prompt followed by the generated text).',
-  usage: 'ckpt sample DIR [--step N] --prompt TEXT [--tokens K] [--temperature T] [--seed S]',
+  usage:
+    'ckpt sample DIR [--step N] --prompt TEXT [--tokens K] [--temperature T] [--seed S] [--program PATH|NAME]',
   options: {
     step: { type: 'string' },
     prompt: { type: 'string' },
     tokens: { type: 'string' },
     temperature: { type: 'string' },
     seed: { type: 'string' },
+    program: { type: 'string' },
   },
   async run(args) {
     expectPositionals(args, 1, 'sample');
@@ -250,6 +264,7 @@ const sampleCommand: Command = {
       temperature,
       seed: int(args, 'seed', 0) ?? 0,
       backend: loadConfig().backend,
+      program: await optionalProgram(args),
     });
     process.stdout.write(text + '\n');
     return 0;

@@ -29,6 +29,8 @@ import type * as tfjs from '@tensorflow/tfjs';
 import { applyMigrations, metaFile, toFloat32 } from '../checkpoint';
 import type { NamedTensors } from '../checkpoint/tensors';
 import { initBackend, type BackendChoice } from './backend';
+// The GPT's checkpoint migrations, applied by every load below.
+import './migrations';
 import { GPT, normalizeConfig, type GPTConfig } from './gpt';
 import { ByteTokenizer, checkTokenizer } from './tokenizer';
 

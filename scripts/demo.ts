@@ -81,7 +81,8 @@ async function main(): Promise<void> {
   const result = (await client.workflow.getHandle(id).result()) as PipelineState;
 
   say('== eval results (val_bpb, lower is better)');
-  for (const e of result.evals) say(`   step ${String(e.step).padStart(2)}: val_bpb ${e.val_bpb.toFixed(4)}`);
+  for (const e of result.evals)
+    say(`   step ${String(e.step).padStart(2)}: val_bpb ${e.metrics.val_bpb!.toFixed(4)}`);
   say(`== best: step ${result.bestMetric?.step} (val_bpb ${result.bestMetric?.value.toFixed(4)})`);
   const kept = (await listCheckpoints(dir)).filter((c) => c.committed).map((c) => c.step);
   say(`== retention deleted ${result.pruned.join(', ') || 'nothing'}; kept ${kept.join(', ')}`);

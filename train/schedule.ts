@@ -12,6 +12,8 @@ export interface ScheduleConfig {
   horizon: number;
 }
 
+export const DEFAULT_SCHEDULE: ScheduleConfig = { kind: 'constant', lr: 3e-3, warmup: 10, horizon: 1000 };
+
 export function validateSchedule(s: ScheduleConfig): ScheduleConfig {
   if (s.kind !== 'constant' && s.kind !== 'cosine') {
     throw new InvalidArgumentError(`schedule must be constant or cosine, got "${s.kind}"`, {

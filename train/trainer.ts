@@ -1,10 +1,10 @@
 /**
- * The training loop, resumable to the bit. Everything that decides the next update is in the checkpoint:
- * weights, AdamW moments and step, the data position (global sample index; the order is a pure function of
- * the seed), the loop state (smoothed loss, best validation) and the schedule. Resuming at step k therefore
- * continues exactly as the uninterrupted run did, on the same backend.
+ * The training loop, resumable to the bit, for any training program (program/contract.ts). Everything that
+ * decides the next update is in the checkpoint: the program's tensors and JSON state, the optimizer state,
+ * the data position (global sample index; a program's data order is a pure function of the seed and that
+ * index), the loop state (smoothed loss) and the schedule. Resuming at step k therefore continues exactly as
+ * the uninterrupted run did, on the same backend.
  */
-import { resolve } from 'node:path';
 import {
   committedSteps,
   findLastStep,
@@ -23,43 +23,40 @@ import {
 } from '../checkpoint';
 import { AdamW } from '../model/adamw';
 import { initBackend, type BackendChoice, type TF } from '../model/backend';
-import { GPT, normalizeConfig, type GPTConfig } from '../model/gpt';
-import { ByteTokenizer } from '../model/tokenizer';
 import type * as tfjs from '@tensorflow/tfjs';
 import type { NamedTensors } from '../checkpoint/tensors';
+import type { Batch, Json, Session, StepSession, TrainingProgram } from '../program/contract';
+import { checkProgramMeta, programRecord, resolveRunConfig } from '../program/meta';
+import { gptProgram } from '../model/program';
 import type { ProcessGroup } from './dist';
-import { TextData } from './data';
 import { ownedBy, planShards, reshardOptimizer, type ShardPlan } from './sharding';
+import { learningRate, type ScheduleConfig } from './schedule';
 
 type TfTensor = tfjs.Tensor;
-import { learningRate, validateSchedule, type ScheduleConfig } from './schedule';
-
-/** Settings that must match the checkpoint on resume (they change the run's trajectory). */
-export interface RunConfig {
-  model: GPTConfig;
-  seed: number;
-  batch: number;
-  schedule: ScheduleConfig;
-  data: { name: string; sha256: string; bytes: number; path?: string };
-}
 
 export interface TrainOptions {
   dir: Location;
   /** Absolute target step. */
   steps: number;
   saveEvery: number;
-  /** Model config overrides (depth = n_layer, n_embd, n_head, sequence_len); defaults from DEFAULT_CONFIG. */
-  model?: Partial<GPTConfig>;
+  /** The model-specific part (default: the built-in GPT). */
+  program?: TrainingProgram<unknown>;
+  /**
+   * Program config keys the user set (`--config` merged with the program's flags); the rest come from the
+   * program's defaults, or on resume from the checkpoint. Keys that contradict the checkpoint are refused.
+   */
+  config?: Record<string, unknown>;
+  /** Config keys by the flag that set them, so a contradiction names the flag the user typed. */
+  configFlags?: Record<string, string>;
   seed?: number;
   batch?: number;
   schedule?: Partial<ScheduleConfig>;
-  dataFile?: string;
   /** 'none': refuse a tag that already has checkpoints; 'last': newest verified step (or scratch); or a step. */
   resume?: 'none' | 'last' | { step: number };
   saveDtype?: SaveDtype;
   backend?: BackendChoice;
   signal?: AbortSignal;
-  /** Multi-rank training: this process's group (W ranks, ZeRO-1 sharded optimizer). */
+  /** Multi-rank training: this process's group (W ranks; ZeRO-1 sharded or replicated optimizer). */
   group?: ProcessGroup;
   /** Accept a checkpoint saved with another world size, re-partitioning its optimizer state. */
   reshard?: boolean;
@@ -85,7 +82,8 @@ export interface Progress {
   steps: number;
   loss: number;
   smoothedLoss: number;
-  lr: number;
+  /** The learning rate of the step (loop-owned optimizers only). */
+  lr: number | null;
   stepsPerSec: number;
 }
 
@@ -97,9 +95,10 @@ export interface TrainSummary {
   finalLoss: number | null;
   backend: string;
   seconds: number;
+  program: string;
 }
 
-export const DEFAULT_SCHEDULE: ScheduleConfig = { kind: 'constant', lr: 3e-3, warmup: 10, horizon: 1000 };
+export { DEFAULT_SCHEDULE } from './schedule';
 const EMA = 0.9;
 
 export class TrainingAborted extends Error {
@@ -115,8 +114,17 @@ interface LoopState {
   elapsed_s: number;
 }
 
+/** The optimizer side of a session: the loop's AdamW (sharded over ranks) or the program's own. */
+interface Optimizer {
+  /** One step; returns the mean loss over all ranks. */
+  step(batch: Batch, lr: number | null): Promise<number>;
+  tensors(): NamedTensors;
+  dispose(): void;
+}
+
 export async function train(options: TrainOptions): Promise<TrainSummary> {
   const started = Date.now();
+  const program = options.program ?? (gptProgram as TrainingProgram<unknown>);
   const store = openStore(options.dir);
   const target = validateStep(options.steps, 'steps');
   if (!Number.isSafeInteger(options.saveEvery) || options.saveEvery < 1) {
@@ -133,18 +141,8 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
   const loaded =
     resumeStep === null ? null : await loadCheckpoint(store, resumeStep, { loadOptimizer: false });
   let loadMs = Date.now() - loadStarted;
-  const run = runConfig(options, loaded?.meta as Record<string, unknown> | undefined);
-  const data = TextData.fromFile(options.dataFile, run.model.sequence_len, run.seed);
-  checkData(run, data, resumeStep, options.dataFile);
-  const tokenizer = new ByteTokenizer();
-  if (run.model.vocab_size < tokenizer.vocabSize) {
-    throw new InvalidArgumentError(
-      `vocab_size ${run.model.vocab_size} is smaller than the tokenizer's ${tokenizer.vocabSize}`,
-      {
-        field: 'vocab_size',
-      },
-    );
-  }
+  if (loaded) checkProgramMeta(program, loaded.meta, `meta_${String(loaded.step).padStart(6, '0')}.json`);
+  const { config, loop } = resolveRunConfig(program, options, loaded?.meta);
 
   const startStep = resumeStep ?? 0;
   if (target <= startStep) {
@@ -157,46 +155,94 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
       finalLoss: null,
       backend,
       seconds: 0,
+      program: program.name,
     };
   }
 
-  if (run.batch % worldSize !== 0) {
+  if (loop.batch % worldSize !== 0) {
     throw new InvalidArgumentError(
-      `--batch ${run.batch} (the global batch) is not divisible by world size ${worldSize}`,
+      `--batch ${loop.batch} (the global batch) is not divisible by world size ${worldSize}`,
       {
         field: 'batch',
       },
     );
   }
-  const model = loaded
-    ? GPT.fromNamedTensors(tf, run.model, loaded.model!)
-    : GPT.initialize(tf, run.model, run.seed);
-  const plan = planShards(
-    [...model.parameters()].map(([name, v]) => [name, v.size]),
-    worldSize,
-  );
-  const owned = ownedBy(plan, rank);
+  // A program-owned optimizer is replicated: every rank's file holds the whole state, so any one restores it.
   loadStarted = Date.now();
-  const state = loaded
-    ? await loadOptimizerShard(store, loaded.step, loaded.manifest.world_size, plan, rank, options.reshard)
-    : null;
+  const programOptimizer =
+    loaded && program.optimizer === 'program'
+      ? (
+          await loadCheckpoint(store, loaded.step, {
+            rank: loaded.manifest.world_size === worldSize ? rank : 0,
+            loadModel: false,
+          })
+        ).optimizer
+      : null;
   loadMs += Date.now() - loadStarted;
+  const session: Session = await program.start({
+    tf,
+    backend,
+    config,
+    loop,
+    rank,
+    worldSize,
+    restore: loaded
+      ? {
+          step: loaded.step,
+          model: loaded.model!,
+          optimizer: programOptimizer,
+          state: (loaded.meta.state as Json | undefined) ?? null,
+          meta: loaded.meta,
+        }
+      : null,
+    log: (m) => log0(m),
+  });
+  let optimizer: Optimizer;
+  let sharding: Record<string, unknown> = { world_size: worldSize };
+  try {
+    if (session.kind === 'gradients') {
+      const plan = planShards(
+        [...session.parameters()].map(([name, v]) => [name, v.size]),
+        worldSize,
+      );
+      sharding = { world_size: worldSize, owners: plan.owners };
+      loadStarted = Date.now();
+      const state = loaded
+        ? await loadOptimizerShard(
+            store,
+            loaded.step,
+            loaded.manifest.world_size,
+            plan,
+            rank,
+            options.reshard,
+          )
+        : null;
+      loadMs += Date.now() - loadStarted;
+      optimizer = loopOptimizer(tf, session, state, plan, rank, options.group);
+    } else {
+      if (loaded && loaded.manifest.world_size !== worldSize && !options.reshard) {
+        throw new WorldSizeMismatchError(loaded.manifest.world_size, worldSize, {
+          file: `manifest_${String(loaded.step).padStart(6, '0')}.json`,
+          step: loaded.step,
+        });
+      }
+      optimizer = programStepper(session, options.group);
+    }
+  } catch (err) {
+    session.dispose();
+    throw err;
+  }
   if (loaded) {
     const sameWorld = loaded.manifest.world_size === worldSize;
     const read = Object.entries(loaded.manifest.files).filter(
-      ([name]) =>
-        !name.startsWith('optim_') ||
-        (state !== null && (!sameWorld || name === optimFile(loaded.step, rank))),
+      ([name]) => !name.startsWith('optim_') || !sameWorld || name === optimFile(loaded.step, rank),
     );
     options.onResume?.(loaded.step, {
       seconds: loadMs / 1000,
       bytes: read.reduce((sum, [, record]) => sum + record.bytes, 0),
     });
   }
-  const optimizer = state
-    ? AdamW.fromState(tf, model.parameters(), state, { owned })
-    : new AdamW(tf, model.parameters(), { owned });
-  const loop: LoopState = (loaded?.meta.loop_state as LoopState | undefined) ?? {
+  const loopState: LoopState = (loaded?.meta.loop_state as LoopState | undefined) ?? {
     smoothed_loss: null,
     best_val_bpb: null,
     elapsed_s: 0,
@@ -222,18 +268,21 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
   let lastLoss: number | null = null;
   let windowStart = Date.now();
   let windowSteps = 0;
+  const local = loop.batch / worldSize;
   try {
     for (let step = startStep; step < target; step++) {
       if (options.signal?.aborted) throw new TrainingAborted(step);
-      const lr = learningRate(run.schedule, step);
+      const lr = loop.schedule ? learningRate(loop.schedule, step) : null;
       // Training steps never yield to the event loop; while a save is in flight, yield once per step so
       // its commit advances now rather than when the next save waits for it.
       if (saver?.savingStep != null) await new Promise((r) => setImmediate(r));
-      const loss = options.group
-        ? await shardedStep(tf, model, optimizer, data, step, run.batch, lr, options.group, plan)
-        : trainStep(tf, model, optimizer, data, step, run.batch, lr);
+      const loss = await optimizer.step(
+        { step, start: step * loop.batch + rank * local, count: local, batch: loop.batch },
+        lr,
+      );
       lastLoss = loss;
-      loop.smoothed_loss = loop.smoothed_loss === null ? loss : EMA * loop.smoothed_loss + (1 - EMA) * loss;
+      loopState.smoothed_loss =
+        loopState.smoothed_loss === null ? loss : EMA * loopState.smoothed_loss + (1 - EMA) * loss;
       history.push([step + 1, loss]);
       windowSteps++;
       const now = Date.now();
@@ -246,13 +295,13 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
         step: step + 1,
         steps: target,
         loss,
-        smoothedLoss: loop.smoothed_loss,
+        smoothedLoss: loopState.smoothed_loss,
         lr,
         stepsPerSec,
       });
       const done = step + 1;
       if (done % options.saveEvery === 0 || done === target) {
-        loop.elapsed_s += (Date.now() - started) / 1000;
+        loopState.elapsed_s += (Date.now() - started) / 1000;
         if (alreadySaved.has(done)) {
           // Resuming from an earlier step replays steps whose checkpoints exist; committed files are never
           // rewritten, and an exact replay would write the same tensors anyway.
@@ -262,11 +311,23 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
         }
         saveStarted.set(done, Date.now());
         const snapshot = {
-          model: model.namedTensors(),
-          optimizer: optimizer.stateTensors(),
+          model: session.modelTensors(),
+          optimizer: optimizer.tensors(),
           meta: {
-            ...buildMeta(run, data, tokenizer, backend, done, run.batch, loop, history),
-            sharding: { world_size: worldSize, owners: plan.owners },
+            program: programRecord(program),
+            config: config as Record<string, unknown>,
+            loop,
+            ...(session.meta?.(loop) ?? {}),
+            backend,
+            dataloader_state: { sample_index: done * loop.batch },
+            // All randomness the loop hands out is counter-based (seed + sample index), so the seed and the
+            // sample index are the loop's whole RNG state; a program keeps any other state in `state`.
+            rng_state: { kind: 'counter', seed: loop.seed, sample_index: done * loop.batch },
+            loop_state: { ...loopState },
+            loss_history: history,
+            ...(session.state ? { state: session.state() } : {}),
+            sharding,
+            saved_at: new Date().toISOString(),
           },
         };
         const rankOptions = { rank, worldSize, saveDtype: options.saveDtype };
@@ -284,7 +345,7 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
     }
     await saver?.finish();
   } finally {
-    model.dispose();
+    session.dispose();
     optimizer.dispose();
     // On an error or a cancellation the save in flight still completes (or fails) as a whole: a commit
     // is atomic, so nothing half-done is left either way.
@@ -298,35 +359,82 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
     finalLoss: lastLoss,
     backend,
     seconds: (Date.now() - started) / 1000,
+    program: program.name,
   };
 }
 
-function trainStep(
+/** The loop's AdamW over the session's parameters: one rank updates all, W ranks a ZeRO-1 shard each. */
+function loopOptimizer(
   tf: TF,
-  model: GPT,
+  session: Extract<Session, { kind: 'gradients' }>,
+  state: NamedTensors | null,
+  plan: ShardPlan,
+  rank: number,
+  group: ProcessGroup | undefined,
+): Optimizer {
+  const owned = ownedBy(plan, rank);
+  const params = session.parameters();
+  const adamw = state ? AdamW.fromState(tf, params, state, { owned }) : new AdamW(tf, params, { owned });
+  return {
+    step: async (batch, lr) =>
+      group
+        ? shardedStep(tf, session, adamw, batch, lr!, group, plan)
+        : gradientStep(session, adamw, batch, lr!),
+    tensors: () => adamw.stateTensors(),
+    dispose: () => adamw.dispose(),
+  };
+}
+
+function gradientStep(
+  session: Extract<Session, { kind: 'gradients' }>,
   optimizer: AdamW,
-  data: TextData,
-  step: number,
-  batch: number,
+  batch: Batch,
   lr: number,
 ): number {
-  const T = model.config.sequence_len;
-  const { inputs, targets } = data.samples(step * batch, batch);
-  const x = tf.tensor2d(inputs, [batch, T], 'int32');
-  const y = tf.tensor2d(targets, [batch, T], 'int32');
+  const { loss, grads } = session.lossAndGrads(batch);
   try {
-    const { loss, grads } = model.lossAndGrads(x, y);
-    try {
-      optimizer.apply(grads, lr);
-      return loss.dataSync()[0]!;
-    } finally {
-      loss.dispose();
-      for (const g of grads.values()) g.dispose();
-    }
+    optimizer.apply(grads, lr);
+    return loss.dataSync()[0]!;
   } finally {
-    x.dispose();
-    y.dispose();
+    loss.dispose();
+    for (const g of grads.values()) g.dispose();
   }
+}
+
+/** A program-owned optimizer: the session steps itself, or on W ranks applies the all-reduced gradients. */
+function programStepper(session: StepSession, group: ProcessGroup | undefined): Optimizer {
+  if (group && (!session.gradients || !session.applyGradients)) {
+    throw new InvalidArgumentError(
+      'the program owns its optimizer and its session has no gradients()/applyGradients(): it cannot train on ' +
+        'several ranks; drop --nproc',
+      { field: 'nproc' },
+    );
+  }
+  return {
+    step: async (batch) => {
+      if (!group) return session.step(batch);
+      const { loss, grads } = session.gradients!(batch);
+      const names = [...grads.keys()].sort();
+      const counts = names.map((n) => grads.get(n)!.length);
+      const flat = new Float32Array(counts.reduce((a, b) => a + b, 0));
+      let offset = 0;
+      for (const [i, name] of names.entries()) {
+        flat.set(grads.get(name)!, offset);
+        offset += counts[i]!;
+      }
+      const mean = await group.allReduce(flat, 'mean');
+      const averaged = new Map<string, Float32Array>();
+      offset = 0;
+      for (const [i, name] of names.entries()) {
+        averaged.set(name, mean.subarray(offset, offset + counts[i]!));
+        offset += counts[i]!;
+      }
+      session.applyGradients!(averaged, batch);
+      return (await group.allReduce(new Float32Array([loss]), 'mean'))[0]!;
+    },
+    tensors: () => session.optimizerTensors(),
+    dispose: () => undefined,
+  };
 }
 
 /**
@@ -336,26 +444,18 @@ function trainStep(
  */
 async function shardedStep(
   tf: TF,
-  model: GPT,
+  session: Extract<Session, { kind: 'gradients' }>,
   optimizer: AdamW,
-  data: TextData,
-  step: number,
-  batch: number,
+  batch: Batch,
   lr: number,
   group: ProcessGroup,
   plan: ShardPlan,
 ): Promise<number> {
-  const local = batch / group.worldSize;
-  const T = model.config.sequence_len;
-  const { inputs, targets } = data.samples(step * batch + group.rank * local, local);
-  const params = model.parameters();
+  const params = session.parameters();
   const flat = new Float32Array(plan.counts.reduce((a, b) => a + b, 0));
   let loss: number;
   tf.tidy(() => {
-    const { loss: l, grads } = model.lossAndGrads(
-      tf.tensor2d(inputs, [local, T], 'int32'),
-      tf.tensor2d(targets, [local, T], 'int32'),
-    );
+    const { loss: l, grads } = session.lossAndGrads(batch);
     loss = l.dataSync()[0]!;
     for (const name of plan.layout)
       flat.set(grads.get(name)!.dataSync() as Float32Array, plan.offsets[name]!);
@@ -455,88 +555,4 @@ async function resolveResume(
     }
   }
   return validateStep(resume.step, 'resume-from-step');
-}
-
-/** Settings for this run: from the flags, or on resume from meta, refusing flags that contradict it. */
-function runConfig(options: TrainOptions, meta: Record<string, unknown> | undefined): RunConfig {
-  const saved = meta?.run as RunConfig | undefined;
-  if (!saved) {
-    return {
-      model: normalizeConfig({ ...(options.model ?? {}) }),
-      seed: options.seed ?? 0,
-      batch: options.batch ?? 8,
-      schedule: validateSchedule({ ...DEFAULT_SCHEDULE, ...(options.schedule ?? {}) }),
-      data: { name: '', sha256: '', bytes: 0 },
-    };
-  }
-  const model = normalizeConfig(meta!.model_config as Partial<GPTConfig>);
-  const clash = (field: string, given: unknown, was: unknown) => {
-    if (given !== undefined && given !== was) {
-      throw new InvalidArgumentError(
-        `--${field} ${given} contradicts the checkpoint being resumed (${field} = ${was}); drop the flag or start a new tag`,
-        { field },
-      );
-    }
-  };
-  const m = options.model ?? {};
-  clash('depth', m.n_layer, model.n_layer);
-  clash('n-embd', m.n_embd, model.n_embd);
-  clash('n-head', m.n_head, model.n_head);
-  clash('seq-len', m.sequence_len, model.sequence_len);
-  clash('seed', options.seed, saved.seed);
-  clash('batch', options.batch, saved.batch);
-  const s = options.schedule ?? {};
-  clash('lr', s.lr, saved.schedule.lr);
-  clash('schedule', s.kind, saved.schedule.kind);
-  clash('warmup', s.warmup, saved.schedule.warmup);
-  clash('horizon', s.horizon, saved.schedule.horizon);
-  return { model, seed: saved.seed, batch: saved.batch, schedule: saved.schedule, data: saved.data };
-}
-
-function checkData(
-  run: RunConfig,
-  data: TextData,
-  resumeStep: number | null,
-  dataFile: string | undefined,
-): void {
-  if (resumeStep !== null && run.data.sha256 !== data.identity.sha256) {
-    throw new InvalidArgumentError(
-      `--data ${data.identity.name} (sha256 ${data.identity.sha256.slice(0, 12)}…) is not the data the checkpoint was ` +
-        `trained on (${run.data.name}, sha256 ${run.data.sha256.slice(0, 12)}…)`,
-      { field: 'data' },
-    );
-  }
-  // The path lets evaluation find the same held-out split later; the hash guards against a changed file.
-  run.data = { ...data.identity, ...(dataFile ? { path: resolve(dataFile) } : {}) };
-}
-
-function buildMeta(
-  run: RunConfig,
-  data: TextData,
-  tokenizer: ByteTokenizer,
-  backend: string,
-  step: number,
-  batch: number,
-  loop: LoopState,
-  history: Array<[number, number]>,
-): Record<string, unknown> {
-  return {
-    model_config: run.model,
-    run,
-    tokenizer: tokenizer.identity(),
-    backend,
-    dataloader_state: { sample_index: step * batch },
-    // All randomness is counter-based (seed + stream name + index), so the seed and the sample index
-    // above are the complete RNG state.
-    rng_state: {
-      kind: 'counter',
-      seed: run.seed,
-      data_stream: 'data-epoch-<epoch>',
-      sample_index: step * batch,
-    },
-    loop_state: { ...loop },
-    loss_history: history,
-    data: data.identity,
-    saved_at: new Date().toISOString(),
-  };
 }

@@ -9,6 +9,8 @@ import { activityOptions, type WorkflowSettings } from './options';
 
 export interface EvaluateNewInput {
   dir: string;
+  /** The program that wrote the checkpoints (default: the built-in one their meta names). */
+  program?: string;
   data?: string;
   settings: WorkflowSettings;
 }
@@ -18,7 +20,9 @@ export async function evaluateNewCheckpoints(input: EvaluateNewInput): Promise<E
   const train = proxyActivities<TrainActivities>(activityOptions(input.settings, 'eval'));
   const results: EvalSummary[] = [];
   for (const step of await control.stepsWithoutEval({ dir: input.dir })) {
-    results.push(await train.evaluateCheckpoint({ dir: input.dir, step, data: input.data }));
+    results.push(
+      await train.evaluateCheckpoint({ dir: input.dir, step, program: input.program, data: input.data }),
+    );
   }
   return results;
 }

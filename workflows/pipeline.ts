@@ -29,6 +29,7 @@ import type {
   RetentionPolicy,
   SegmentResult,
   TrainFlags,
+  TrainingSpec,
 } from '../activities/types';
 import { activityOptions, type WorkflowSettings } from './options';
 import { RankGroup, type GroupState } from './ranks';
@@ -39,7 +40,10 @@ export interface PipelineInput {
   targetSteps: number;
   segmentSteps: number;
   saveEvery: number;
-  flags: TrainFlags;
+  /** What to train: the program (a name or an absolute path), its config and the loop's settings. */
+  training?: TrainingSpec;
+  /** Pipelines started before programs existed carry the GPT's flags instead. */
+  flags?: TrainFlags;
   evaluate: boolean;
   /** Metric the pipeline reports as best (from eval results). */
   metric?: { name: string; mode: 'min' | 'max' };
@@ -181,6 +185,7 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
                 fromStep: s.step,
                 toStep,
                 saveEvery: input.saveEvery,
+                training: input.training,
                 flags: input.flags,
                 settings: input.settings,
                 shrinkAfterMs: input.shrinkAfterMs ?? 60_000,
@@ -193,6 +198,7 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
               fromStep: s.step,
               toStep,
               saveEvery: input.saveEvery,
+              training: input.training,
               flags: input.flags,
             }),
       );
@@ -240,11 +246,18 @@ async function evaluateNew(
   control: ControlActivities,
   s: PipelineState,
 ): Promise<void> {
-  const metric = input.metric ?? { name: 'val_bpb', mode: 'min' as const };
   for (const step of await control.stepsWithoutEval({ dir: input.dir })) {
-    const result = await evalActs.evaluateCheckpoint({ dir: input.dir, step, data: input.flags.data });
+    const result = await evalActs.evaluateCheckpoint({
+      dir: input.dir,
+      step,
+      program: input.training?.program,
+      data: input.flags?.data,
+    });
     s.evals.push(result);
-    const value = (result as unknown as Record<string, number>)[metric.name];
+    // The program's primary metric unless the pipeline names one; results recorded before programs existed
+    // had the GPT's metrics at the top level.
+    const metric = input.metric ?? result.metric ?? { name: 'val_bpb', mode: 'min' as const };
+    const value = result.metrics?.[metric.name] ?? (result as unknown as Record<string, number>)[metric.name];
     if (typeof value !== 'number') continue;
     const better =
       s.bestMetric === null ||

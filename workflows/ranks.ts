@@ -17,7 +17,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { TrainActivities } from '../activities';
-import type { JoinRequest, Rendezvous, SegmentResult, TrainFlags } from '../activities/types';
+import type { JoinRequest, Rendezvous, SegmentResult, TrainFlags, TrainingSpec } from '../activities/types';
 import { activityOptions, type WorkflowSettings } from './options';
 
 export const joinRendezvousUpdate = defineUpdate<Rendezvous, [JoinRequest]>('joinRendezvous');
@@ -35,7 +35,8 @@ export interface GroupSegment {
   fromStep: number;
   toStep: number;
   saveEvery: number;
-  flags: TrainFlags;
+  training?: TrainingSpec;
+  flags?: TrainFlags;
   settings: WorkflowSettings;
   shrinkAfterMs: number;
 }
@@ -101,6 +102,7 @@ export class RankGroup {
               dir: segment.dir,
               toStep: segment.toStep,
               saveEvery: segment.saveEvery,
+              training: segment.training,
               flags: segment.flags,
               rank,
               worldSize,

@@ -25,6 +25,8 @@ import {
   toFloat32,
   verifyCheckpoint,
 } from '../../checkpoint';
+// The GPT's migrations are registered by its program's module.
+import '../../model/migrations';
 import { tempDir } from '../helpers/tmp';
 
 function weights(): NamedTensors {

@@ -27,8 +27,13 @@ import {
   type Tensor,
   verifyCheckpoint,
 } from '../../checkpoint';
+// The GPT's migrations are registered by its program's module.
+import '../../model/migrations';
 
-const IDS = ['window-pattern-default', 'n-kv-head-default', 'strip-wrapper-prefixes', 'per-layer-scalars'];
+// In registry order: the core's own first, then the GPT's (registered when its module loads).
+const IDS = ['strip-wrapper-prefixes', 'window-pattern-default', 'n-kv-head-default', 'per-layer-scalars'];
+/** program-record applies only to the trainer's own checkpoints (meta with `run`), not to these. */
+const REGISTERED = [...IDS, 'program-record'];
 
 function migration(id: string): Migration {
   const m = registeredMigrations().find((x) => x.id === id);
@@ -128,10 +133,10 @@ function tests(): void {
   before(() => configureLogging({ destination: quiet }));
 
   describe('the registry', () => {
-    it('holds the four migrations, in the order they are applied', () => {
+    it('holds the five migrations, in the order they are applied', () => {
       assert.deepEqual(
         registeredMigrations().map((m) => m.id),
-        IDS,
+        REGISTERED,
       );
       for (const m of registeredMigrations()) assert.ok(m.description.length > 0, m.id);
     });
@@ -142,7 +147,42 @@ function tests(): void {
           registerMigration({ id: 'window-pattern-default', description: 'again', patchMeta: () => null }),
         /already registered/,
       );
-      assert.equal(registeredMigrations().length, IDS.length);
+      assert.equal(registeredMigrations().length, REGISTERED.length);
+    });
+  });
+
+  describe('program-record', () => {
+    const m = migration('program-record');
+    const legacy = (): Meta => ({
+      ...meta({ ...CURRENT_CONFIG }),
+      run: {
+        model: CURRENT_CONFIG,
+        seed: 3,
+        batch: 4,
+        schedule: { kind: 'cosine', lr: 0.01, warmup: 2, horizon: 50 },
+        data: { name: 'corpus.txt', sha256: 'ab', bytes: 10, path: '/data/corpus.txt' },
+      },
+    });
+
+    it("records a trainer checkpoint from before programs as the GPT's, with its config and loop settings", () => {
+      const patched = m.patchMeta!(legacy())!;
+      assert.deepEqual(patched.program, { name: 'gpt', version: 1 });
+      assert.deepEqual(patched.config, { ...CURRENT_CONFIG, data: '/data/corpus.txt' });
+      assert.deepEqual(patched.loop, {
+        seed: 3,
+        batch: 4,
+        schedule: { kind: 'cosine', lr: 0.01, warmup: 2, horizon: 50 },
+      });
+    });
+
+    it('leaves metas that name a program, and imported ones without trainer settings, alone', () => {
+      assert.equal(m.patchMeta!({ ...legacy(), program: { name: 'gpt', version: 1 } }), null);
+      assert.equal(m.patchMeta!(meta({ ...CURRENT_CONFIG })), null);
+    });
+
+    it("never patches another program's checkpoint", () => {
+      const other = { ...legacy(), program: { name: 'mlp', version: 1 }, model_config: { ...OLD_CONFIG } };
+      assert.deepEqual(applyMigrations(other, null).applied, []);
     });
   });
 

@@ -267,7 +267,7 @@ describe('worker metrics (ckpt worker --metrics-port)', () => {
     assert.equal(m.value('ckpt_evaluations_total'), 2);
     assert.equal(
       m.value('ckpt_eval_metric', { ...dir, metric: 'val_bpb' }),
-      seen.state.evals.at(-1)!.val_bpb,
+      seen.state.evals.at(-1)!.metrics.val_bpb,
     );
     assert.equal(
       m.value('ckpt_activity_seconds_count', { activity_type: 'trainSegment', outcome: 'completed' }),

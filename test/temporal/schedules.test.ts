@@ -106,9 +106,9 @@ describe('an evaluation schedule', () => {
     for (const r of results) {
       const written = JSON.parse(
         readFileSync(join(evalDir, `eval_${String(r.step).padStart(6, '0')}.json`), 'utf8'),
-      ) as EvalSummary;
+      ) as { step: number; val_bpb: number };
       assert.equal(written.step, r.step);
-      assert.equal(written.val_bpb, r.val_bpb);
+      assert.equal(written.val_bpb, r.metrics.val_bpb);
       assert.ok(Number.isFinite(written.val_bpb) && written.val_bpb > 0);
     }
     assert.deepEqual(readFileSync(handWritten), before.bytes);

@@ -187,7 +187,7 @@ describe('evaluation and sampling', () => {
     const lib = await evaluateCheckpoint(dir, 3, {
       onProgress: (done, total) => progress.push([done, total]),
     });
-    assert.equal(lib.val_bpb, parsed.val_bpb);
+    assert.equal(lib.metrics.val_bpb, parsed.val_bpb);
     assert.ok(progress.length > 0);
     assert.deepEqual(progress.at(-1), [progress[0]![1], progress[0]![1]]);
     assert.ok(progress.every(([d], i) => i === 0 || d > progress[i - 1]![0]));
