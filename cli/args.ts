@@ -40,7 +40,18 @@ export function parse(
     });
     return { values: values as ParsedArgs['values'], positionals };
   } catch (err) {
-    throw new UsageError(`${command.name}: ${(err as Error).message}`);
+    const e = err as Error & { code?: string };
+    const unknown =
+      e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? e.message.match(/'(-[^']+)'/)?.[1] : undefined;
+    if (unknown) {
+      throw new UsageError(
+        `${command.name}: unknown flag ${unknown} (ckpt ${command.name} --help lists the flags)`,
+        {
+          field: unknown.replace(/^-+/, ''),
+        },
+      );
+    }
+    throw new UsageError(`${command.name}: ${e.message}`);
   }
 }
 

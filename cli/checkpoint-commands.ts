@@ -7,6 +7,9 @@ import {
   joinLocation,
   listCheckpoints,
   loadCheckpoint,
+  metaFile,
+  parseMeta,
+  type Store,
   modelFile,
   NoCheckpointError,
   openStore,
@@ -20,6 +23,7 @@ import {
   validateStep,
   verifyCheckpoint,
 } from '../checkpoint';
+import { recordedProgram } from '../program/meta';
 import { loadConfig, parseDuration, sourceDir } from '../temporal.config';
 import {
   type Command,
@@ -56,7 +60,8 @@ const listCommand: Command = {
         continue;
       }
       const checkpoints = await listCheckpoints(store.sub(tag));
-      if (checkpoints.length > 0) tags.push({ tag, checkpoints });
+      if (checkpoints.length > 0)
+        tags.push({ tag, program: await programOfTag(store.sub(tag), checkpoints), checkpoints });
     }
     if (flag(args, 'json')) {
       out(JSON.stringify({ root, source, dir, tags }, null, 2));
@@ -66,8 +71,8 @@ const listCommand: Command = {
       note(`no checkpoints under ${dir}`);
       return 0;
     }
-    const rows = [['TAG', 'STEP', 'STATE', 'SIZE', 'METRICS']];
-    for (const { tag, checkpoints } of tags) {
+    const rows = [['TAG', 'PROGRAM', 'STEP', 'STATE', 'SIZE', 'METRICS']];
+    for (const { tag, program, checkpoints } of tags) {
       for (const c of checkpoints) {
         const metrics = Object.entries(c.metrics ?? {})
           .filter(([k]) => k !== 'step')
@@ -75,6 +80,7 @@ const listCommand: Command = {
           .join(' ');
         rows.push([
           tag,
+          program ?? '-',
           String(c.step),
           c.committed ? 'committed' : 'uncommitted',
           humanBytes(c.bytes),
@@ -86,6 +92,17 @@ const listCommand: Command = {
     return 0;
   },
 };
+
+/** The program that wrote a tag's newest committed checkpoint ("gpt" for those from before programs). */
+async function programOfTag(store: Store, checkpoints: Array<{ step: number; committed: boolean }>) {
+  const last = checkpoints.filter((c) => c.committed).at(-1);
+  if (!last) return undefined;
+  try {
+    return recordedProgram(parseMeta(await store.read(metaFile(last.step)), last.step)).name;
+  } catch {
+    return undefined;
+  }
+}
 
 const lastStepCommand: Command = {
   name: 'last-step',
@@ -141,8 +158,10 @@ const inspectCommand: Command = {
       }
       files[file] = entry;
     }
+    const program = recordedProgram(meta);
     const result = {
       step,
+      program,
       committed: true,
       verified: verification.ok,
       problems: verification.problems,
@@ -157,7 +176,7 @@ const inspectCommand: Command = {
       return verification.ok ? 0 : 1;
     }
     const lines = [
-      `step ${step}  committed  ${verification.ok ? 'verified' : 'CORRUPT'}  world size ${manifest.world_size}  ${humanBytes(verification.bytes)}`,
+      `step ${step}  committed  ${verification.ok ? 'verified' : 'CORRUPT'}  world size ${manifest.world_size}  ${humanBytes(verification.bytes)}  program ${program.name} v${program.version}`,
     ];
     for (const p of verification.problems) lines.push(`  problem: ${p.message}`);
     for (const file of [

@@ -17,6 +17,7 @@ import type { Location } from '../checkpoint/location';
 import type { NamedTensors } from '../checkpoint/tensors';
 
 export type TF = typeof tfjs;
+export type { NamedTensors, Tensor } from '../checkpoint/tensors';
 
 /** JSON values: what a program may keep in a checkpoint's meta beside its tensors. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -127,7 +128,9 @@ export type Session = GradientSession | StepSession;
 export interface EvalContext<C> {
   tf: TF;
   backend: string;
-  /** The checkpoint directory and step to evaluate; load what is needed with loadCheckpoint. */
+  /** The checkpoint's model tensors (verified, F32). */
+  loadModelTensors(): Promise<NamedTensors>;
+  /** The checkpoint directory and step being evaluated. */
   dir: Location;
   step: number;
   meta: Meta;
@@ -177,7 +180,28 @@ export interface TrainingProgram<C = Record<string, unknown>> {
   readonly migrations?: readonly Migration[];
 }
 
-/** Type helper for a program module: `export default defineProgram({ ... })` checks the object's shape. */
+const definedIn = new WeakMap<object, string>();
+
+/**
+ * `export default defineProgram({ ... })`: checks the object's type, and remembers the module that defined
+ * it, so that a worker given the object (the plugin's `programs` option) can load it in a training child.
+ */
 export function defineProgram<C>(program: TrainingProgram<C>): TrainingProgram<C> {
+  const file = callerFile();
+  if (file) definedIn.set(program, file);
   return program;
+}
+
+/** The module that called defineProgram for this program, if known. */
+export function definedModule(program: object): string | undefined {
+  return definedIn.get(program);
+}
+
+function callerFile(): string | undefined {
+  const stack = new Error().stack?.split('\n') ?? [];
+  // [0] the message, [1] callerFile, [2] defineProgram, [3] its caller.
+  const frame = stack[3] ?? '';
+  const match = frame.match(/\(?((?:file:\/\/)?\/[^():]+):\d+:\d+\)?\s*$/);
+  if (!match) return undefined;
+  return match[1]!.startsWith('file://') ? decodeURIComponent(match[1]!.slice('file://'.length)) : match[1];
 }

@@ -8,7 +8,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { registerMigrations, type Meta } from '../checkpoint';
 import { gptProgram } from '../model/program';
-import type { LoopSettings, TrainingProgram } from './contract';
+import { definedModule, type LoopSettings, type TrainingProgram } from './contract';
 import { ProgramLoadError, ProgramNotRegisteredError } from './errors';
 import { checkProgramMeta, recordedProgram } from './meta';
 
@@ -24,7 +24,7 @@ const modulePaths = new WeakMap<object, string>();
 
 /** The module path a program can be loaded from in another process, if known. */
 export function programModule(program: TrainingProgram<unknown>): string | undefined {
-  return modulePaths.get(program);
+  return modulePaths.get(program) ?? definedModule(program);
 }
 
 /** Record where a program object lives (defineProgram and the loader do this). */

@@ -53,6 +53,7 @@ export async function evaluateCheckpoint(
       const metrics = await program.evaluate({
         tf,
         backend,
+        loadModelTensors: async () => (await loadCheckpoint(store, step, { loadOptimizer: false })).model!,
         dir: store,
         step,
         meta,

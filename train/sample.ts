@@ -30,6 +30,7 @@ export async function sampleText(dir: Location, step: number, options: SampleOpt
   return program.sample({
     tf,
     backend,
+    loadModelTensors: async () => (await loadCheckpoint(dir, step, { loadOptimizer: false })).model!,
     dir,
     step,
     meta,

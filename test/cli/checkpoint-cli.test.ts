@@ -677,7 +677,7 @@ describe('bad usage: exit 2, one error line on stderr, nothing on stdout', () =>
     const dir = await freshDir('usage');
     const cases: Array<[string[], RegExp]> = [
       [['frobnicate'], /unknown command "frobnicate"/],
-      [['verify', dir, '--bogus'], /Unknown option '--bogus'/],
+      [['verify', dir, '--bogus'], /unknown flag --bogus/],
       [['last-step'], /missing DIR/],
     ];
     const runs = await Promise.all(cases.map(([args]) => ckpt(...args)));
