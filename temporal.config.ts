@@ -38,7 +38,9 @@
  *   CKPT_UI_ADDRESS           Temporal Web UI base address, for links                      default http://localhost:8233
  */
 import { loadClientConnectConfig, type ClientConnectConfig } from '@temporalio/envconfig';
+import * as checkpointApi from './checkpoint';
 import {
+  errorClasses,
   InvalidArgumentError,
   SSE_MODES,
   validateName,
@@ -46,6 +48,8 @@ import {
   type S3Sse,
   type ServerSideEncryption,
 } from './checkpoint';
+import * as modelErrors from './model/errors';
+import * as distErrors from './train/dist/errors';
 
 export type BackendName = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
 
@@ -91,17 +95,20 @@ export interface TemporalSettings {
   uiAddress: string;
 }
 
-/** Error types that retrying cannot fix: bad input and incompatible checkpoints. */
-export const NON_RETRYABLE_ERRORS = [
-  'InvalidArgumentError',
-  'UsageError',
-  'WorldSizeMismatchError',
-  'TensorSetMismatchError',
-  'TokenizerMismatchError',
-  'ConfigError',
-  'SchemaError',
-  'AlreadyCommittedError',
-];
+/**
+ * Every error class of the library with its decision (`retryable`, on the class): found among the exports
+ * of the layers that define them, so a new class is in the table without being listed anywhere.
+ */
+export const ERROR_CLASSES = errorClasses(checkpointApi, modelErrors, distErrors);
+
+/**
+ * Error types that retrying cannot fix (bad input; an incompatible, corrupt or already committed
+ * checkpoint): the classes whose `retryable` is false, for the workflows' nonRetryableErrorTypes. The
+ * activities mark each failure themselves (activities/failure.ts); the list also stops a failure of these
+ * types that was thrown without that flag (a user's own activity). A class whose instances differ by cause
+ * (RendezvousError) is not listed: its failures carry their own flag.
+ */
+export const NON_RETRYABLE_ERRORS: string[] = ERROR_CLASSES.filter((c) => !c.retryable).map((c) => c.name);
 
 function positiveInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
   const text = env[name]?.trim();

@@ -7,9 +7,40 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { isRetryable } from '../checkpoint/errors';
 import type { SegmentResult } from './types';
 
 const BIN = join(__dirname, '..', 'bin', 'ckpt.js');
+
+/**
+ * Set in the environment of every child started here: a failing `ckpt` then writes one ErrorReport line on
+ * stdout (cli/main.ts) besides its `ckpt: error: …` line on stderr, so the activity fails with the error's
+ * own type and retryability (activities/failure.ts) instead of guessing them from the exit code. Only
+ * children get it: a person's `ckpt … --json` keeps a stdout that holds results only.
+ */
+export const ERROR_REPORT_ENV = 'CKPT_ERROR_JSON';
+
+/** Why a `ckpt` child failed: the error's class name, its class's decision and its one-line message. */
+export interface ErrorReport {
+  type: 'error';
+  errorType: string;
+  retryable: boolean;
+  message: string;
+}
+
+export function errorReport(err: unknown, message: string): ErrorReport {
+  const errorType = err instanceof Error ? err.name : 'Error';
+  return { type: 'error', errorType, retryable: isRetryable(err), message };
+}
+
+function isErrorReport(event: Record<string, unknown>): event is Record<string, unknown> & ErrorReport {
+  return (
+    event.type === 'error' &&
+    typeof event.errorType === 'string' &&
+    typeof event.retryable === 'boolean' &&
+    typeof event.message === 'string'
+  );
+}
 
 /** The SegmentResult of a training child's `done` event (`ckpt train --progress-json`). */
 export function segmentResult(done: Record<string, unknown>, attempt: number): SegmentResult {
@@ -29,6 +60,8 @@ export interface ChildResult {
   signal: NodeJS.Signals | null;
   stdout: string;
   stderrTail: string;
+  /** The child's own account of its failure; absent when it died without giving one. */
+  error?: ErrorReport;
 }
 
 export interface ChildOptions {
@@ -68,7 +101,7 @@ function holdOpen(child: ChildProcess, hold: boolean): void {
 const warmChildEnabled = () => process.env.CKPT_WARM_CHILD !== '0';
 
 function childEnv(extra?: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  return { ...process.env, CKPT_LOG_FORMAT: 'json', ...extra };
+  return { ...process.env, CKPT_LOG_FORMAT: 'json', [ERROR_REPORT_ENV]: '1', ...extra };
 }
 
 /** Start the standby if there is none (a training worker calls this at start-up). */
@@ -121,12 +154,15 @@ export function runCkpt(args: string[], options: ChildOptions = {}): Promise<Chi
     // training for the CPU.
     let stdout = '';
     let stderr = '';
+    let error: ErrorReport | undefined;
     const lines = createInterface({ input: child.stdout! });
     lines.on('line', (line) => {
       stdout += line + '\n';
-      if (!options.onEvent || !line.startsWith('{')) return;
+      if (!line.startsWith('{')) return;
       try {
-        options.onEvent(JSON.parse(line) as Record<string, unknown>);
+        const event = JSON.parse(line) as Record<string, unknown>;
+        if (isErrorReport(event)) error = event;
+        else options.onEvent?.(event);
       } catch {
         // not an event line
       }
@@ -150,7 +186,7 @@ export function runCkpt(args: string[], options: ChildOptions = {}): Promise<Chi
       if (killTimer) clearTimeout(killTimer);
       options.signal?.removeEventListener('abort', onAbort);
       if (!options.env) prewarmChild();
-      resolve({ code, signal, stdout, stderrTail: lastErrorLine(stderr) });
+      resolve({ code, signal, stdout, stderrTail: lastErrorLine(stderr), error });
     });
   });
 }

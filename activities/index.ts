@@ -1,13 +1,11 @@
 /**
  * Activities: thin wrappers over the library that do the I/O, heartbeat, honour cancellation and turn
- * library errors into Temporal failures (bad input and incompatible checkpoints are non-retryable).
+ * library errors into Temporal failures (failure.ts: retried only when the error's class allows it).
  * Training and evaluation run in child processes (see child.ts); listing, discovery and pruning are light
  * and run in the worker.
  */
 import { activityInfo, Context } from '@temporalio/activity';
-import { ApplicationFailure } from '@temporalio/common';
 import {
-  CheckpointError,
   committedSteps,
   evalFile,
   findLargestModel as findLargestTag,
@@ -19,7 +17,8 @@ import {
   type RetentionPolicy,
 } from '../checkpoint';
 import { buildModel } from '../model/build';
-import { runCkpt, segmentResult, type ChildResult } from './child';
+import { runCkpt, segmentResult } from './child';
+import { activityFailure, childFailure } from './failure';
 import { emitActivityEvent, emitSegmentDone, forwardTrainingEvent } from './observe';
 export { observeActivities, type ActivityEvent } from './observe';
 import { trainArgs, trainingOf } from './train-args';
@@ -39,20 +38,6 @@ import type {
 export * from './types';
 import { trainRank } from './rank';
 export { trainRank };
-
-function failureFromChild(what: string, result: ChildResult): ApplicationFailure {
-  const message = `${what} failed (${result.signal ? `signal ${result.signal}` : `exit ${result.code}`}): ${result.stderrTail}`;
-  // Exit 2 is bad input or an incompatible checkpoint: retrying elsewhere cannot help.
-  if (result.code === 2) return ApplicationFailure.nonRetryable(message, 'InvalidArgumentError');
-  return ApplicationFailure.retryable(message, 'ChildProcessError');
-}
-
-function toFailure(err: unknown): unknown {
-  if (err instanceof CheckpointError && err.exitCode === 2) {
-    return ApplicationFailure.nonRetryable(err.message, err.name);
-  }
-  return err;
-}
 
 /**
  * Train from the last committed, verified checkpoint in `dir` (or from scratch) to `toStep`, saving every
@@ -99,8 +84,7 @@ export async function trainSegment(input: SegmentInput): Promise<SegmentResult> 
     },
   );
   if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
-  if (result.code !== 0 || !done)
-    throw failureFromChild(`training ${input.dir} to step ${input.toStep}`, result);
+  if (result.code !== 0 || !done) throw childFailure(`training ${input.dir} to step ${input.toStep}`, result);
   emitSegmentDone(input.dir, done);
   return segmentResult(done, activityInfo().attempt);
 }
@@ -129,7 +113,7 @@ export async function evaluateCheckpoint(input: EvalInput): Promise<EvalSummary>
     signal: ctx.cancellationSignal,
     onTick: () => ctx.heartbeat({ step: input.step }),
   });
-  if (result.code !== 0) throw failureFromChild(`evaluating step ${input.step} of ${input.dir}`, result);
+  if (result.code !== 0) throw childFailure(`evaluating step ${input.step} of ${input.dir}`, result);
   const parsed = JSON.parse(result.stdout) as Record<string, unknown> & { metric: EvalSummary['metric'] };
   const metrics = Object.fromEntries(
     Object.entries(parsed).filter(([k, v]) => k !== 'step' && typeof v === 'number'),
@@ -158,7 +142,7 @@ export async function findLargestModel(input: { checkpointsDir: string }): Promi
     return await findLargestTag(input.checkpointsDir);
   } catch (err) {
     if (err instanceof NoCheckpointError) return null;
-    throw toFailure(err);
+    throw activityFailure(err);
   }
 }
 
@@ -168,7 +152,7 @@ export async function findLastStep(input: { dir: string }): Promise<number | nul
     return await findLastGoodStep(input.dir);
   } catch (err) {
     if (err instanceof NoCheckpointError) return null;
-    throw toFailure(err);
+    throw activityFailure(err);
   }
 }
 
@@ -181,7 +165,7 @@ export async function listCheckpoints(input: { dir: string }): Promise<Checkpoin
       metrics: c.metrics,
     }));
   } catch (err) {
-    throw toFailure(err);
+    throw activityFailure(err);
   }
 }
 
@@ -196,7 +180,7 @@ export async function validateCheckpoint(input: {
     model.dispose();
     return { step: input.step, parameters };
   } catch (err) {
-    throw toFailure(err);
+    throw activityFailure(err);
   }
 }
 
@@ -209,7 +193,7 @@ export async function pruneCheckpoints(input: {
     const result = await prune(input.dir, input.policy, { dryRun: input.dryRun });
     return { keep: result.keep, remove: result.remove, deleted: result.deleted };
   } catch (err) {
-    throw toFailure(err);
+    throw activityFailure(err);
   }
 }
 

@@ -7,12 +7,12 @@
  * attempt and retries it as a group from the last checkpoint.
  */
 import { activityInfo, Context } from '@temporalio/activity';
-import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from '@temporalio/client';
 import { freePort } from '../infra/temporal';
 import { loadConfig } from '../temporal.config';
 import { runCkpt, segmentResult } from './child';
 import { connectClient } from './client';
+import { childFailure } from './failure';
 import { emitSegmentDone, forwardTrainingEvent } from './observe';
 import { trainArgs, trainingOf } from './train-args';
 import { programForChild } from './programs';
@@ -77,12 +77,8 @@ export async function trainRank(input: RankSegmentInput): Promise<SegmentResult>
       },
     );
     if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
-    if (result.code !== 0 || !done) {
-      const message = `rank ${input.rank}/${input.worldSize} (generation ${input.generation}) failed (${result.signal ?? `exit ${result.code}`}): ${result.stderrTail}`;
-      throw result.code === 2
-        ? ApplicationFailure.nonRetryable(message, 'InvalidArgumentError')
-        : ApplicationFailure.retryable(message, 'RankFailed');
-    }
+    if (result.code !== 0 || !done)
+      throw childFailure(`rank ${input.rank}/${input.worldSize} (generation ${input.generation})`, result);
     emitSegmentDone(input.dir, done, input.rank);
     return segmentResult(done, activityInfo().attempt);
   } finally {

@@ -2,6 +2,12 @@
  * One error hierarchy for the whole checkpoint layer. Every error says which file, step and field was wrong,
  * and carries `exitCode`: 1 when a check failed (corruption, checksum), 2 when the input was bad or
  * incompatible (usage, names, schema, world size). The CLI maps errors to exit codes through it.
+ *
+ * Every class also says whether it is `retryable`: whether trying again, a moment later or on another
+ * worker, can succeed. That is a separate fact from the exit code (a schema error is a failed check, exit 1,
+ * yet a retry reads the same bytes; a backend this worker lacks is bad input here, exit 2, yet another worker
+ * may have it). The CLI's error report, the activities' Temporal failures and the pipelines'
+ * nonRetryableErrorTypes all read it from the class, so they cannot disagree.
  */
 export interface ErrorContext {
   file?: string;
@@ -18,6 +24,11 @@ export class CheckpointError extends Error {
   readonly tensor?: string;
   /** 1: a check failed; 2: bad input or usage. */
   readonly exitCode: 1 | 2 = 2;
+  /**
+   * The class's decision (see the file's header). Bad input, an incompatible, corrupt or already committed
+   * checkpoint stay what they are on a retry, so the base says no; causes that can pass override it.
+   */
+  static readonly retryable: boolean = false;
 
   constructor(message: string, context: ErrorContext = {}) {
     super(message, context.cause === undefined ? undefined : { cause: context.cause });
@@ -27,6 +38,41 @@ export class CheckpointError extends Error {
     this.field = context.field;
     this.tensor = context.tensor;
   }
+
+  /** Its class's `retryable`; a class whose instances differ by cause (RendezvousError) overrides this. */
+  get retryable(): boolean {
+    return (this.constructor as typeof CheckpointError).retryable;
+  }
+}
+
+/** An error class of the hierarchy, as tables derived from the classes see it (NON_RETRYABLE_ERRORS). */
+export interface ErrorClass {
+  readonly name: string;
+  readonly retryable: boolean;
+  readonly prototype: CheckpointError;
+}
+
+/** The CheckpointError classes among the exports of `modules` (each once), for tables derived from them. */
+export function errorClasses(...modules: object[]): ErrorClass[] {
+  const found = new Set<ErrorClass>();
+  for (const exports of modules) {
+    for (const value of Object.values(exports)) {
+      if (
+        typeof value === 'function' &&
+        (value === CheckpointError || value.prototype instanceof CheckpointError)
+      )
+        found.add(value as ErrorClass);
+    }
+  }
+  return [...found];
+}
+
+/**
+ * Whether retrying can help after `err`. An error outside the hierarchy (a bug, a Node error nothing
+ * wrapped) says nothing about the input and may be this worker's own: retry, as Temporal does by default.
+ */
+export function isRetryable(err: unknown): boolean {
+  return err instanceof CheckpointError ? err.retryable : true;
 }
 
 /** A name, step or path given by a user that is not allowed (traversal, separators, negative step...). */
@@ -106,9 +152,13 @@ export class WorldSizeMismatchError extends CheckpointError {
   }
 }
 
-/** A rank's file that the manifest or the world size requires is missing. */
+/**
+ * A rank's file that the manifest or the world size requires is missing. Retryable: a pruner deletes a step's
+ * manifest first, so a reader that got the manifest just before may find the files gone; a retry looks again.
+ */
 export class MissingFileError extends CheckpointError {
   override readonly exitCode = 1 as const;
+  static override readonly retryable = true;
 }
 
 /** A lower-level storage failure (permissions, disk full, network). */
@@ -122,16 +172,18 @@ export class StoreError extends CheckpointError {
 
 /**
  * A store operation failed for a reason that may pass: the connection dropped or was refused, a timeout,
- * a 5xx from the server, throttling. Exit code 1, so activities retry it (a StoreError for bad input,
- * a missing bucket or denied access stays exit 2: retrying cannot help).
+ * a 5xx from the server, throttling. Exit code 1 and retryable (a StoreError for bad input, a missing
+ * bucket or denied access stays exit 2 and not retryable: retrying cannot help).
  */
 export class TransientStoreError extends StoreError {
   override readonly exitCode = 1 as const;
+  static override readonly retryable = true;
 }
 
 /** Ranks did not all arrive at a commit within the time allowed. */
 export class CommitTimeoutError extends CheckpointError {
   override readonly exitCode = 1 as const;
+  static override readonly retryable = true;
 }
 
 export function describeError(err: unknown): string {

@@ -22,6 +22,7 @@ export interface Lease {
 /** The lease is gone or expired, so the checkpoint may already be pruned: take a new lease and re-check. */
 export class LeaseLostError extends CheckpointError {
   override readonly exitCode = 1 as const;
+  static override readonly retryable = true;
 }
 
 /**

@@ -3,9 +3,10 @@
  * go to stderr. Exit codes: 0 ok, 1 a check failed, 2 bad usage or bad input. Errors are one line; the
  * stack trace only with --debug.
  */
+import { ERROR_REPORT_ENV, errorReport } from '../activities/child';
 import { CheckpointError, configureLogging, configureS3 } from '../checkpoint';
 import { loadConfig } from '../temporal.config';
-import { type Command, formatUsage, parse } from './args';
+import { type Command, formatUsage, parse, UsageError } from './args';
 
 /** The program `--program` names, loaded only by commands that take one (program code is not light). */
 async function loadProgramArg(argv: string[]) {
@@ -115,12 +116,11 @@ export async function main(argv: string[]): Promise<number> {
       commands.find((c) => c.name === name);
     if (!command) {
       const group = commands.filter((c) => c.name.startsWith(`${name} `)).map((c) => c.name);
-      process.stderr.write(
+      throw new UsageError(
         group.length > 0
-          ? `ckpt: error: "${name}" needs a subcommand: ${group.join(', ')}\n`
-          : `ckpt: error: unknown command "${name}" (ckpt --help lists the commands)\n`,
+          ? `"${name}" needs a subcommand: ${group.join(', ')}`
+          : `unknown command "${name}" (ckpt --help lists the commands)`,
       );
-      return 2;
     }
     const rest = argv.slice(command.name.split(' ').length);
     const program = command.takesProgram ? await loadProgramArg(rest) : undefined;
@@ -139,6 +139,9 @@ export async function main(argv: string[]): Promise<number> {
     const hint = !debug && !(err instanceof CheckpointError) ? ' (run with --debug for the stack trace)' : '';
     process.stderr.write(`ckpt: error: ${message}${hint}\n`);
     if (debug && err instanceof Error && err.stack) process.stderr.write(err.stack + '\n');
+    // A child of an activity: say what failed and whether a retry can help (activities/child.ts).
+    if (process.env[ERROR_REPORT_ENV] === '1')
+      process.stdout.write(JSON.stringify(errorReport(err, message)) + '\n');
     return code;
   }
 }

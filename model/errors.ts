@@ -7,8 +7,12 @@ import { CheckpointError, InvalidArgumentError, type ErrorContext } from '../che
 /** A model config value that breaks a constraint (type, range, divisibility); `field` names the config key. */
 export class ConfigError extends InvalidArgumentError {}
 
-/** A requested compute backend could not be loaded (not installed, or failed to initialise). */
+/**
+ * A requested compute backend could not be loaded (not installed, or failed to initialise). Exit 2 (this
+ * machine cannot run the command as asked), but retryable: another worker may have the backend.
+ */
 export class BackendUnavailableError extends CheckpointError {
+  static override readonly retryable = true;
   constructor(
     readonly backend: string,
     message: string,

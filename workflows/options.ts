@@ -14,6 +14,17 @@ export interface WorkflowSettings {
   nonRetryableErrorTypes: string[];
 }
 
+/** Each retry waits this many times as long as the one before, up to maximumRetryMs. */
+const BACKOFF_COEFFICIENT = 2;
+
+/**
+ * The wait before retry number `retry` (1: the first) as Temporal computes it for an activity, for the
+ * retries a workflow makes itself (a rank group, ranks.ts), so both back off alike.
+ */
+export function retryDelayMs(activities: WorkflowSettings['activities'], retry: number): number {
+  return Math.min(activities.initialRetryMs * BACKOFF_COEFFICIENT ** (retry - 1), activities.maximumRetryMs);
+}
+
 export function activityOptions(
   settings: WorkflowSettings,
   kind: 'train' | 'eval' | 'control',
@@ -23,7 +34,7 @@ export function activityOptions(
     maximumAttempts: a.maximumAttempts,
     initialInterval: a.initialRetryMs,
     maximumInterval: a.maximumRetryMs,
-    backoffCoefficient: 2,
+    backoffCoefficient: BACKOFF_COEFFICIENT,
     nonRetryableErrorTypes: settings.nonRetryableErrorTypes,
   };
   if (kind === 'control') {

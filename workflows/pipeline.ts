@@ -179,20 +179,16 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
       segmentScope = new CancellationScope();
       result = await segmentScope.run(() =>
         group
-          ? group.run(
-              {
-                dir: input.dir,
-                fromStep: s.step,
-                toStep,
-                saveEvery: input.saveEvery,
-                training: input.training,
-                flags: input.flags,
-                settings: input.settings,
-                shrinkAfterMs: input.shrinkAfterMs ?? 60_000,
-              },
-              input.settings.activities.maximumAttempts,
-              input.settings.activities.initialRetryMs,
-            )
+          ? group.run({
+              dir: input.dir,
+              fromStep: s.step,
+              toStep,
+              saveEvery: input.saveEvery,
+              training: input.training,
+              flags: input.flags,
+              settings: input.settings,
+              shrinkAfterMs: input.shrinkAfterMs ?? 60_000,
+            })
           : train.trainSegment({
               dir: input.dir,
               fromStep: s.step,

@@ -2,15 +2,18 @@
  * Multi-rank segments: W rank activities run in parallel on training workers and meet through this
  * workflow's rendezvous. Each attempt has a generation; the rendezvous answers only ranks of the current
  * generation, once all W have joined. If any rank fails, the attempt is cancelled on every rank and retried
- * as a group from the last checkpoint. If the group cannot assemble within `shrinkAfterMs` (fewer workers
- * than ranks) and the minimum world size allows, the next attempt runs with one rank fewer; the trainer
- * re-partitions the optimizer state (resharding).
+ * as a group from the last checkpoint, backing off as activity retries do; a failure that retrying cannot
+ * fix (non-retryable, as for a single-rank segment) ends the segment at once. If the group cannot assemble
+ * within `shrinkAfterMs` (fewer workers than ranks) and the minimum world size allows, the next attempt
+ * runs with one rank fewer; the trainer re-partitions the optimizer state (resharding).
  */
 import {
+  ActivityFailure,
   ApplicationFailure,
   CancellationScope,
   condition,
   defineUpdate,
+  patched,
   proxyActivities,
   setHandler,
   sleep,
@@ -18,7 +21,22 @@ import {
 } from '@temporalio/workflow';
 import type { TrainActivities } from '../activities';
 import type { JoinRequest, Rendezvous, SegmentResult, TrainFlags, TrainingSpec } from '../activities/types';
-import { activityOptions, type WorkflowSettings } from './options';
+import { activityOptions, retryDelayMs, type WorkflowSettings } from './options';
+
+/**
+ * Groups started before this version retried a non-retryable failure like any other: their histories have
+ * the backoff timer and the next attempt, so the new early end applies only where patched() says so.
+ */
+export const GROUP_NON_RETRYABLE_PATCH = 'group-non-retryable-v1';
+
+/** Whether a rank's failure is one the activity retry policy would not retry (flag or type). */
+function nonRetryable(err: unknown, settings: WorkflowSettings): boolean {
+  const cause = err instanceof ActivityFailure ? err.cause : undefined;
+  return (
+    cause instanceof ApplicationFailure &&
+    (cause.nonRetryable || settings.nonRetryableErrorTypes.includes(cause.type ?? ''))
+  );
+}
 
 export const joinRendezvousUpdate = defineUpdate<Rendezvous, [JoinRequest]>('joinRendezvous');
 
@@ -88,7 +106,8 @@ export class RankGroup {
   }
 
   /** Train the segment with the whole group, retrying the group until it succeeds or attempts run out. */
-  async run(segment: GroupSegment, maximumAttempts: number, backoffMs: number): Promise<SegmentResult> {
+  async run(segment: GroupSegment): Promise<SegmentResult> {
+    const retry = segment.settings.activities;
     let failures = 0;
     for (;;) {
       this.state.generation += 1;
@@ -132,8 +151,9 @@ export class RankGroup {
       } catch (err) {
         scope.cancel();
         failures += 1;
-        if (failures >= maximumAttempts) throw err;
-        await sleep(backoffMs);
+        if (failures >= retry.maximumAttempts) throw err;
+        if (nonRetryable(err, segment.settings) && patched(GROUP_NON_RETRYABLE_PATCH)) throw err;
+        await sleep(retryDelayMs(retry, failures));
       }
     }
   }

@@ -5,9 +5,14 @@
  */
 import { CheckpointError, type ErrorContext } from '../../checkpoint/errors';
 
-/** Base of every process-group error, so callers can catch "the distributed job failed" in one place. */
+/**
+ * Base of every process-group error, so callers can catch "the distributed job failed" in one place. A peer
+ * that died or went silent is why most of them happen, so they are retryable; the configuration mistakes
+ * (exit 2) are not.
+ */
 export class DistributedError extends CheckpointError {
   override readonly exitCode: 1 | 2 = 1;
+  static override readonly retryable: boolean = true;
 }
 
 export type RendezvousFault =
@@ -38,6 +43,11 @@ export class RendezvousError extends DistributedError {
   ) {
     super(message, context);
     this.exitCode = CONFIG_FAULTS.has(reason) ? 2 : 1;
+  }
+
+  /** A timeout or a lost master may pass; a configuration mistake is made again by every retry. */
+  override get retryable(): boolean {
+    return !CONFIG_FAULTS.has(this.reason);
   }
 }
 
@@ -81,6 +91,7 @@ export class CollectiveAbortedError extends DistributedError {
 /** The ranks did not call the same collective with the same shapes (a bug in the calling program). */
 export class CollectiveMismatchError extends DistributedError {
   override readonly exitCode = 2 as const;
+  static override readonly retryable = false;
 }
 
 /** The group failed earlier; `cause` is that first failure. Every call after it rejects at once. */
@@ -89,6 +100,7 @@ export class ProcessGroupBrokenError extends DistributedError {}
 /** The group was closed by this process. */
 export class ProcessGroupClosedError extends DistributedError {
   override readonly exitCode = 2 as const;
+  static override readonly retryable = false;
 }
 
 /** What an abort frame carries, so the receiving rank can rebuild the typed error of the rank that failed. */
