@@ -23,6 +23,7 @@ import {
   flag,
   int,
   list,
+  nameArg,
   note,
   out,
   positional,
@@ -130,9 +131,9 @@ const startCommand: Command = {
     if (steps === undefined)
       throw new UsageError('pipeline start: --steps N is required', { field: 'steps' });
     const root = absoluteLocation(str(args, 'root') ?? config.storeRoot);
-    const source = str(args, 'source') ?? 'base';
+    const source = nameArg(args, 'source') ?? 'base';
     const depth = int(args, 'depth', 1);
-    const tag = str(args, 'tag') ?? (depth !== undefined ? `d${depth}` : undefined);
+    const tag = nameArg(args, 'tag') ?? (depth !== undefined ? `d${depth}` : undefined);
     if (!tag) throw new UsageError('pipeline start: give --tag T or --depth D');
     const dir = joinLocation(root, sourceDir(config, source), tag);
     const segmentSteps = int(args, 'segment-steps', 1) ?? steps;

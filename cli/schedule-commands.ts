@@ -3,7 +3,18 @@ import { resolve } from 'node:path';
 import { ScheduleOverlapPolicy, ScheduleNotFoundError } from '@temporalio/client';
 import { InvalidArgumentError } from '../checkpoint';
 import { loadConfig, parseDuration } from '../temporal.config';
-import { type Command, expectPositionals, flag, note, out, positional, str, table, UsageError } from './args';
+import {
+  type Command,
+  expectPositionals,
+  flag,
+  note,
+  out,
+  positional,
+  str,
+  table,
+  tagOfDir,
+  UsageError,
+} from './args';
 import { retentionFromArgs, RETENTION_OPTIONS } from './pipeline-commands';
 import { connectClient, workflowSettings } from './temporal-client';
 
@@ -46,6 +57,7 @@ function createCommand(kind: 'eval' | 'retention'): Command {
           field: 'every',
         });
       const dir = absoluteLocation(dirArg);
+      tagOfDir(dir);
       const config = loadConfig();
       const settings = workflowSettings(config.temporal);
       const policy = kind === 'retention' ? retentionFromArgs(args) : undefined;

@@ -1,5 +1,5 @@
 /** `ckpt train | eval | sample`: training with exact resume, evaluation and generation from checkpoints. */
-import { findLastStep, joinLocation, validateName } from '../checkpoint';
+import { findLastStep, joinLocation } from '../checkpoint';
 import { modelTag, normalizeConfig } from '../model/gpt';
 import { evaluateCheckpoint } from '../train/evaluate';
 import { sampleText } from '../train/sample';
@@ -10,12 +10,14 @@ import {
   expectPositionals,
   flag,
   int,
+  nameArg,
   note,
   num,
   out,
   positional,
   step as stepArg,
   str,
+  tagOfDir,
   UsageError,
 } from './args';
 import { ProgressLine } from './progress';
@@ -94,13 +96,13 @@ export function checkpointDir(
   const explicit = str(args, 'dir');
   if (explicit !== undefined) {
     // The checkpoint directory itself (ROOT/<source_dir>/<tag>), as the pipeline's activities pass it.
-    const tag = validateName(explicit.replace(/\/+$/, '').split('/').pop() ?? '', 'tag');
+    const tag = tagOfDir(explicit);
     return { root: explicit, source: '', tag, dir: explicit };
   }
   const root = str(args, 'root') ?? config.storeRoot;
-  const source = str(args, 'source') ?? 'base';
+  const source = nameArg(args, 'source') ?? 'base';
   const depth = int(args, 'depth', 1);
-  let tag = str(args, 'tag');
+  let tag = nameArg(args, 'tag');
   if (tag === undefined) {
     if (depth === undefined)
       throw new UsageError(`${command}: give --depth D (the tag defaults to d<D>) or --tag T`);
@@ -130,6 +132,8 @@ const trainCommand: Command = {
     const from = stepArg(args, 'resume-from-step');
     if (from !== undefined && flag(args, 'resume'))
       throw new UsageError('train: give --resume or --resume-from-step, not both');
+    // Bad names are refused here, before any rank process starts.
+    const { dir, tag } = checkpointDir(args, 'train');
     const nproc = int(args, 'nproc', 1) ?? 1;
     if (nproc > 1 && process.env.RANK === undefined) {
       const argv = process.argv.slice(2);
@@ -137,7 +141,6 @@ const trainCommand: Command = {
       argv.splice(i, argv[i]!.includes('=') ? 1 : 2);
       return launchRanks(argv, nproc);
     }
-    const { dir, tag } = checkpointDir(args, 'train');
     const settings = trainSettings(args);
     const groupOptions = optionsFromEnv();
     const group = groupOptions.worldSize > 1 ? await initProcessGroup(groupOptions) : undefined;
