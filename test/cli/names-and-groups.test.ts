@@ -1,12 +1,15 @@
 /**
- * Part of the CLI contract every command shares: a tag or a source is exactly one path segment
- * (refused with exit 2, one error line naming the flag, nothing written).
+ * Two parts of the CLI contract every command shares: a tag or a source is exactly one path segment
+ * (refused with exit 2, one error line naming the flag, nothing written), and a command group
+ * (`ckpt pipeline`, `ckpt schedule`, `ckpt schedule eval`) lists its subcommands on --help.
  */
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { pipelineCommands } from '../../cli/pipeline-commands';
+import { scheduleCommands } from '../../cli/schedule-commands';
 import { ckptAsync, type CliResult } from '../helpers/cli';
 
 const work = mkdtempSync(join(tmpdir(), 'ckpt-names-'));
@@ -113,5 +116,43 @@ describe('--tag and --source are one path segment', () => {
     ]);
     assert.equal(r.code, 1, show(r));
     assert.doesNotMatch(r.stderr, /--tag/);
+  });
+});
+
+describe('a command group lists its subcommands', () => {
+  const groups: Array<{ args: string[]; prefix: string; names: string[] }> = [
+    {
+      args: ['pipeline', '--help'],
+      prefix: 'pipeline ',
+      names: pipelineCommands.filter((c) => c.name.startsWith('pipeline ')).map((c) => c.name),
+    },
+    { args: ['schedule', '--help'], prefix: 'schedule ', names: scheduleCommands.map((c) => c.name) },
+    { args: ['schedule', 'eval', '-h'], prefix: 'schedule eval ', names: ['schedule eval create'] },
+  ];
+
+  for (const { args, prefix, names } of groups) {
+    it(`ckpt ${args.join(' ')} prints every subcommand with its one-line summary and exits 0`, async () => {
+      const r = await run(args);
+      assert.equal(r.code, 0, show(r));
+      assert.equal(r.stderr, '', show(r));
+      assert.match(r.stdout, new RegExp(`^Usage: ckpt ${prefix}SUBCOMMAND`, 'm'));
+      const all = [...pipelineCommands, ...scheduleCommands];
+      for (const name of names) {
+        const summary = all.find((c) => c.name === name)!.summary.split('\n')[0]!;
+        const line = r.stdout.split('\n').find((l) => l.trim().startsWith(name.slice(prefix.length) + ' '));
+        assert.ok(line, `${name} is not listed\n${r.stdout}`);
+        assert.ok(line.endsWith(summary), `${name}: ${line}`);
+      }
+      assert.ok(names.length > 0);
+    });
+  }
+
+  it('without --help, or with a word that is no subcommand, it is still bad usage (exit 2) naming the subcommands', async () => {
+    const [bare, unknown] = await Promise.all([
+      run(['schedule', 'eval']),
+      run(['schedule', 'bogus', '--help']),
+    ]);
+    expectUsageError(bare, /"schedule eval" needs a subcommand: schedule eval create/);
+    expectUsageError(unknown, /"schedule" needs a subcommand: .*schedule list/);
   });
 });
