@@ -18,7 +18,6 @@ import {
   pruneCheckpoints as prune,
   type RetentionPolicy,
 } from '../checkpoint';
-import { buildModel } from '../model/build';
 import { runCkpt, segmentResult, type ChildResult } from './child';
 import { emitActivityEvent, emitSegmentDone, forwardTrainingEvent } from './observe';
 export { observeActivities, type ActivityEvent } from './observe';
@@ -180,21 +179,6 @@ export async function listCheckpoints(input: { dir: string }): Promise<Checkpoin
   }
 }
 
-/** Check that a checkpoint builds (names, shapes, tokenizer, checksums) without keeping the model. */
-export async function validateCheckpoint(input: {
-  dir: string;
-  step: number;
-}): Promise<{ step: number; parameters: number }> {
-  try {
-    const { model } = await buildModel(input.dir, input.step, { phase: 'eval' });
-    const parameters = model.numParams();
-    model.dispose();
-    return { step: input.step, parameters };
-  } catch (err) {
-    throw toFailure(err);
-  }
-}
-
 export async function pruneCheckpoints(input: {
   dir: string;
   policy: RetentionPolicy;
@@ -209,7 +193,7 @@ export async function pruneCheckpoints(input: {
 }
 
 /** Activities that need a training slot (model compute). */
-export const trainActivities = { trainSegment, trainRank, evaluateCheckpoint, validateCheckpoint };
+export const trainActivities = { trainSegment, trainRank, evaluateCheckpoint };
 /** Light activities for the control worker. */
 export const controlActivities = {
   stepsWithoutEval,

@@ -1,7 +1,7 @@
 /**
  * Wires activities and workflows to task queues. A training worker runs the compute activities (training
- * segments, evaluation, model builds) with as many slots as it has GPUs; a control worker runs the
- * workflows and the light activities (listing, discovery, pruning). `all` runs both in one process.
+ * segments, evaluation) with as many slots as it has GPUs; a control worker runs the workflows and the
+ * light activities (listing, discovery, pruning). `all` runs both in one process.
  */
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import {
