@@ -1,8 +1,13 @@
 /** Argument parsing shared by the commands: strict flags, typed values, usage errors that exit 2. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { InvalidArgumentError, validateName, validateStep } from '../checkpoint';
+import { CheckpointError, InvalidArgumentError, validateName, validateStep } from '../checkpoint';
 
 export class UsageError extends InvalidArgumentError {}
+
+/** What a command was asked about does not exist (e.g. a workflow id): exit 1, "nothing found". */
+export class NotFoundError extends CheckpointError {
+  override readonly exitCode = 1 as const;
+}
 
 export interface Command {
   name: string;
