@@ -16,7 +16,6 @@ import {
   pruneCheckpoints as prune,
   type RetentionPolicy,
 } from '../checkpoint';
-import { buildModel } from '../model/build';
 import { runCkpt, segmentResult } from './child';
 import { activityFailure, childFailure } from './failure';
 import { emitActivityEvent, emitSegmentDone, forwardTrainingEvent } from './observe';
@@ -169,21 +168,6 @@ export async function listCheckpoints(input: { dir: string }): Promise<Checkpoin
   }
 }
 
-/** Check that a checkpoint builds (names, shapes, tokenizer, checksums) without keeping the model. */
-export async function validateCheckpoint(input: {
-  dir: string;
-  step: number;
-}): Promise<{ step: number; parameters: number }> {
-  try {
-    const { model } = await buildModel(input.dir, input.step, { phase: 'eval' });
-    const parameters = model.numParams();
-    model.dispose();
-    return { step: input.step, parameters };
-  } catch (err) {
-    throw activityFailure(err);
-  }
-}
-
 export async function pruneCheckpoints(input: {
   dir: string;
   policy: RetentionPolicy;
@@ -198,7 +182,7 @@ export async function pruneCheckpoints(input: {
 }
 
 /** Activities that need a training slot (model compute). */
-export const trainActivities = { trainSegment, trainRank, evaluateCheckpoint, validateCheckpoint };
+export const trainActivities = { trainSegment, trainRank, evaluateCheckpoint };
 /** Light activities for the control worker. */
 export const controlActivities = {
   stepsWithoutEval,

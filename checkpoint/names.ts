@@ -78,7 +78,7 @@ export function validateName(value: string, field: string): string {
   }
   if (value === '.' || value === '..' || value.includes('..')) {
     throw new InvalidArgumentError(
-      `${field} "${value}" must not contain "..": names cannot leave their directory`,
+      `${field} "${value}" must not be "." or contain "..": names cannot leave their directory`,
       {
         field,
       },

@@ -1,8 +1,13 @@
 /** Argument parsing shared by the commands: strict flags, typed values, usage errors that exit 2. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { InvalidArgumentError, validateStep } from '../checkpoint';
+import { CheckpointError, InvalidArgumentError, validateName, validateStep } from '../checkpoint';
 
 export class UsageError extends InvalidArgumentError {}
+
+/** What a command was asked about does not exist (e.g. a workflow id): exit 1, "nothing found". */
+export class NotFoundError extends CheckpointError {
+  override readonly exitCode = 1 as const;
+}
 
 export interface Command {
   name: string;
@@ -106,6 +111,32 @@ export function step(args: ParsedArgs, name = 'step'): number | undefined {
     return validateStep(v, `--${name}`);
   } catch (err) {
     throw new UsageError((err as Error).message, { field: name });
+  }
+}
+
+/**
+ * --tag or --source: exactly one path segment (no '/', '.' or '..'), so ROOT/<source_dir>/<tag> cannot
+ * leave its source directory. Undefined when the flag is not given.
+ */
+export function nameArg(args: ParsedArgs, name: 'tag' | 'source'): string | undefined {
+  const v = str(args, name);
+  if (v === undefined) return undefined;
+  try {
+    return validateName(v, `--${name}`);
+  } catch (err) {
+    throw new UsageError((err as Error).message, { field: name });
+  }
+}
+
+/** The tag a checkpoint directory given by a flag (ROOT/<source_dir>/<tag>) ends in, checked like --tag. */
+export function tagOfDir(dir: string, flag = 'dir'): string {
+  try {
+    return validateName(
+      dir.replace(/\/+$/, '').split('/').pop() ?? '',
+      `the tag of --${flag} (its last part)`,
+    );
+  } catch (err) {
+    throw new UsageError((err as Error).message, { field: flag });
   }
 }
 

@@ -32,6 +32,7 @@ import {
   humanBytes,
   int,
   list as listArg,
+  nameArg,
   note,
   out,
   positional,
@@ -49,7 +50,7 @@ const listCommand: Command = {
   async run(args) {
     expectPositionals(args, 1, 'list');
     const root = positional(args, 0, 'ROOT', 'list');
-    const source = str(args, 'source') ?? 'base';
+    const source = nameArg(args, 'source') ?? 'base';
     const dir = joinLocation(root, sourceDir(loadConfig(), source));
     const store = openStore(dir);
     const tags = [];

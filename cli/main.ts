@@ -81,9 +81,15 @@ export function allCommands(): Command[] {
   return COMMAND_MODULES.flatMap((m) => m.load());
 }
 
+/** One line a command: its name (less `prefix`) and the first line of its summary. */
+function commandLines(commands: Command[], prefix = ''): string[] {
+  const names = commands.map((c) => c.name.slice(prefix.length));
+  const width = Math.max(...names.map((n) => n.length));
+  return commands.map((c, i) => `  ${names[i]!.padEnd(width)}  ${c.summary.split('\n')[0]}`);
+}
+
 function mainUsage(commands: Command[]): string {
-  const width = Math.max(...commands.map((c) => c.name.length));
-  const lines = commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary.split('\n')[0]}`);
+  const lines = commandLines(commands);
   return [
     'ckpt: durable training pipelines and checkpoints',
     '',
@@ -115,10 +121,27 @@ export async function main(argv: string[]): Promise<number> {
       commands.find((c) => c.name === `${name} ${sub}`) ??
       commands.find((c) => c.name === name);
     if (!command) {
-      const group = commands.filter((c) => c.name.startsWith(`${name} `)).map((c) => c.name);
+      // A group ("pipeline", "schedule eval"): the longest one the words before the flags name.
+      const firstFlag = argv.findIndex((a) => a.startsWith('-'));
+      const words = (firstFlag === -1 ? argv : argv.slice(0, firstFlag)).slice(0, 2).join(' ');
+      const group = [words, name]
+        .map((prefix) => ({ prefix, members: commands.filter((c) => c.name.startsWith(`${prefix} `)) }))
+        .find((g) => g.members.length > 0);
+      if (group?.prefix === words && (argv.includes('--help') || argv.includes('-h'))) {
+        process.stdout.write(
+          [
+            `Usage: ckpt ${group.prefix} SUBCOMMAND [options]     (ckpt ${group.prefix} SUBCOMMAND --help for its flags)`,
+            '',
+            'Subcommands:',
+            ...commandLines(group.members, `${group.prefix} `),
+            '',
+          ].join('\n'),
+        );
+        return 0;
+      }
       throw new UsageError(
-        group.length > 0
-          ? `"${name}" needs a subcommand: ${group.join(', ')}`
+        group
+          ? `"${group.prefix}" needs a subcommand: ${group.members.map((c) => c.name).join(', ')}`
           : `unknown command "${name}" (ckpt --help lists the commands)`,
       );
     }

@@ -23,6 +23,8 @@ import {
   flag,
   int,
   list,
+  nameArg,
+  NotFoundError,
   note,
   out,
   positional,
@@ -128,8 +130,8 @@ const startCommand: Command = {
     if (steps === undefined)
       throw new UsageError('pipeline start: --steps N is required', { field: 'steps' });
     const root = absoluteLocation(str(args, 'root') ?? config.storeRoot);
-    const source = str(args, 'source') ?? 'base';
-    const tag = str(args, 'tag') ?? defaultTag(args, 'pipeline start');
+    const source = nameArg(args, 'source') ?? 'base';
+    const tag = nameArg(args, 'tag') ?? defaultTag(args, 'pipeline start');
     const dir = joinLocation(root, sourceDir(config, source), tag);
     const segmentSteps = int(args, 'segment-steps', 1) ?? steps;
     const saveEvery = int(args, 'save-every', 1) ?? segmentSteps;
@@ -174,6 +176,14 @@ const startCommand: Command = {
         args: [input],
         workflowIdConflictPolicy: 'FAIL',
         memo: { dir, tag, targetSteps: steps },
+        // What the Web UI shows for the run at a glance (the memo and search attributes hold the facts).
+        staticSummary: `train ${dir} to step ${steps}`,
+        staticDetails: [
+          `segments of ${segmentSteps} steps, a checkpoint every ${saveEvery} steps`,
+          `world size ${input.worldSize ?? 1}`,
+          input.evaluate ? 'evaluates every new checkpoint' : 'no evaluation',
+          input.retention ? `retention ${JSON.stringify(input.retention)}` : 'no retention',
+        ].join('\n'),
         ...(initial.length > 0 ? { typedSearchAttributes: initial as SearchAttributePair[] } : {}),
       });
     } catch (err) {
@@ -199,9 +209,13 @@ const INDEXED_VALUE_TYPES: Record<string, number> = { KEYWORD: 2, INT: 3, DOUBLE
 /**
  * The pipeline search attributes (SEARCH_ATTRIBUTES) that `namespace` has registered with the right type.
  * One question to the server; when some are missing (a production cluster where nobody registered them)
- * the pipeline runs without them and one note says how to register them.
+ * the pipeline (or what `starts` says) runs without them and one note says how to register them.
  */
-export async function registeredSearchAttributes(client: Client, namespace: string): Promise<Set<string>> {
+export async function registeredSearchAttributes(
+  client: Client,
+  namespace: string,
+  starts = 'the pipeline runs',
+): Promise<Set<string>> {
   let registered: Record<string, unknown>;
   try {
     const response = await client.connection.operatorService.listSearchAttributes({ namespace });
@@ -222,7 +236,7 @@ export async function registeredSearchAttributes(client: Client, namespace: stri
     note(
       `search attributes ${SEARCH_ATTRIBUTES.filter((a) => !usable.has(a.key.name))
         .map((a) => a.key.name)
-        .join(', ')} are not registered in namespace ${namespace}; the pipeline runs without them. ` +
+        .join(', ')} are not registered in namespace ${namespace}; ${starts} without them. ` +
         `To filter pipelines in the Web UI, register them once: ` +
         missing
           .map((m) => `temporal operator search-attribute create --namespace ${namespace} ${m}`)
@@ -352,7 +366,7 @@ function withClient(
         return await run(client, id, args);
       } catch (err) {
         if (err instanceof WorkflowNotFoundError)
-          throw new InvalidArgumentError(`no pipeline with id ${id}`, { field: 'ID' });
+          throw new NotFoundError(`no pipeline with workflow id ${id}`, { field: 'ID' });
         throw err;
       }
     },
@@ -442,7 +456,6 @@ const workerCommand: Command = {
       role,
       settings: config.temporal,
       taskQueue,
-      identity: `${role}@${process.pid}`,
       metricsPort,
     });
     return 0;

@@ -3,8 +3,20 @@ import { resolve } from 'node:path';
 import { ScheduleOverlapPolicy, ScheduleNotFoundError } from '@temporalio/client';
 import { InvalidArgumentError } from '../checkpoint';
 import { loadConfig, parseDuration } from '../temporal.config';
-import { type Command, expectPositionals, flag, note, out, positional, str, table, UsageError } from './args';
-import { retentionFromArgs, RETENTION_OPTIONS } from './pipeline-commands';
+import { CkptDir, CkptTag } from '../workflows/visibility';
+import {
+  type Command,
+  expectPositionals,
+  flag,
+  note,
+  out,
+  positional,
+  str,
+  table,
+  tagOfDir,
+  UsageError,
+} from './args';
+import { registeredSearchAttributes, retentionFromArgs, RETENTION_OPTIONS } from './pipeline-commands';
 import { connectClient, workflowSettings } from './temporal-client';
 
 function absoluteLocation(location: string): string {
@@ -46,6 +58,7 @@ function createCommand(kind: 'eval' | 'retention'): Command {
           field: 'every',
         });
       const dir = absoluteLocation(dirArg);
+      const tag = tagOfDir(dir);
       const config = loadConfig();
       const settings = workflowSettings(config.temporal);
       const policy = kind === 'retention' ? retentionFromArgs(args) : undefined;
@@ -53,6 +66,17 @@ function createCommand(kind: 'eval' | 'retention'): Command {
         throw new UsageError('schedule retention create: give at least one policy flag');
       const id = str(args, 'id') ?? scheduleId(kind, dir);
       const client = await connectClient(config.temporal);
+      // The runs carry CkptTag and CkptDir like a pipeline, so one visibility query finds all work on a
+      // directory; only those the namespace has registered, as for a pipeline.
+      const usable = await registeredSearchAttributes(
+        client,
+        config.temporal.namespace,
+        `the ${kind} schedule starts its workflows`,
+      );
+      const attributes = [
+        { key: CkptTag, value: tag },
+        { key: CkptDir, value: dir },
+      ].filter((pair) => usable.has(pair.key.name));
       const data = str(args, 'data');
       await client.schedule.create({
         scheduleId: id,
@@ -67,6 +91,7 @@ function createCommand(kind: 'eval' | 'retention'): Command {
               ? { dir, settings, ...(data ? { data: resolve(data) } : {}) }
               : { dir, policy, settings },
           ],
+          ...(attributes.length > 0 ? { typedSearchAttributes: attributes } : {}),
         },
         memo: { dir, kind },
         state: {

@@ -1,5 +1,5 @@
 /** `ckpt train | eval | sample`: training with exact resume, evaluation and generation from checkpoints. */
-import { findLastStep, joinLocation, validateName } from '../checkpoint';
+import { findLastStep, joinLocation } from '../checkpoint';
 import type { TrainingProgram } from '../program/contract';
 import { evaluateCheckpoint } from '../train/evaluate';
 import { sampleText } from '../train/sample';
@@ -11,12 +11,14 @@ import {
   expectPositionals,
   flag,
   int,
+  nameArg,
   note,
   num,
   out,
   positional,
   step as stepArg,
   str,
+  tagOfDir,
   UsageError,
 } from './args';
 import { ProgressLine } from './progress';
@@ -67,12 +69,12 @@ export function checkpointDir(
   const explicit = str(args, 'dir');
   if (explicit !== undefined) {
     // The checkpoint directory itself (ROOT/<source_dir>/<tag>), as the pipeline's activities pass it.
-    const tag = validateName(explicit.replace(/\/+$/, '').split('/').pop() ?? '', 'tag');
+    const tag = tagOfDir(explicit);
     return { root: explicit, source: '', tag, dir: explicit };
   }
   const root = str(args, 'root') ?? config.storeRoot;
-  const source = str(args, 'source') ?? 'base';
-  const tag = str(args, 'tag') ?? defaultTag(args, command);
+  const source = nameArg(args, 'source') ?? 'base';
+  const tag = nameArg(args, 'tag') ?? defaultTag(args, command);
   return { root, source, tag, dir: joinLocation(root, sourceDir(config, source), tag) };
 }
 
@@ -113,6 +115,8 @@ const trainCommand: Command = {
     const from = stepArg(args, 'resume-from-step');
     if (from !== undefined && flag(args, 'resume'))
       throw new UsageError('train: give --resume or --resume-from-step, not both');
+    // Bad names are refused here, before any rank process starts.
+    const { dir, tag } = checkpointDir(args, 'train');
     const nproc = int(args, 'nproc', 1) ?? 1;
     if (nproc > 1 && process.env.RANK === undefined) {
       const argv = process.argv.slice(2);
@@ -120,7 +124,6 @@ const trainCommand: Command = {
       argv.splice(i, argv[i]!.includes('=') ? 1 : 2);
       return launchRanks(argv, nproc);
     }
-    const { dir, tag } = checkpointDir(args, 'train');
     const { program, run, config, configFlags } = trainSettings(args);
     const groupOptions = optionsFromEnv();
     const group = groupOptions.worldSize > 1 ? await initProcessGroup(groupOptions) : undefined;

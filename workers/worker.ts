@@ -1,8 +1,9 @@
 /**
  * Wires activities and workflows to task queues. A training worker runs the compute activities (training
- * segments, evaluation, model builds) with as many slots as it has GPUs; a control worker runs the
- * workflows and the light activities (listing, discovery, pruning). `all` runs both in one process.
+ * segments, evaluation) with as many slots as it has GPUs; a control worker runs the workflows and the
+ * light activities (listing, discovery, pruning). `all` runs both in one process.
  */
+import { hostname } from 'node:os';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import {
   controlActivities,
@@ -54,11 +55,20 @@ export interface WorkerSetup {
   taskQueue?: string;
   /** Pre-built workflow bundle (tests bundle once); default: bundle workflows/ at start. */
   workflowBundle?: WorkerOptions['workflowBundle'];
+  /** Default: workerIdentity(role). */
   identity?: string;
   /** Count this worker's activities into these metrics (an activity interceptor; see workers/metrics.ts). */
   metrics?: WorkerMetrics;
   /** runWorkers: serve Prometheus metrics at GET /metrics on this port (all interfaces). */
   metricsPort?: number;
+}
+
+/**
+ * `<role>-<pid>@<hostname>`: the Web UI and describe() name the worker that ran each task by it, so an
+ * operator can tell which host (and which process there) to look at.
+ */
+export function workerIdentity(role: WorkerRole): string {
+  return `${role}-${process.pid}@${hostname()}`;
 }
 
 export async function connectWorkerConnection(settings: TemporalSettings): Promise<NativeConnection> {
@@ -71,7 +81,7 @@ export async function createWorkers(setup: WorkerSetup, connection: NativeConnec
   const common = {
     connection,
     namespace: settings.namespace,
-    identity: setup.identity,
+    identity: setup.identity ?? workerIdentity(setup.role),
     // On SIGINT/SIGTERM, running segments are cancelled at once: the training child stops at a step
     // boundary and saves nothing half-done; what it committed before stays.
     shutdownGraceTime: '2s',

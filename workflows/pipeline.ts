@@ -126,20 +126,39 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
   let stopRequested = false;
   let segmentScope: CancellationScope | null = null;
 
-  setHandler(statusQuery, () => s);
-  setHandler(pauseSignal, () => {
-    paused = true;
-    if (s.state === 'running') s.state = 'paused';
+  // The descriptions show in `temporal workflow metadata` and the Web UI; they add no command to the history.
+  setHandler(statusQuery, () => s, {
+    description:
+      'The pipeline state: step, loss, last checkpoint, best metric, segment, evaluations, pruned steps.',
   });
-  setHandler(resumeSignal, () => {
-    paused = false;
-    if (s.state === 'paused') s.state = 'running';
-  });
-  setHandler(stopSignal, () => {
-    stopRequested = true;
-    s.state = 'stopping';
-    segmentScope?.cancel();
-  });
+  setHandler(
+    pauseSignal,
+    () => {
+      paused = true;
+      if (s.state === 'running') s.state = 'paused';
+    },
+    {
+      description:
+        'Pause after the running segment (it finishes and commits); no segment starts until resume.',
+    },
+  );
+  setHandler(
+    resumeSignal,
+    () => {
+      paused = false;
+      if (s.state === 'paused') s.state = 'running';
+    },
+    { description: 'Resume a paused pipeline.' },
+  );
+  setHandler(
+    stopSignal,
+    () => {
+      stopRequested = true;
+      s.state = 'stopping';
+      segmentScope?.cancel();
+    },
+    { description: 'Stop: cancel the running segment; the pipeline ends on its last committed checkpoint.' },
+  );
   setHandler(
     setTargetUpdate,
     (steps) => {
@@ -151,12 +170,20 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
         if (!Number.isSafeInteger(steps) || steps < 1)
           throw new Error(`target steps must be a positive integer, got ${steps}`);
       },
+      description: 'Set the absolute target step (a positive integer); returns the new state.',
     },
   );
-  setHandler(setRetentionUpdate, (policy) => {
-    s.retention = policy ?? undefined;
-    return s;
-  });
+  setHandler(
+    setRetentionUpdate,
+    (policy) => {
+      s.retention = policy ?? undefined;
+      return s;
+    },
+    {
+      description:
+        'Replace the retention policy applied after each segment (null: none); returns the new state.',
+    },
+  );
 
   if (!input.carried) {
     const last = await control.findLastStep({ dir: input.dir });

@@ -101,6 +101,8 @@ export class RankGroup {
           }
           if (req.rank === 0 && !req.address) throw new Error('rank 0 must give its address');
         },
+        description:
+          'A rank of the current generation joins the group; answers once every rank has joined (master address, world size).',
       },
     );
   }

@@ -12,7 +12,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after } from 'node:test';
 import type { Client } from '@temporalio/client';
@@ -34,7 +34,7 @@ export type Role = 'train' | 'control' | 'all';
 export interface TestWorker {
   role: Role;
   pid: number;
-  /** The identity the worker reports to the server (`<role>@<pid>`, see `ckpt worker`). */
+  /** The identity the worker reports to the server (`<role>-<pid>@<hostname>`, see workerIdentity). */
   identity: string;
   process: ChildProcess;
   /** Resolves when the process has exited. */
@@ -225,7 +225,7 @@ export function temporalEnv(
       const worker: TestWorker = {
         role,
         pid: child.pid!,
-        identity: `${role}@${child.pid}`,
+        identity: `${role}-${child.pid}@${hostname()}`,
         process: child,
         exited,
         log: () => log,
@@ -318,7 +318,7 @@ export interface PendingSegment {
   activityType: string;
   attempt: number;
   state: string;
-  /** `<role>@<pid>` of the worker that started the current attempt. */
+  /** Identity (`<role>-<pid>@<hostname>`) of the worker that started the current attempt. */
   worker: string;
   /** Step of the last heartbeat the server has (possibly from an earlier attempt), or null. */
   heartbeatStep: number | null;
