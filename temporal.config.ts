@@ -50,6 +50,7 @@ import {
 } from './checkpoint';
 import * as modelErrors from './model/errors';
 import * as distErrors from './train/dist/errors';
+import * as programErrors from './program/errors';
 
 export type BackendName = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
 
@@ -99,7 +100,7 @@ export interface TemporalSettings {
  * Every error class of the library with its decision (`retryable`, on the class): found among the exports
  * of the layers that define them, so a new class is in the table without being listed anywhere.
  */
-export const ERROR_CLASSES = errorClasses(checkpointApi, modelErrors, distErrors);
+export const ERROR_CLASSES = errorClasses(checkpointApi, modelErrors, distErrors, programErrors);
 
 /**
  * Error types that retrying cannot fix (bad input; an incompatible, corrupt or already committed

@@ -1,6 +1,7 @@
 /** `ckpt train | eval | sample`: training with exact resume, evaluation and generation from checkpoints. */
 import { findLastStep, joinLocation } from '../checkpoint';
 import type { TrainingProgram } from '../program/contract';
+import { configureProgram } from '../program/meta';
 import { evaluateCheckpoint } from '../train/evaluate';
 import { sampleText } from '../train/sample';
 import { runSettingOptions, runSettingsFromFlags, runSettingsHelp, scheduleOf } from '../train/settings';
@@ -87,7 +88,10 @@ export function defaultTag(args: Args, command: string): string {
       program.name === 'gpt' ? 'give --depth D (the tag defaults to d<D>) or --tag T' : 'give --tag T';
     throw new UsageError(`${command}: ${hint}`, { field: 'tag' });
   }
-  return program.defaultTag(program.configure(config));
+  return nameArg(
+    { values: { tag: program.defaultTag(configureProgram(program, config)) }, positionals: [] },
+    'tag',
+  )!;
 }
 
 const trainCommand: Command = {

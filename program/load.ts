@@ -10,7 +10,7 @@ import { registerMigrations, type Meta } from '../checkpoint';
 import { gptProgram } from '../model/program';
 import { definedModule, type LoopSettings, type TrainingProgram } from './contract';
 import { ProgramLoadError, ProgramNotRegisteredError } from './errors';
-import { checkProgramMeta, recordedProgram } from './meta';
+import { checkProgramMeta, configureProgram, recordedProgram } from './meta';
 
 /** Programs that ship with the package, by name. */
 export const BUILTIN_PROGRAMS: Readonly<Record<string, TrainingProgram<unknown>>> = Object.freeze({
@@ -147,7 +147,9 @@ export function programForCheckpoint(
     );
   }
   checkProgramMeta(program, meta, file);
-  const config = program.configure({ ...((meta.config as Record<string, unknown> | undefined) ?? {}) });
+  const config = configureProgram(program, {
+    ...((meta.config as Record<string, unknown> | undefined) ?? {}),
+  });
   const loop = (meta.loop as LoopSettings | undefined) ?? { seed: 0, batch: program.defaultBatch ?? 8 };
   return { program, config, loop };
 }

@@ -3,11 +3,11 @@
  * a resumed run's settings are decided: the checkpoint's, with what the user gave laid over them, and a
  * flag that contradicts the checkpoint refused by name (it would change the run's trajectory).
  */
-import { InvalidArgumentError } from '../checkpoint/errors';
+import { CheckpointError, InvalidArgumentError } from '../checkpoint/errors';
 import type { Meta } from '../checkpoint/manifest';
 import { DEFAULT_SCHEDULE, validateSchedule, type ScheduleConfig } from '../train/schedule';
 import type { LoopSettings, TrainingProgram } from './contract';
-import { ProgramMismatchError } from './errors';
+import { ProgramConfigError, ProgramMismatchError } from './errors';
 
 /** Checkpoints from before programs existed were all written by the built-in GPT, version 1. */
 export const LEGACY_PROGRAM = { name: 'gpt', version: 1 } as const;
@@ -45,6 +45,18 @@ export function checkProgramMeta(program: TrainingProgram<unknown>, meta: Meta, 
         `loaded here (${program.version}); upgrade the program`,
       { file, field: 'program.version', step: meta.step },
     );
+  }
+}
+
+/** The program's config from `given`; any error it throws is bad input (exit 2), named as the program's. */
+export function configureProgram<C>(program: TrainingProgram<C>, given: Record<string, unknown>): C {
+  try {
+    return program.configure(given);
+  } catch (err) {
+    if (err instanceof CheckpointError) throw err;
+    throw new ProgramConfigError(`program "${program.name}": bad config: ${(err as Error).message}`, {
+      field: 'config',
+    });
   }
 }
 
@@ -97,7 +109,7 @@ export function resolveRunConfig<C>(
       if (!free) refuseClash(flag ?? `config ${key}`, value, savedConfig[key]);
     }
   }
-  const config = program.configure({ ...(savedConfig ?? {}), ...userConfig });
+  const config = configureProgram(program, { ...(savedConfig ?? {}), ...userConfig });
   if (!savedLoop) {
     return {
       config,

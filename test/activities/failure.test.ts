@@ -64,6 +64,13 @@ const EXPECTED: Record<string, boolean> = {
   ProcessGroupBrokenError: true,
   CollectiveMismatchError: false,
   ProcessGroupClosedError: false,
+
+  ProgramMismatchError: false,
+  ProgramConfigError: false,
+  ProgramLoadError: false,
+  ProgramNotRegisteredError: false,
+
+  NotFoundError: false,
 };
 
 describe('the retry table: every error class says whether retrying can help', () => {
@@ -74,7 +81,8 @@ describe('the retry table: every error class says whether retrying can help', ()
   });
 
   it('NON_RETRYABLE_ERRORS (the workflows’ nonRetryableErrorTypes) is the classes that say no', () => {
-    const no = Object.keys(EXPECTED).filter((name) => !EXPECTED[name] && name !== 'UsageError');
+    const cliOnly = ['UsageError', 'NotFoundError'];
+    const no = Object.keys(EXPECTED).filter((name) => !EXPECTED[name] && !cliOnly.includes(name));
     assert.deepEqual([...NON_RETRYABLE_ERRORS].sort(), no.sort());
     assert.ok(NON_RETRYABLE_ERRORS.includes('SchemaError'));
     assert.ok(!NON_RETRYABLE_ERRORS.includes('BackendUnavailableError'));

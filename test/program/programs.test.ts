@@ -1,0 +1,281 @@
+/**
+ * Training programs other than the GPT: the example under examples/ (a tf.LayersModel with its own
+ * tf.train.adam), a program a user writes in a file of their own (loaded by path, needing nothing from this
+ * repository), and the refusals that keep one program's checkpoints away from another.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { ckpt, ckptAsync, ROOT } from '../helpers/cli';
+import { tempDir } from '../helpers/tmp';
+
+const EXAMPLE = join(ROOT, 'examples', 'mlp-classifier', 'program.ts');
+
+const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
+const pad = (step: number) => String(step).padStart(6, '0');
+
+function assertSameFiles(a: string, b: string, files: string[]): void {
+  for (const file of files) assert.equal(sha(join(a, file)), sha(join(b, file)), `${file} differs`);
+}
+
+function oneErrorLine(stderr: string): string {
+  const lines = stderr.split('\n').filter((l) => l.startsWith('ckpt: error:'));
+  assert.equal(lines.length, 1, stderr);
+  return lines[0]!;
+}
+
+/** A whole program in one CommonJS file: a linear regression whose optimizer the loop owns (AdamW). */
+function linearProgram(version: number): string {
+  return `
+const F = 3;
+// Sample i: features from a fixed rule, target a fixed linear function of them (no randomness needed).
+function batchOf(start, count) {
+  const x = new Float32Array(count * F);
+  const y = new Float32Array(count);
+  for (let s = 0; s < count; s++) {
+    let target = 0;
+    for (let j = 0; j < F; j++) {
+      const v = (((start + s) * 7 + j * 3) % 11) / 11;
+      x[s * F + j] = v;
+      target += v * (j + 1);
+    }
+    y[s] = target;
+  }
+  return { x, y };
+}
+const f32 = (t) => new Float32Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.byteLength));
+module.exports = {
+  name: 'linear',
+  version: ${version},
+  metric: { name: 'mse', mode: 'min' },
+  optimizer: 'loop',
+  defaultBatch: 4,
+  configure: (given) => ({ ...given }),
+  defaultTag: () => 'linear',
+  start({ tf, restore }) {
+    const w = tf.variable(restore ? tf.tensor(f32(restore.model.w), [F, 1]) : tf.zeros([F, 1]));
+    const loss = (x, y, n) => tf.losses.meanSquaredError(tf.tensor1d(y), tf.matMul(tf.tensor2d(x, [n, F]), w).reshape([n]));
+    return {
+      kind: 'gradients',
+      parameters: () => new Map([['w', w]]),
+      lossAndGrads(batch) {
+        const { x, y } = batchOf(batch.start, batch.count);
+        const { value, grads } = tf.variableGrads(() => loss(x, y, batch.count), [w]);
+        return { loss: value, grads: new Map([['w', grads[w.name]]]) };
+      },
+      modelTensors: () => ({ w: { dtype: 'F32', shape: [F, 1], data: w.dataSync().slice() } }),
+      dispose: () => w.dispose(),
+    };
+  },
+  async evaluate({ tf, loadModelTensors }) {
+    const w = tf.tensor(f32((await loadModelTensors()).w), [F, 1]);
+    const { x, y } = batchOf(1000, 64);
+    const mse = tf.losses.meanSquaredError(tf.tensor1d(y), tf.matMul(tf.tensor2d(x, [64, F]), w).reshape([64]));
+    return { mse: mse.dataSync()[0] };
+  },
+};
+`;
+}
+
+describe('the example program: a tf.LayersModel trained with tf.train.adam', () => {
+  it('trains with no flags, and 0→12 equals 0→6 then --resume to 12, bit for bit', async () => {
+    const root = tempDir();
+    const base = ['train', '--program', EXAMPLE, '--root', root, '--save-every', '6'];
+    const [straight, first] = await Promise.all([
+      ckptAsync([...base, '--tag', 'straight', '--steps', '12']),
+      ckptAsync([...base, '--tag', 'resumed', '--steps', '6']),
+    ]);
+    assert.equal(straight.code, 0, straight.stderr);
+    assert.equal(first.code, 0, first.stderr);
+    const second = ckpt([...base, '--tag', 'resumed', '--steps', '12', '--resume']);
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stderr, /from step 6 to 12/);
+    const dir = (tag: string) => join(root, 'base_checkpoints', tag);
+    assertSameFiles(dir('straight'), dir('resumed'), [
+      `model_${pad(12)}.safetensors`,
+      `optim_${pad(12)}_rank0.safetensors`,
+    ]);
+    const meta = JSON.parse(readFileSync(join(dir('resumed'), `meta_${pad(12)}.json`), 'utf8'));
+    assert.deepEqual(meta.program, { name: 'mlp-classifier', version: 1 });
+    assert.equal(meta.loop.batch, 32, "the program's default batch");
+    assert.equal(meta.dataloader_state.sample_index, 12 * 32);
+  });
+
+  it('trains data-parallel on two ranks with a replicated optimizer, and resumes exactly', async () => {
+    const root = tempDir();
+    const base = ['train', '--program', EXAMPLE, '--root', root, '--save-every', '4', '--nproc', '2'];
+    const [straight, first] = await Promise.all([
+      ckptAsync([...base, '--tag', 'straight', '--steps', '8']),
+      ckptAsync([...base, '--tag', 'resumed', '--steps', '4']),
+    ]);
+    assert.equal(straight.code, 0, straight.stderr);
+    assert.equal(first.code, 0, first.stderr);
+    const second = ckpt([...base, '--tag', 'resumed', '--steps', '8', '--resume']);
+    assert.equal(second.code, 0, second.stderr);
+    const dir = (tag: string) => join(root, 'base_checkpoints', tag);
+    const files = [
+      `model_${pad(8)}.safetensors`,
+      `optim_${pad(8)}_rank0.safetensors`,
+      `optim_${pad(8)}_rank1.safetensors`,
+    ];
+    assertSameFiles(dir('straight'), dir('resumed'), files);
+    // Replicated: both ranks hold the same optimizer state.
+    assert.equal(sha(join(dir('straight'), files[1]!)), sha(join(dir('straight'), files[2]!)));
+  });
+
+  it('evaluates by its own primary metric; list and inspect name the program', () => {
+    const root = tempDir();
+    assert.equal(
+      ckpt(['train', '--program', EXAMPLE, '--root', root, '--steps', '20', '--save-every', '10']).code,
+      0,
+    );
+    const dir = join(root, 'base_checkpoints', 'mlp');
+    const evaluated = ckpt(['eval', dir, '--program', EXAMPLE, '--json']);
+    assert.equal(evaluated.code, 0, evaluated.stderr);
+    const result = JSON.parse(evaluated.stdout);
+    assert.deepEqual(result.metric, { name: 'val_accuracy', mode: 'max' });
+    assert.ok(result.val_accuracy > 0.5 && result.val_accuracy <= 1, `accuracy ${result.val_accuracy}`);
+    const onDisk = JSON.parse(readFileSync(join(dir, `eval_${pad(20)}.json`), 'utf8'));
+    assert.equal(onDisk.val_accuracy, result.val_accuracy);
+    assert.equal(Number(ckpt(['eval', dir, '--program', EXAMPLE, '--step', '10']).stdout.trim()) > 0, true);
+    assert.match(ckpt(['list', root]).stdout, /mlp\s+mlp-classifier\s+10/);
+    assert.deepEqual(JSON.parse(ckpt(['inspect', dir, '--json']).stdout).program, {
+      name: 'mlp-classifier',
+      version: 1,
+    });
+  });
+});
+
+describe("a user's own program, in a file of its own, loaded by path", () => {
+  it('trains, resumes exactly and evaluates with the loop-owned optimizer', () => {
+    const work = tempDir();
+    const program = join(work, 'linear.js');
+    writeFileSync(program, linearProgram(1));
+    const base = ['train', '--program', program, '--root', work, '--save-every', '3', '--lr', '0.05'];
+    assert.equal(ckpt([...base, '--tag', 'straight', '--steps', '9']).code, 0);
+    assert.equal(ckpt([...base, '--tag', 'resumed', '--steps', '6']).code, 0);
+    const resumed = ckpt([
+      'train',
+      '--program',
+      program,
+      '--root',
+      work,
+      '--save-every',
+      '3',
+      '--tag',
+      'resumed',
+      '--steps',
+      '9',
+      '--resume',
+    ]);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    const dir = (tag: string) => join(work, 'base_checkpoints', tag);
+    assertSameFiles(dir('straight'), dir('resumed'), [
+      `model_${pad(9)}.safetensors`,
+      `optim_${pad(9)}_rank0.safetensors`,
+    ]);
+    const evaluated = ckpt(['eval', dir('straight'), '--program', program]);
+    assert.equal(evaluated.code, 0, evaluated.stderr);
+    assert.ok(Number(evaluated.stdout) >= 0);
+    const first = JSON.parse(
+      ckpt(['eval', dir('straight'), '--program', program, '--step', '3', '--json']).stdout,
+    );
+    assert.ok(Number(evaluated.stdout) < first.mse, 'the loss goes down');
+  });
+
+  it('refuses a checkpoint written by a newer version of the program', () => {
+    const work = tempDir();
+    const v1 = join(work, 'v1.js');
+    const v2 = join(work, 'v2.js');
+    writeFileSync(v1, linearProgram(1));
+    writeFileSync(v2, linearProgram(2));
+    assert.equal(ckpt(['train', '--program', v2, '--root', work, '--steps', '3']).code, 0);
+    const older = ckpt(['train', '--program', v1, '--root', work, '--steps', '6', '--resume']);
+    assert.equal(older.code, 2);
+    assert.match(
+      oneErrorLine(older.stderr),
+      /version 2 of program "linear", newer than the version loaded here \(1\)/,
+    );
+  });
+});
+
+describe('refusals', () => {
+  it("a GPT checkpoint is not resumed or evaluated by another program, nor another program's by the GPT", () => {
+    const root = tempDir();
+    const gpt = ['train', '--root', root, '--tag', 'g', '--depth', '1', '--n-embd', '16', '--seq-len', '16'];
+    assert.equal(ckpt([...gpt, '--batch', '2', '--steps', '2']).code, 0);
+    const mixed = ckpt([
+      'train',
+      '--program',
+      EXAMPLE,
+      '--root',
+      root,
+      '--tag',
+      'g',
+      '--steps',
+      '4',
+      '--resume',
+    ]);
+    assert.equal(mixed.code, 2);
+    assert.match(
+      oneErrorLine(mixed.stderr),
+      /written by program "gpt"; program "mlp-classifier" cannot resume/,
+    );
+    assert.equal(ckpt(['train', '--program', EXAMPLE, '--root', root, '--steps', '2']).code, 0);
+    const mlpDir = join(root, 'base_checkpoints', 'mlp');
+    const byGpt = ckpt(['train', '--root', root, '--tag', 'mlp', '--steps', '4', '--resume']);
+    assert.equal(byGpt.code, 2);
+    assert.match(oneErrorLine(byGpt.stderr), /written by program "mlp-classifier"; program "gpt"/);
+    const evalNoProgram = ckpt(['eval', mlpDir]);
+    assert.equal(evalNoProgram.code, 2);
+    assert.match(
+      oneErrorLine(evalNoProgram.stderr),
+      /program "mlp-classifier", which is not built in: pass --program PATH/,
+    );
+  });
+
+  it('a program path that does not exist, or a module that exports no program, exits 2 in one line', () => {
+    const work = tempDir();
+    const missing = ckpt(['train', '--program', join(work, 'nope.js'), '--root', work, '--steps', '1']);
+    assert.equal(missing.code, 2);
+    assert.match(oneErrorLine(missing.stderr), /nope\.js: no such file/);
+    const notProgram = join(work, 'not-a-program.js');
+    writeFileSync(notProgram, 'module.exports = { name: "x", answer: 42 };\n');
+    const wrong = ckpt(['train', '--program', notProgram, '--root', work, '--steps', '1']);
+    assert.equal(wrong.code, 2);
+    assert.match(
+      oneErrorLine(wrong.stderr),
+      /default export is not a training program \(.*configure must be a function/,
+    );
+    const unknown = ckpt(['train', '--program', 'no-such-program', '--root', work, '--steps', '1']);
+    assert.equal(unknown.code, 2);
+    assert.match(oneErrorLine(unknown.stderr), /program "no-such-program" is not known here \(known: gpt\)/);
+  });
+
+  it("a flag the program does not declare, and the loop's schedule for a program-owned optimizer, exit 2", () => {
+    const work = tempDir();
+    const depth = ckpt(['train', '--program', EXAMPLE, '--root', work, '--steps', '1', '--depth', '3']);
+    assert.equal(depth.code, 2);
+    assert.match(oneErrorLine(depth.stderr), /unknown flag --depth/);
+    const lr = ckpt(['train', '--program', EXAMPLE, '--root', work, '--steps', '1', '--lr', '0.1']);
+    assert.equal(lr.code, 2);
+    assert.match(
+      oneErrorLine(lr.stderr),
+      /--lr sets the loop's optimizer, but program "mlp-classifier" owns its optimizer/,
+    );
+    const config = ckpt([
+      'train',
+      '--program',
+      EXAMPLE,
+      '--root',
+      work,
+      '--steps',
+      '1',
+      '--config',
+      '{"hidden": 0}',
+    ]);
+    assert.equal(config.code, 2, config.stderr);
+  });
+});
