@@ -16,9 +16,10 @@ export interface Command {
   options: NonNullable<ParseArgsConfig['options']>;
   /**
    * The command takes `--program`: the program's own flags are added to `options` and to the help once
-   * main() has loaded it from argv, and `run` gets it.
+   * main() has loaded it from argv, and `run` gets it. 'or-worker-name': a name this process does not know
+   * may be one the workers have registered (`run` then gets no program; `--config` alone configures it).
    */
-  takesProgram?: boolean;
+  takesProgram?: boolean | 'or-worker-name';
   run(args: ParsedArgs): Promise<number>;
 }
 

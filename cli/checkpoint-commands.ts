@@ -72,7 +72,7 @@ const listCommand: Command = {
       note(`no checkpoints under ${dir}`);
       return 0;
     }
-    const rows = [['TAG', 'PROGRAM', 'STEP', 'STATE', 'SIZE', 'METRICS']];
+    const rows = [['TAG', 'STEP', 'STATE', 'SIZE', 'PROGRAM', 'METRICS']];
     for (const { tag, program, checkpoints } of tags) {
       for (const c of checkpoints) {
         const metrics = Object.entries(c.metrics ?? {})
@@ -81,10 +81,10 @@ const listCommand: Command = {
           .join(' ');
         rows.push([
           tag,
-          program ?? '-',
           String(c.step),
           c.committed ? 'committed' : 'uncommitted',
           humanBytes(c.bytes),
+          program ?? '-',
           metrics,
         ]);
       }

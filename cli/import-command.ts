@@ -9,6 +9,8 @@ import { importSafetensors, type Meta, type NamedTensors, type SaveDtype } from 
 import { normalizeConfig, parameterShapes, type GPTConfig } from '../model/config';
 import { checkTensorSet } from '../model/tensors';
 import { BYTE_VOCAB, BOS_ID } from '../model/tokenizer';
+// The GPT's checkpoint migrations: the import checks tensors as a load will see them.
+import '../model/migrations';
 import {
   type Command,
   expectPositionals,

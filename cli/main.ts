@@ -9,9 +9,18 @@ import { loadConfig } from '../temporal.config';
 import { type Command, formatUsage, parse, UsageError } from './args';
 
 /** The program `--program` names, loaded only by commands that take one (program code is not light). */
-async function loadProgramArg(argv: string[]) {
-  const { programFromArgv } = require('./program-args') as typeof import('./program-args');
-  return programFromArgv(argv);
+async function loadProgramArg(argv: string[], workerName: boolean) {
+  const { programFromArgv, programFlag } = require('./program-args') as typeof import('./program-args');
+  const { ProgramNotRegisteredError } = require('../program/errors') as typeof import('../program/errors');
+  try {
+    return await programFromArgv(argv);
+  } catch (err) {
+    if (!workerName || !(err instanceof ProgramNotRegisteredError)) throw err;
+    process.stderr.write(
+      `ckpt: program "${programFlag(argv)}" is not known here; the training workers must have it registered\n`,
+    );
+    return undefined;
+  }
 }
 
 function programOptions(program: import('../program/contract').TrainingProgram<unknown>) {
@@ -146,7 +155,9 @@ export async function main(argv: string[]): Promise<number> {
       );
     }
     const rest = argv.slice(command.name.split(' ').length);
-    const program = command.takesProgram ? await loadProgramArg(rest) : undefined;
+    const program = command.takesProgram
+      ? await loadProgramArg(rest, command.takesProgram === 'or-worker-name')
+      : undefined;
     const args = parse(command, rest, program ? programOptions(program) : {});
     args.program = program;
     if (args.values.help) {

@@ -34,6 +34,7 @@ import {
 } from './args';
 import { defaultTag, TRAIN_OPTIONS, trainSettings } from './train-commands';
 import { programReference } from './program-args';
+import { loadProgramModule } from '../program/load';
 import { connectClient, uiLink, workflowSettings } from './temporal-client';
 import { ProgressLine } from './progress';
 
@@ -103,7 +104,7 @@ const {
 
 const startCommand: Command = {
   name: 'pipeline start',
-  takesProgram: true,
+  takesProgram: 'or-worker-name',
   summary: 'Start a durable training pipeline (segments, evaluation, retention) on the Temporal server.',
   usage:
     'ckpt pipeline start --root ROOT [--source base] --tag T --depth D --steps N --segment-steps S --save-every K\n' +
@@ -415,7 +416,9 @@ const workerCommand: Command = {
   name: 'worker',
   summary: 'Run a worker: train (training/eval activities), control (workflows, light activities) or all.',
   usage:
-    'ckpt worker [--role train|control|all] [--task-queue Q] [--slots N] [--metrics-port P] [--sdk-metrics-port P2]\n\n' +
+    'ckpt worker [--role train|control|all] [--task-queue Q] [--slots N] [--program NAME=PATH]...\n' +
+    '            [--metrics-port P] [--sdk-metrics-port P2]\n\n' +
+    '--program registers a training program by name: pipelines started with --program NAME run it here.\n' +
     'N: concurrent segments/ranks (GPUs). --metrics-port serves Prometheus metrics at GET /metrics (CKPT_METRICS_PORT);\n' +
     "--sdk-metrics-port exports the Temporal SDK's own metrics (CKPT_SDK_METRICS_PORT). Logs go to stderr: text\n" +
     'lines on a terminal, JSON lines otherwise (CKPT_LOG_FORMAT=text|json decides).',
@@ -425,9 +428,20 @@ const workerCommand: Command = {
     slots: { type: 'string' },
     'metrics-port': { type: 'string' },
     'sdk-metrics-port': { type: 'string' },
+    program: { type: 'string', multiple: true },
   },
   async run(args) {
     expectPositionals(args, 0, 'worker');
+    const programs: Record<string, string> = {};
+    for (const entry of list(args, 'program')) {
+      const [name, path] = [entry.slice(0, entry.indexOf('=')), entry.slice(entry.indexOf('=') + 1)];
+      if (!entry.includes('=') || !/^[a-z0-9][a-z0-9._-]*$/i.test(name) || path === '') {
+        throw new UsageError(`--program must be NAME=PATH, got "${entry}"`, { field: 'program' });
+      }
+      // Load it now: a worker that cannot load a program it is told to run should not start.
+      await loadProgramModule(path);
+      programs[name] = resolve(path);
+    }
     const role = (str(args, 'role') ?? 'all') as WorkerRole;
     if (!['train', 'control', 'all'].includes(role))
       throw new UsageError(`--role must be train, control or all, got "${role}"`);
@@ -457,6 +471,7 @@ const workerCommand: Command = {
       settings: config.temporal,
       taskQueue,
       metricsPort,
+      programs,
     });
     return 0;
   },

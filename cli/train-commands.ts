@@ -25,7 +25,7 @@ import {
 import { ProgressLine } from './progress';
 import { launchRanks } from './launcher';
 import { initProcessGroup, optionsFromEnv } from '../train/dist';
-import { PROGRAM_OPTIONS, programConfigFromArgs } from './program-args';
+import { parseConfigFlag, PROGRAM_OPTIONS, programConfigFromArgs } from './program-args';
 import { loadProgram } from '../program/load';
 
 /** Where a run's checkpoints go and what the loop does; the program's own flags come on top. */
@@ -53,12 +53,16 @@ function programOf(args: Args): TrainingProgram<unknown> {
   return args.program;
 }
 
-/** The settings a run's flags give: the program's config keys and the loop's settings. */
+/**
+ * The settings a run's flags give: the program's config keys and the loop's settings. Without a program
+ * (`pipeline start` naming one only the workers have), `--config` alone gives the config.
+ */
 export function trainSettings(args: Args) {
-  const program = programOf(args);
   const run = runSettingsFromFlags(args.values);
-  const { config, configFlags } = programConfigFromArgs(program, args);
-  return { program, run, config, configFlags };
+  if (!args.program)
+    return { program: undefined, run, config: parseConfigFlag(str(args, 'config')), configFlags: {} };
+  const { config, configFlags } = programConfigFromArgs(args.program, args);
+  return { program: args.program, run, config, configFlags };
 }
 
 /** ROOT/<source_dir>/<tag>; the tag defaults to the program's (d<depth> for the GPT). */
@@ -81,6 +85,8 @@ export function checkpointDir(
 
 /** The program's default tag for the config the flags give (d<depth> for the GPT). */
 export function defaultTag(args: Args, command: string): string {
+  if (!args.program)
+    throw new UsageError(`${command}: give --tag T (the program is not known here)`, { field: 'tag' });
   const program = programOf(args);
   const { config } = programConfigFromArgs(program, args);
   if (!program.defaultTag || (program.name === 'gpt' && config.n_layer === undefined)) {
@@ -128,7 +134,8 @@ const trainCommand: Command = {
       argv.splice(i, argv[i]!.includes('=') ? 1 : 2);
       return launchRanks(argv, nproc);
     }
-    const { program, run, config, configFlags } = trainSettings(args);
+    const { run, config, configFlags } = trainSettings(args);
+    const program = programOf(args);
     const groupOptions = optionsFromEnv();
     const group = groupOptions.worldSize > 1 ? await initProcessGroup(groupOptions) : undefined;
     const json = flag(args, 'progress-json');
@@ -188,7 +195,8 @@ const trainCommand: Command = {
     note(
       summary.endStep === summary.startStep
         ? `nothing to do: ${tag} is already at step ${summary.startStep}`
-        : `trained ${tag} (${summary.program}) from step ${summary.startStep} to ${summary.endStep} in ${summary.seconds.toFixed(1)} s on ${summary.backend}` +
+        : `trained ${tag} from step ${summary.startStep} to ${summary.endStep} in ${summary.seconds.toFixed(1)} s on ${summary.backend}` +
+            (summary.program !== 'gpt' ? ` with program ${summary.program}` : '') +
             (summary.finalLoss !== null ? `, final loss ${summary.finalLoss.toFixed(4)}` : ''),
     );
     return 0;

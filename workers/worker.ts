@@ -12,6 +12,8 @@ import {
   type TrainActivities,
 } from '../activities';
 import { prewarmChild } from '../activities/child';
+import { registerPrograms } from '../activities/programs';
+import type { TrainingProgram } from '../program/contract';
 import type { TemporalSettings } from '../temporal.config';
 import { serveMetrics, WorkerMetrics } from './metrics';
 
@@ -61,6 +63,8 @@ export interface WorkerSetup {
   metrics?: WorkerMetrics;
   /** runWorkers: serve Prometheus metrics at GET /metrics on this port (all interfaces). */
   metricsPort?: number;
+  /** Training programs this worker runs by name (module paths, or program objects whose module is known). */
+  programs?: Record<string, string | TrainingProgram<unknown>>;
 }
 
 /**
@@ -77,6 +81,7 @@ export async function connectWorkerConnection(settings: TemporalSettings): Promi
 
 export async function createWorkers(setup: WorkerSetup, connection: NativeConnection): Promise<Worker[]> {
   const { settings } = setup;
+  registerPrograms(setup.programs ?? {});
   const workers: Worker[] = [];
   const common = {
     connection,

@@ -140,7 +140,7 @@ describe('the example program: a tf.LayersModel trained with tf.train.adam', () 
     const onDisk = JSON.parse(readFileSync(join(dir, `eval_${pad(20)}.json`), 'utf8'));
     assert.equal(onDisk.val_accuracy, result.val_accuracy);
     assert.equal(Number(ckpt(['eval', dir, '--program', EXAMPLE, '--step', '10']).stdout.trim()) > 0, true);
-    assert.match(ckpt(['list', root]).stdout, /mlp\s+mlp-classifier\s+10/);
+    assert.match(ckpt(['list', root]).stdout, /^mlp\s+10\s+committed\s.*\bmlp-classifier\b/m);
     assert.deepEqual(JSON.parse(ckpt(['inspect', dir, '--json']).stdout).program, {
       name: 'mlp-classifier',
       version: 1,

@@ -1,0 +1,55 @@
+/**
+ * `temporal-ckpt/plugin`: the pipeline as a Temporal Plugin for a user's own Worker (and Replayer).
+ *
+ *   import { trainingPlugin } from 'temporal-ckpt/plugin';
+ *   await Worker.create({ connection, taskQueue: 'ckpt-train', plugins: [trainingPlugin({ role: 'train', programs: { mine } })] });
+ *
+ * One object registers what a role needs: the pipeline's workflows (control and all), its activities, the
+ * metrics interceptor when asked for, and the training programs this worker runs by name. Built on
+ * `@temporalio/plugin`'s SimplePlugin (marked experimental by the SDK).
+ */
+import { SimplePlugin } from '@temporalio/plugin';
+import { prewarmChild } from '../activities/child';
+import { registerPrograms } from '../activities/programs';
+import type { TrainingProgram } from '../program/contract';
+import type { WorkerMetrics } from './metrics';
+import { workerParts, type WorkerRole } from './worker';
+
+export interface TrainingPluginOptions {
+  /**
+   * What this worker hosts: 'train' (training and evaluation activities; register it on the pipeline's
+   * train task queue), 'control' (the workflows and the light activities; the control queue), or 'all'
+   * (both; give both queues one name). Default 'all'.
+   */
+  role?: WorkerRole;
+  /**
+   * Programs this worker runs by name (`ckpt pipeline start --program NAME`): a module path, or a program
+   * object created with defineProgram() or loaded with loadProgram() (its module is then known, so the
+   * training child can load it too).
+   */
+  programs?: Record<string, string | TrainingProgram<unknown>>;
+  /** Count this worker's activities into these Prometheus metrics (workers/metrics.ts). */
+  metrics?: WorkerMetrics;
+  /** Keep a warm standby training child, so segments skip the start-up (default true for train and all). */
+  warmChild?: boolean;
+}
+
+export function trainingPlugin(options: TrainingPluginOptions = {}): SimplePlugin {
+  const role = options.role ?? 'all';
+  // Checked when the plugin is made: a worker that cannot run a program it names should not start.
+  registerPrograms(options.programs ?? {});
+  const parts = workerParts(role);
+  const trains = role !== 'control';
+  return new SimplePlugin({
+    name: 'temporal-ckpt',
+    activities: parts.activities,
+    ...(parts.workflowsPath ? { workflowsPath: parts.workflowsPath } : {}),
+    ...(options.metrics ? { workerInterceptors: { activity: [options.metrics.activityInterceptor()] } } : {}),
+    runContext: async (next) => {
+      if (trains && options.warmChild !== false) prewarmChild();
+      await next();
+    },
+  });
+}
+
+export { workerParts, type WorkerRole };
