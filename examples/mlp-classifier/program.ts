@@ -141,7 +141,7 @@ const program: TrainingProgram<Config> = {
 
   defaultTag: () => 'mlp',
 
-  start({ tf, config, loop, restore }): StepSession {
+  async start({ tf, config, loop, restore }): Promise<StepSession> {
     const model = buildModel(tf, config, loop.seed);
     const optimizer = tf.train.adam(config.lr);
     const variables = () => model.trainableWeights.map((w) => w.read() as tfjs.Variable);
@@ -154,7 +154,8 @@ const program: TrainingProgram<Config> = {
             name: `${name}/${kind}`,
             tensor: tf.tensor(asFloat32(o[`adam.${kind}.${name}`]!), model.weights[i]!.shape as number[]),
           }));
-        void optimizer.setWeights([
+        // setWeights is async (it reads the step count back); the first step must wait for it.
+        await optimizer.setWeights([
           { name: 'iter', tensor: tf.scalar(asFloat32(o['adam.iterations']!)[0]!, 'int32') },
           ...moments('m'),
           ...moments('v'),

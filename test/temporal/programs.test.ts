@@ -1,0 +1,152 @@
+/**
+ * A program other than the GPT through the durable pipeline on a real dev server: the example program,
+ * registered by name on the training workers (`ckpt worker --program mlp=PATH`), trained by a pipeline
+ * whose training worker is SIGKILLed mid-segment; it completes bit-for-bit as one uninterrupted
+ * `ckpt train --program PATH`. A pipeline naming a program no worker has fails for good, naming both.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { before, describe, it } from 'node:test';
+import { WorkflowFailedError } from '@temporalio/client';
+import { committedSteps, openStore } from '../../checkpoint';
+import type { PipelineState } from '../../workflows/pipeline';
+import { ROOT } from '../helpers/cli';
+import {
+  pendingActivities,
+  sha256,
+  temporalEnv,
+  waitFor,
+  type TemporalTestEnv,
+  type TestWorker,
+} from '../helpers/temporal';
+
+const EXAMPLE = join(ROOT, 'examples', 'mlp-classifier', 'program.ts');
+// Big enough that a segment lasts seconds (the kill must land mid-segment), small enough to stay quick.
+const SIZE = ['--config', '{"features":128,"hidden":512}', '--batch', '128'];
+const STEPS = 200;
+const SAVE_EVERY = 10;
+const KILL_FROM = 20;
+
+const T = temporalEnv('programs');
+let env: TemporalTestEnv;
+const trainers: TestWorker[] = [];
+let reference: string[];
+
+const dirOf = (root: string, tag: string) => join(root, 'base_checkpoints', tag);
+const finalFiles = (dir: string) =>
+  [
+    `model_${String(STEPS).padStart(6, '0')}.safetensors`,
+    `optim_${String(STEPS).padStart(6, '0')}_rank0.safetensors`,
+  ].map((f) => sha256(join(dir, f)));
+
+async function pipelineResult(id: string): Promise<PipelineState> {
+  return env.client.workflow.getHandle(id).result() as Promise<PipelineState>;
+}
+
+before(async () => {
+  env = await T.start();
+  const refRun = env.ckpt([
+    'train',
+    '--program',
+    EXAMPLE,
+    '--root',
+    join(env.dir, 'ref'),
+    ...SIZE,
+    '--steps',
+    String(STEPS),
+    '--save-every',
+    String(SAVE_EVERY),
+  ]);
+  const register = { args: ['--program', `mlp=${EXAMPLE}`] };
+  [, trainers[0]!, trainers[1]!] = await Promise.all([
+    env.startWorker('control'),
+    env.startWorker('train', register),
+    env.startWorker('train', register),
+  ]);
+  const ref = await refRun;
+  assert.equal(ref.code, 0, ref.stderr);
+  reference = finalFiles(dirOf(join(env.dir, 'ref'), 'mlp'));
+});
+
+describe('a worker-registered program through the pipeline', () => {
+  it('survives a killed training worker and ends bit-for-bit as ckpt train --program', async () => {
+    const root = join(env.dir, 'runs');
+    const start = await env.ckpt([
+      'pipeline',
+      'start',
+      '--program',
+      'mlp',
+      '--root',
+      root,
+      '--tag',
+      'mlp',
+      ...SIZE,
+      '--steps',
+      String(STEPS),
+      '--segment-steps',
+      '150',
+      '--save-every',
+      String(SAVE_EVERY),
+      '--eval',
+      '--keep-last',
+      '2',
+      '--keep-best',
+      '1',
+    ]);
+    assert.equal(start.code, 0, start.stderr);
+    assert.match(
+      start.stderr,
+      /program "mlp" is not known here; the training workers must have it registered/,
+    );
+    const id = start.stdout.trim();
+    const dir = dirOf(root, 'mlp');
+    const running = await waitFor(
+      `the first segment at step ${KILL_FROM}`,
+      async () => {
+        const segment = (await pendingActivities(env.client, id)).find(
+          (a) => a.activityType === 'trainSegment' && a.attempt === 1 && a.worker !== '',
+        );
+        const committed = (await committedSteps(openStore(dir))).at(-1) ?? 0;
+        return segment && committed >= KILL_FROM ? segment : undefined;
+      },
+      { timeoutMs: 90_000, intervalMs: 100 },
+    );
+    const victim = trainers.find((w) => w.identity === running.worker)!;
+    assert.ok(victim, `the segment runs on ${running.worker}`);
+    await victim.kill();
+    const state = await pipelineResult(id);
+    assert.equal(state.state, 'completed');
+    assert.equal(state.step, STEPS);
+    assert.ok(state.retries >= 1, `retries: ${state.retries}`);
+    assert.deepEqual(finalFiles(dir), reference);
+    // Evaluated by the program's own primary metric (accuracy: higher is better), and keep-best used it.
+    assert.ok(state.evals.length > 0);
+    assert.deepEqual(state.evals.at(-1)!.metric, { name: 'val_accuracy', mode: 'max' });
+    const best = Math.max(...state.evals.map((e) => e.metrics.val_accuracy!));
+    assert.equal(state.bestMetric?.value, best);
+  });
+
+  it('a pipeline naming a program no worker has fails for good, naming the program and the worker', async () => {
+    const start = await env.ckpt([
+      'pipeline',
+      'start',
+      '--program',
+      'nosuch',
+      '--root',
+      join(env.dir, 'runs'),
+      '--tag',
+      'nosuch',
+      '--steps',
+      '4',
+    ]);
+    assert.equal(start.code, 0, start.stderr);
+    const err = await pipelineResult(start.stdout.trim()).then(
+      () => assert.fail('the pipeline completed'),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof WorkflowFailedError, String(err));
+    const cause = (err.cause as Error & { cause?: Error & { type?: string } }).cause;
+    assert.equal(cause?.type, 'ProgramNotRegisteredError');
+    assert.match(cause!.message, /program "nosuch" is not registered on worker \d+@\S+ \(it has: gpt, mlp\)/);
+  });
+});
