@@ -334,3 +334,6 @@ export class FakeStore {
     };
   }
 }
+
+/** Options of every describe: a workflow that never ends fails its suite instead of hanging the run. */
+export const SUITE = { timeout: 60_000 };

@@ -23,6 +23,7 @@ import {
   gate,
   heartbeatWhile,
   mockedWorkflows,
+  SUITE,
   type MockedWorkflowEnv,
   type MockRun,
   type Mocks,
@@ -79,7 +80,7 @@ function statusUntil(run: Run, what: string, check: (s: PipelineState) => boolea
 /** Long enough for the workflow to have started another segment, were it going to. */
 const SETTLE_MS = 500;
 
-describe('pause and resume', () => {
+describe('pause and resume', SUITE, () => {
   it('a pause takes effect after the running segment; nothing trains until resume', async () => {
     const store = new FakeStore();
     const { gates, activities } = gatedSegments(store, 1);
@@ -132,7 +133,7 @@ describe('pause and resume', () => {
   );
 });
 
-describe('stop', () => {
+describe('stop', SUITE, () => {
   it('stop mid-segment cancels the segment, waits for it to end, then ends stopped on the last checkpoint', async () => {
     const store = new FakeStore();
     const run = await env.start(
@@ -186,7 +187,7 @@ describe('stop', () => {
   });
 });
 
-describe('the setTargetSteps update', () => {
+describe('the setTargetSteps update', SUITE, () => {
   const toSteps = (run: Run) =>
     run.callsOf('trainSegment').map((c) => (c.input as { toStep: number }).toStep);
 
@@ -240,7 +241,7 @@ describe('the setTargetSteps update', () => {
   });
 });
 
-describe('the setRetention update', () => {
+describe('the setRetention update', SUITE, () => {
   it('a policy set mid-run prunes from the next segment on; null stops pruning', async () => {
     const store = new FakeStore();
     const { gates, activities } = gatedSegments(store, 2);
@@ -270,7 +271,7 @@ describe('the setRetention update', () => {
   });
 });
 
-describe('continue-as-new', () => {
+describe('continue-as-new', SUITE, () => {
   it('after segmentsPerRun segments the run continues as new with everything the status holds', async () => {
     const store = new FakeStore();
     const { gates, activities } = gatedSegments(store, 1);

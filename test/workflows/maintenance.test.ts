@@ -7,7 +7,7 @@ import { before, describe, it } from 'node:test';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
 import { applyRetention, evaluateNewCheckpoints } from '../../workflows/maintenance';
-import { FakeStore, mockedWorkflows, type MockedWorkflowEnv } from '../helpers/mock-workflows';
+import { FakeStore, mockedWorkflows, SUITE, type MockedWorkflowEnv } from '../helpers/mock-workflows';
 
 const T = mockedWorkflows('maintenance');
 let env: MockedWorkflowEnv;
@@ -17,7 +17,7 @@ before(async () => {
 
 const DIR = 's3://ckpt/base_checkpoints/d1';
 
-describe('evaluateNewCheckpoints (the evaluation schedule)', () => {
+describe('evaluateNewCheckpoints (the evaluation schedule)', SUITE, () => {
   it('evaluates each committed checkpoint without a result, in step order, and returns the results', async () => {
     const store = new FakeStore([30, 10, 20]);
     store.evaluate(20);
@@ -75,7 +75,7 @@ describe('evaluateNewCheckpoints (the evaluation schedule)', () => {
   });
 });
 
-describe('applyRetention (the retention schedule)', () => {
+describe('applyRetention (the retention schedule)', SUITE, () => {
   it('prunes with the given policy on the control queue and returns what was kept and deleted', async () => {
     const store = new FakeStore([10, 20, 30]);
     const run = await env.start(

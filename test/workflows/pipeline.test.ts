@@ -9,7 +9,7 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
 import { trainingPipeline, type PipelineInput } from '../../workflows/pipeline';
 import { CkptBest, CkptStep } from '../../workflows/visibility';
-import { FakeStore, mockedWorkflows, type MockedWorkflowEnv } from '../helpers/mock-workflows';
+import { FakeStore, mockedWorkflows, SUITE, type MockedWorkflowEnv } from '../helpers/mock-workflows';
 import { sleep } from '../helpers/temporal';
 
 const T = mockedWorkflows('pipeline');
@@ -44,7 +44,7 @@ function applicationFailureOf(err: unknown): ApplicationFailure {
   return err.cause.cause;
 }
 
-describe('segments from the last committed checkpoint to the target', () => {
+describe('segments from the last committed checkpoint to the target', SUITE, () => {
   it('a fresh directory trains 0 → target in segments of segmentSteps and completes', async () => {
     const store = new FakeStore();
     const run = await env.start(trainingPipeline, [input({ targetSteps: 25 })], store.activities());
@@ -112,7 +112,7 @@ describe('segments from the last committed checkpoint to the target', () => {
   });
 });
 
-describe('task queues', () => {
+describe('task queues', SUITE, () => {
   it('training and evaluation run on the train queue; discovery and pruning on the control queue', async () => {
     const store = new FakeStore();
     const run = await env.start(
@@ -132,7 +132,7 @@ describe('task queues', () => {
   });
 });
 
-describe('evaluation of new checkpoints, then retention', () => {
+describe('evaluation of new checkpoints, then retention', SUITE, () => {
   it('after every segment: evaluate each new checkpoint in step order, then prune', async () => {
     const store = new FakeStore();
     const run = await env.start(
@@ -191,7 +191,7 @@ describe('evaluation of new checkpoints, then retention', () => {
   });
 });
 
-describe('best-metric tracking', () => {
+describe('best-metric tracking', SUITE, () => {
   // Not monotonic, so that "best" is not simply "last".
   const values: Record<number, number> = { 5: 3, 10: 1, 15: 2, 20: 1.5 };
   const metrics = (step: number) => ({ val_bpb: values[step]!, val_loss: 10 - values[step]! });
@@ -229,7 +229,7 @@ describe('best-metric tracking', () => {
   });
 });
 
-describe('search attributes and memo', () => {
+describe('search attributes and memo', SUITE, () => {
   it('CkptStep and CkptBest follow the step and best metric when the namespace has them; the memo always', async () => {
     const store = new FakeStore();
     const run = await env.start(
@@ -263,7 +263,7 @@ class BadInputInTest extends Error {
   override name = 'BadInputInTest';
 }
 
-describe('activity failures', () => {
+describe('activity failures', SUITE, () => {
   it('a retryable segment failure is retried and the status counts the retry', async () => {
     const store = new FakeStore();
     const run = await env.start(trainingPipeline, [input({ targetSteps: 10 })], (run) =>

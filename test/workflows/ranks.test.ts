@@ -16,6 +16,7 @@ import {
   gate,
   heartbeatWhile,
   mockedWorkflows,
+  SUITE,
   type MockedWorkflowEnv,
   type MockRun,
   type Mocks,
@@ -108,7 +109,7 @@ function rankActivities(run: Run, store: FakeStore, behaviour: RankBehaviour = {
 const forever = () => heartbeatWhile(new Promise<never>(() => undefined));
 const rankCalls = (run: Run) => run.callsOf('trainRank').map((c) => c.input as RankSegmentInput);
 
-describe('a multi-rank segment', () => {
+describe('a multi-rank segment', SUITE, () => {
   it('runs worldSize rank activities that meet at the rendezvous; each segment is a new generation', async () => {
     const store = new FakeStore();
     const run = await env.start(trainingPipeline, [input({ worldSize: 3, targetSteps: 20 })], (run) =>
@@ -155,7 +156,7 @@ describe('a multi-rank segment', () => {
   });
 });
 
-describe('group retry', () => {
+describe('group retry', SUITE, () => {
   const rankOneFailsInGeneration1: RankBehaviour = {
     afterJoin: async (r) => {
       if (r.generation === 1 && r.rank === 1)
@@ -266,7 +267,7 @@ describe('group retry', () => {
   );
 });
 
-describe('group shrink', () => {
+describe('group shrink', SUITE, () => {
   it('a group that cannot assemble within shrinkAfterMs retries with one rank fewer; the status says why', async () => {
     const store = new FakeStore([5]);
     const run = await env.start(
@@ -348,7 +349,7 @@ describe('group shrink', () => {
   });
 });
 
-describe('stop with a group', () => {
+describe('stop with a group', SUITE, () => {
   it('stop mid-segment cancels every rank; the pipeline ends stopped on the last checkpoint', async () => {
     const store = new FakeStore();
     const run = await env.start(trainingPipeline, [input()], (run) =>
