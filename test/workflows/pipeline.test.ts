@@ -5,12 +5,12 @@
  */
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
+import { Context } from '@temporalio/activity';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
 import { trainingPipeline, type PipelineInput } from '../../workflows/pipeline';
 import { CkptBest, CkptStep } from '../../workflows/visibility';
 import { FakeStore, mockedWorkflows, SUITE, type MockedWorkflowEnv } from '../helpers/mock-workflows';
-import { sleep } from '../helpers/temporal';
 
 const T = mockedWorkflows('pipeline');
 let env: MockedWorkflowEnv;
@@ -300,8 +300,10 @@ describe('activity failures', SUITE, () => {
       store.activities({
         trainSegment: async (segment) => {
           if (run.callsOf('trainSegment').length === 1) {
-            await sleep(4000);
-            run.note('first attempt ended');
+            // Silent (no heartbeat) for longer than the test takes; the worker's shutdown cancels it.
+            await Context.current()
+              .sleep(8000)
+              .finally(() => run.note('first attempt ended'));
             throw new Error('this attempt was given up long ago');
           }
           return store.train(segment);
