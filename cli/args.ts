@@ -28,6 +28,8 @@ export interface ParsedArgs {
   positionals: string[];
   /** The program `--program` named (commands with takesProgram). */
   program?: import('../program/contract').TrainingProgram<unknown>;
+  /** A program name not known here that the workers are expected to have registered. */
+  remoteProgram?: string;
 }
 
 export const HELP = { help: { type: 'boolean', short: 'h' }, debug: { type: 'boolean' } } as const;

@@ -6,7 +6,7 @@
 import { ERROR_REPORT_ENV, errorReport } from '../activities/child';
 import { CheckpointError, configureLogging, configureS3 } from '../checkpoint';
 import { loadConfig } from '../temporal.config';
-import { type Command, formatUsage, parse, UsageError } from './args';
+import { type Command, formatUsage, parse, str, UsageError } from './args';
 
 /** The program `--program` names, loaded only by commands that take one (program code is not light). */
 async function loadProgramArg(argv: string[], workerName: boolean) {
@@ -160,6 +160,7 @@ export async function main(argv: string[]): Promise<number> {
       : undefined;
     const args = parse(command, rest, program ? programOptions(program) : {});
     args.program = program;
+    if (command.takesProgram && !program) args.remoteProgram = str(args, 'program');
     if (args.values.help) {
       process.stdout.write(formatUsage(command));
       if (program) process.stdout.write(`\nFlags of program ${program.name}:\n${programHelp(program)}\n`);

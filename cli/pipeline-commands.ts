@@ -57,6 +57,11 @@ export function retentionFromArgs(args: Args): RetentionPolicy | undefined {
   const k = int(args, 'keep-best', 1);
   if (k !== undefined) {
     // By default keep-best ranks by the program's primary metric (val_bpb, lower is better, for the GPT).
+    if (str(args, 'metric') === undefined && args.remoteProgram !== undefined) {
+      throw new UsageError('--keep-best needs --metric M (and --mode) for a program that is not known here', {
+        field: 'metric',
+      });
+    }
     const metric = str(args, 'metric') ?? args.program?.metric.name ?? 'val_bpb';
     const mode =
       str(args, 'mode') ?? (metric === args.program?.metric.name ? args.program.metric.mode : 'min');

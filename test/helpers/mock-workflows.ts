@@ -42,7 +42,6 @@ const ROLE_OF = {
   trainSegment: 'train',
   trainRank: 'train',
   evaluateCheckpoint: 'train',
-  validateCheckpoint: 'train',
   findLastStep: 'control',
   findLargestModel: 'control',
   stepsWithoutEval: 'control',
@@ -303,7 +302,11 @@ export class FakeStore {
   }
 
   evaluate(step: number): EvalSummary {
-    const result = { step, ...this.metricsOf(step) } as EvalSummary;
+    const result: EvalSummary = {
+      step,
+      metrics: this.metricsOf(step),
+      metric: { name: 'val_bpb', mode: 'min' },
+    };
     this.evaluated.set(step, result);
     return result;
   }

@@ -92,6 +92,10 @@ describe('a worker-registered program through the pipeline', () => {
       '2',
       '--keep-best',
       '1',
+      '--metric',
+      'val_accuracy',
+      '--mode',
+      'max',
     ]);
     assert.equal(start.code, 0, start.stderr);
     assert.match(

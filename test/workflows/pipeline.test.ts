@@ -19,6 +19,7 @@ before(async () => {
 });
 
 const DIR = '/ckpt/base_checkpoints/d1';
+const TRAINING = { program: 'gpt', config: { data: 'corpus.txt' }, run: { seed: 7 } };
 
 function input(overrides: Partial<PipelineInput> = {}): PipelineInput {
   return {
@@ -26,7 +27,7 @@ function input(overrides: Partial<PipelineInput> = {}): PipelineInput {
     targetSteps: 30,
     segmentSteps: 10,
     saveEvery: 5,
-    flags: { data: 'corpus.txt', seed: 7 },
+    training: TRAINING,
     evaluate: false,
     settings: env.settings,
     ...overrides,
@@ -52,9 +53,9 @@ describe('segments from the last committed checkpoint to the target', SUITE, () 
     assert.deepEqual(
       run.callsOf('trainSegment').map((c) => c.input),
       [
-        { dir: DIR, fromStep: 0, toStep: 10, saveEvery: 5, flags: { data: 'corpus.txt', seed: 7 } },
-        { dir: DIR, fromStep: 10, toStep: 20, saveEvery: 5, flags: { data: 'corpus.txt', seed: 7 } },
-        { dir: DIR, fromStep: 20, toStep: 25, saveEvery: 5, flags: { data: 'corpus.txt', seed: 7 } },
+        { dir: DIR, fromStep: 0, toStep: 10, saveEvery: 5, training: TRAINING },
+        { dir: DIR, fromStep: 10, toStep: 20, saveEvery: 5, training: TRAINING },
+        { dir: DIR, fromStep: 20, toStep: 25, saveEvery: 5, training: TRAINING },
       ],
     );
     assert.deepEqual(run.log, ['findLastStep', 'trainSegment', 'trainSegment', 'trainSegment']);
@@ -65,6 +66,25 @@ describe('segments from the last committed checkpoint to the target', SUITE, () 
     assert.equal(s.loss, 5 / 25);
     assert.equal(s.runs, 1);
     assert.equal(s.retries, 0);
+  });
+
+  it('a pipeline started before programs existed (GPT flags in its input) passes them to segments and evaluation', async () => {
+    const store = new FakeStore();
+    const flags = { data: 'corpus.txt', seed: 7 };
+    const run = await env.start(
+      trainingPipeline,
+      [input({ targetSteps: 10, training: undefined, flags, evaluate: true })],
+      store.activities(),
+    );
+    assert.equal((await run.handle.result()).state, 'completed');
+    assert.deepEqual(
+      run.callsOf('trainSegment').map((c) => c.input),
+      [{ dir: DIR, fromStep: 0, toStep: 10, saveEvery: 5, flags }],
+    );
+    assert.deepEqual(
+      run.callsOf('evaluateCheckpoint').map((c) => c.input),
+      [5, 10].map((step) => ({ dir: DIR, step, data: 'corpus.txt' })),
+    );
   });
 
   it('resumes from the step findLastStep reports', async () => {
@@ -151,7 +171,7 @@ describe('evaluation of new checkpoints, then retention', SUITE, () => {
     ]);
     assert.deepEqual(
       run.callsOf('evaluateCheckpoint').map((c) => c.input),
-      [5, 10, 15, 20].map((step) => ({ dir: DIR, step, data: 'corpus.txt' })),
+      [5, 10, 15, 20].map((step) => ({ dir: DIR, step, program: 'gpt' })),
     );
     assert.deepEqual(
       run.callsOf('pruneCheckpoints').map((c) => c.input),
