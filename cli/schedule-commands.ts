@@ -1,4 +1,5 @@
 /** `ckpt schedule eval|retention create`, `ckpt schedule list | delete | trigger`: Temporal Schedules. */
+import { programReference } from './program-args';
 import { resolve } from 'node:path';
 import { ScheduleOverlapPolicy, ScheduleNotFoundError } from '@temporalio/client';
 import { InvalidArgumentError } from '../checkpoint';
@@ -39,14 +40,16 @@ function createCommand(kind: 'eval' | 'retention'): Command {
         : 'Schedule a retention policy on a directory (overlapping runs are skipped).',
     usage:
       kind === 'eval'
-        ? 'ckpt schedule eval create --dir DIR --every D [--id ID] [--data FILE]'
+        ? 'ckpt schedule eval create --dir DIR --every D [--id ID] [--program PATH|NAME] [--data FILE]\n\n' +
+          '--program: the program that wrote the checkpoints, when it is not built in (a path is made absolute;\n' +
+          'a name must be registered on the training workers).'
         : 'ckpt schedule retention create --dir DIR --every D --keep-last N [--keep-best K --metric M --mode min|max]\n' +
           '                               [--keep-every S] [--pin STEP]... [--id ID]',
     options: {
       dir: { type: 'string' },
       every: { type: 'string' },
       id: { type: 'string' },
-      ...(kind === 'eval' ? { data: { type: 'string' } } : RETENTION_OPTIONS),
+      ...(kind === 'eval' ? { data: { type: 'string' }, program: { type: 'string' } } : RETENTION_OPTIONS),
     },
     async run(args) {
       expectPositionals(args, 0, `schedule ${kind} create`);
@@ -78,6 +81,7 @@ function createCommand(kind: 'eval' | 'retention'): Command {
         { key: CkptDir, value: dir },
       ].filter((pair) => usable.has(pair.key.name));
       const data = str(args, 'data');
+      const program = kind === 'eval' ? str(args, 'program') : undefined;
       await client.schedule.create({
         scheduleId: id,
         spec: { intervals: [{ every: parseDuration(every, '--every') }] },
@@ -88,7 +92,12 @@ function createCommand(kind: 'eval' | 'retention'): Command {
           taskQueue: config.temporal.taskQueues.control,
           args: [
             kind === 'eval'
-              ? { dir, settings, ...(data ? { data: resolve(data) } : {}) }
+              ? {
+                  dir,
+                  settings,
+                  ...(program ? { program: programReference(program) } : {}),
+                  ...(data ? { data: resolve(data) } : {}),
+                }
               : { dir, policy, settings },
           ],
           ...(attributes.length > 0 ? { typedSearchAttributes: attributes } : {}),

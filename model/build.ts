@@ -29,6 +29,8 @@ import type * as tfjs from '@tensorflow/tfjs';
 import { applyMigrations, metaFile, toFloat32 } from '../checkpoint';
 import type { NamedTensors } from '../checkpoint/tensors';
 import { initBackend, type BackendChoice } from './backend';
+import { ProgramMismatchError } from '../program/errors';
+import { recordedProgram } from '../program/meta';
 // The GPT's checkpoint migrations, applied by every load below.
 import './migrations';
 import { GPT, normalizeConfig, type GPTConfig } from './gpt';
@@ -80,6 +82,14 @@ export async function buildModel(
   }
   try {
     const file = metaFile(step);
+    const program = recordedProgram(checkpoint.meta);
+    if (program.name !== 'gpt') {
+      throw new ProgramMismatchError(
+        `${file} was written by program "${program.name}"; buildModel builds the built-in GPT only ` +
+          '(evaluate or sample it with --program)',
+        { file, field: 'program', step },
+      );
+    }
     if (!checkpoint.meta.model_config) {
       throw new InvalidArgumentError(
         `${file}: no model_config: this checkpoint was not written by a model trainer`,
