@@ -8,6 +8,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { isRetryable } from '../checkpoint/errors';
+import type { DoneEvent, TrainEvent } from '../train/events';
+import { isTrainEvent } from '../train/events';
+import type { TrainRequest } from '../train/request';
 import type { SegmentResult } from './types';
 
 const BIN = join(__dirname, '..', 'bin', 'ckpt.js');
@@ -43,14 +46,14 @@ function isErrorReport(event: Record<string, unknown>): event is Record<string, 
 }
 
 /** The SegmentResult of a training child's `done` event (`ckpt train --progress-json`). */
-export function segmentResult(done: Record<string, unknown>, attempt: number): SegmentResult {
+export function segmentResult(done: DoneEvent, attempt: number): SegmentResult {
   return {
-    startStep: done.startStep as number,
-    endStep: done.endStep as number,
-    saved: done.saved as number[],
-    finalLoss: done.finalLoss as number | null,
-    backend: done.backend as string,
-    seconds: done.seconds as number,
+    startStep: done.startStep,
+    endStep: done.endStep,
+    saved: done.saved,
+    finalLoss: done.finalLoss,
+    backend: done.backend,
+    seconds: done.seconds,
     attempt,
   };
 }
@@ -66,7 +69,9 @@ export interface ChildResult {
 
 export interface ChildOptions {
   /** Each stdout line parsed as JSON (lines that are not JSON are kept in stdout only). */
-  onEvent?: (event: Record<string, unknown>) => void;
+  onEvent?: (event: TrainEvent) => void;
+  /** A training request sent over the IPC channel (the command is then `train --from-ipc`). */
+  request?: TrainRequest;
   /** Called every `tickMs` while the child runs (heartbeats). */
   onTick?: () => void;
   tickMs?: number;
@@ -126,12 +131,12 @@ export function standbyPid(): number | undefined {
 }
 
 /** The standby with `args` sent to it, or undefined when there is none ready. */
-function takeStandby(args: string[]): ChildProcess | undefined {
+function takeStandby(args: string[], request?: TrainRequest): ChildProcess | undefined {
   const child = standby;
   standby = undefined;
   if (!usable(child)) return undefined;
   try {
-    child.send({ type: 'run', argv: args });
+    child.send({ type: 'run', argv: args, ...(request !== undefined ? { request } : {}) });
   } catch {
     child.kill('SIGKILL');
     return undefined;
@@ -143,13 +148,14 @@ function takeStandby(args: string[]): ChildProcess | undefined {
 export function runCkpt(args: string[], options: ChildOptions = {}): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
     // A standby was started with the worker's environment: only a command without extra variables takes it.
-    const warm = !options.env && warmChildEnabled() ? takeStandby(args) : undefined;
+    const warm = !options.env && warmChildEnabled() ? takeStandby(args, options.request) : undefined;
     const child =
       warm ??
       spawn(process.execPath, [BIN, ...args], {
         stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
         env: childEnv(options.env),
       });
+    if (!warm && options.request !== undefined) child.send({ type: 'request', request: options.request });
     // The next standby starts once this child is done, so its loading does not compete with this one's
     // training for the CPU.
     let stdout = '';
@@ -162,7 +168,7 @@ export function runCkpt(args: string[], options: ChildOptions = {}): Promise<Chi
       try {
         const event = JSON.parse(line) as Record<string, unknown>;
         if (isErrorReport(event)) error = event;
-        else options.onEvent?.(event);
+        else if (isTrainEvent(event)) options.onEvent?.(event);
       } catch {
         // not an event line
       }

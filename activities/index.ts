@@ -18,11 +18,12 @@ import {
 } from '../checkpoint';
 import { runCkpt, segmentResult } from './child';
 import { activityFailure, childFailure } from './failure';
+import type { DoneEvent } from '../train/events';
 import { emitActivityEvent, emitSegmentDone, forwardTrainingEvent } from './observe';
 export { observeActivities, type ActivityEvent } from './observe';
-import { trainArgs, trainingOf } from './train-args';
+import { trainingOf, trainRequest } from './train-args';
 import { programForChild } from './programs';
-export { trainArgs, trainingOf };
+export { trainingOf, trainRequest };
 export { registerPrograms, workerProgramNames } from './programs';
 import type {
   CheckpointSummary,
@@ -49,39 +50,26 @@ export async function trainSegment(input: SegmentInput): Promise<SegmentResult> 
   const program = programForChild(training.program);
   const ctx = Context.current();
   let progress: SegmentProgress = { step: -1, loss: null };
-  let done: Record<string, unknown> | undefined;
-  const result = await runCkpt(
-    [
-      'train',
-      '--dir',
-      input.dir,
-      '--steps',
-      String(input.toStep),
-      '--save-every',
-      String(input.saveEvery),
-      '--resume',
-      '--progress-json',
-      ...trainArgs(training, program),
-    ],
-    {
-      signal: ctx.cancellationSignal,
-      onTick: () => ctx.heartbeat(progress),
-      tickMs: 1000,
-      onEvent: (event) => {
-        forwardTrainingEvent(input.dir, event);
-        if (event.type === 'progress') progress = { step: event.step as number, loss: event.loss as number };
-        if (event.type === 'saved') {
-          ctx.log.info('checkpoint committed', {
-            dir: input.dir,
-            step: event.step,
-            seconds: event.seconds,
-            bytes: event.bytes,
-          });
-        }
-        if (event.type === 'done') done = event;
-      },
+  let done: DoneEvent | undefined;
+  const result = await runCkpt(['train', '--from-ipc', '--progress-json'], {
+    request: trainRequest(input, program),
+    signal: ctx.cancellationSignal,
+    onTick: () => ctx.heartbeat(progress),
+    tickMs: 1000,
+    onEvent: (event) => {
+      forwardTrainingEvent(input.dir, event);
+      if (event.type === 'progress') progress = { step: event.step, loss: event.loss };
+      if (event.type === 'saved') {
+        ctx.log.info('checkpoint committed', {
+          dir: input.dir,
+          step: event.step,
+          seconds: event.seconds,
+          bytes: event.bytes,
+        });
+      }
+      if (event.type === 'done') done = event;
     },
-  );
+  });
   if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
   if (result.code !== 0 || !done) throw childFailure(`training ${input.dir} to step ${input.toStep}`, result);
   emitSegmentDone(input.dir, done);

@@ -3,6 +3,7 @@
  * workers/metrics.ts). Training runs in a child process (`ckpt train --progress-json`); its JSON events are
  * forwarded here with the checkpoint directory added. A listener that throws never fails an activity.
  */
+import type { DoneEvent, TrainEvent } from '../train/events';
 
 export type ActivityEvent =
   /** One training step done (rank: of a multi-rank segment; absent for single-rank segments). */
@@ -36,42 +37,38 @@ export function emitActivityEvent(event: ActivityEvent): void {
   }
 }
 
-const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
-
-/** Forward one `ckpt train --progress-json` event of a training child (progress, saved, resumed). */
-export function forwardTrainingEvent(dir: string, event: Record<string, unknown>, rank?: number): void {
-  const step = num(event.step);
-  if (step === null) return;
+/** Forward one event of a training child (progress, saved, resumed). */
+export function forwardTrainingEvent(dir: string, event: TrainEvent, rank?: number): void {
   const ranked = rank === undefined ? {} : { rank };
   if (event.type === 'progress') {
     emitActivityEvent({
       type: 'progress',
       dir,
-      step,
-      loss: num(event.loss),
-      stepsPerSec: num(event.stepsPerSec) ?? 0,
+      step: event.step,
+      loss: Number.isFinite(event.loss) ? event.loss : null,
+      stepsPerSec: event.stepsPerSec,
       ...ranked,
     });
   } else if (event.type === 'saved' || event.type === 'resumed') {
     emitActivityEvent({
       type: event.type,
       dir,
-      step,
-      seconds: num(event.seconds) ?? 0,
-      bytes: num(event.bytes) ?? 0,
+      step: event.step,
+      seconds: event.seconds,
+      bytes: event.bytes,
       ...ranked,
     });
   }
 }
 
 /** A training child's `done` event: its segment (or this rank of it) reached its end step. */
-export function emitSegmentDone(dir: string, done: Record<string, unknown>, rank?: number): void {
+export function emitSegmentDone(dir: string, done: DoneEvent, rank?: number): void {
   emitActivityEvent({
     type: 'segment',
     dir,
-    startStep: num(done.startStep) ?? 0,
-    endStep: num(done.endStep) ?? 0,
-    seconds: num(done.seconds) ?? 0,
+    startStep: done.startStep,
+    endStep: done.endStep,
+    seconds: done.seconds,
     ...(rank === undefined ? {} : { rank }),
   });
 }

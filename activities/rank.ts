@@ -14,7 +14,8 @@ import { runCkpt, segmentResult } from './child';
 import { connectClient } from './client';
 import { childFailure } from './failure';
 import { emitSegmentDone, forwardTrainingEvent } from './observe';
-import { trainArgs, trainingOf } from './train-args';
+import { trainingOf, trainRequest } from './train-args';
+import type { DoneEvent } from '../train/events';
 import { programForChild } from './programs';
 import type { JoinRequest, RankSegmentInput, Rendezvous, SegmentProgress, SegmentResult } from './types';
 
@@ -45,37 +46,22 @@ export async function trainRank(input: RankSegmentInput): Promise<SegmentResult>
       ),
     ]);
     const [masterAddr, masterPort] = rendezvous.master.split(':') as [string, string];
-    let done: Record<string, unknown> | undefined;
-    const result = await runCkpt(
-      [
-        'train',
-        '--dir',
-        input.dir,
-        '--steps',
-        String(input.toStep),
-        '--save-every',
-        String(input.saveEvery),
-        '--resume',
-        '--reshard',
-        '--progress-json',
-        ...trainArgs(trainingOf(input), programForChild(trainingOf(input).program)),
-      ],
-      {
-        env: {
-          RANK: String(input.rank),
-          WORLD_SIZE: String(input.worldSize),
-          MASTER_ADDR: masterAddr,
-          MASTER_PORT: masterPort,
-        },
-        signal: ctx.cancellationSignal,
-        onEvent: (event) => {
-          forwardTrainingEvent(input.dir, event, input.rank);
-          if (event.type === 'progress')
-            progress = { step: event.step as number, loss: event.loss as number };
-          if (event.type === 'done') done = event;
-        },
+    let done: DoneEvent | undefined;
+    const result = await runCkpt(['train', '--from-ipc', '--progress-json'], {
+      env: {
+        RANK: String(input.rank),
+        WORLD_SIZE: String(input.worldSize),
+        MASTER_ADDR: masterAddr,
+        MASTER_PORT: masterPort,
       },
-    );
+      request: trainRequest(input, programForChild(trainingOf(input).program), { reshard: true }),
+      signal: ctx.cancellationSignal,
+      onEvent: (event) => {
+        forwardTrainingEvent(input.dir, event, input.rank);
+        if (event.type === 'progress') progress = { step: event.step, loss: event.loss };
+        if (event.type === 'done') done = event;
+      },
+    });
     if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
     if (result.code !== 0 || !done)
       throw childFailure(`rank ${input.rank}/${input.worldSize} (generation ${input.generation})`, result);

@@ -1,4 +1,4 @@
-import { runSettingsToArgs } from '../train/settings';
+import type { TrainRequest } from '../train/request';
 import type { SegmentInput, TrainFlags, TrainingSpec } from './types';
 
 /** The segment's TrainingSpec; runs started before programs existed carry GPT flags instead. */
@@ -30,15 +30,21 @@ export function trainingOf(input: Pick<SegmentInput, 'training' | 'flags'>): Tra
   };
 }
 
-/** `ckpt train` arguments for a TrainingSpec whose program is `programSpec` (a path or built-in name). */
-export function trainArgs(training: TrainingSpec, programSpec: string): string[] {
-  const run = Object.fromEntries(
-    Object.entries(training.run).filter(([, v]) => v !== undefined && v !== null),
-  );
-  return [
-    '--program',
-    programSpec,
-    ...(Object.keys(training.config).length > 0 ? ['--config', JSON.stringify(training.config)] : []),
-    ...runSettingsToArgs(run),
-  ];
+/** The request a training child gets for a segment (train/request.ts); `program` is what the child loads. */
+export function trainRequest(
+  input: Pick<SegmentInput, 'dir' | 'toStep' | 'saveEvery' | 'training' | 'flags'>,
+  program: string,
+  options: { reshard?: boolean } = {},
+): TrainRequest {
+  const training = trainingOf(input);
+  return {
+    dir: input.dir,
+    steps: input.toStep,
+    saveEvery: input.saveEvery,
+    resume: 'last',
+    ...(options.reshard ? { reshard: true } : {}),
+    program,
+    config: training.config,
+    run: Object.fromEntries(Object.entries(training.run).filter(([, v]) => v !== undefined && v !== null)),
+  };
 }

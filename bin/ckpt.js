@@ -31,6 +31,17 @@ function entry() {
   return built;
 }
 
+// A worker sends a training child its settings as one message (train/request.ts): kept here from the
+// start, since it can arrive before the command has loaded.
+let ipcRequest;
+const ipcWaiters = [];
+function keepRequest(request) {
+  ipcRequest = request;
+  for (const resolve of ipcWaiters.splice(0)) resolve(request);
+}
+globalThis.ckptIpcRequest = () =>
+  ipcRequest !== undefined ? Promise.resolve(ipcRequest) : new Promise((resolve) => ipcWaiters.push(resolve));
+
 function run(cli, argv) {
   cli.main(argv).then((code) => {
     process.exitCode = code;
@@ -46,6 +57,7 @@ if (process.env.CKPT_STANDBY === '1' && process.send) {
   process.once('message', (msg) => {
     if (!msg || msg.type !== 'run' || !Array.isArray(msg.argv)) process.exit(2);
     process.argv = [process.argv[0], process.argv[1], ...msg.argv];
+    if (msg.request !== undefined) keepRequest(msg.request);
     // From here on the channel only watches the parent, as for a child started with its command.
     if (process.channel) process.channel.unref();
     cli = cli || require(entry());
@@ -56,5 +68,10 @@ if (process.env.CKPT_STANDBY === '1' && process.send) {
     if (cli.preload) cli.preload();
   });
 } else {
+  if (process.send && process.argv.includes('--from-ipc')) {
+    process.once('message', (msg) => {
+      if (msg && msg.type === 'request') keepRequest(msg.request);
+    });
+  }
   run(require(entry()), process.argv.slice(2));
 }

@@ -27,6 +27,8 @@ import { launchRanks } from './launcher';
 import { initProcessGroup, optionsFromEnv } from '../train/dist';
 import { parseConfigFlag, PROGRAM_OPTIONS, programConfigFromArgs } from './program-args';
 import { loadProgram } from '../program/load';
+import type { TrainEvent } from '../train/events';
+import { receiveTrainRequest, type TrainRequest } from '../train/request';
 
 /** Where a run's checkpoints go and what the loop does; the program's own flags come on top. */
 export const TRAIN_OPTIONS = {
@@ -42,6 +44,8 @@ export const TRAIN_OPTIONS = {
   ...PROGRAM_OPTIONS,
   // For the pipeline's training activity: progress as JSON lines on stdout instead of a progress bar.
   'progress-json': { type: 'boolean' },
+  // For a worker's training child: the run comes as one TrainRequest message over the IPC channel.
+  'from-ipc': { type: 'boolean' },
   nproc: { type: 'string' },
   reshard: { type: 'boolean' },
 } as const;
@@ -120,6 +124,11 @@ const trainCommand: Command = {
   takesProgram: true,
   async run(args) {
     expectPositionals(args, 0, 'train');
+    // A worker's training child gets its run as one typed message instead of flags.
+    if (flag(args, 'from-ipc')) {
+      const request = await receiveTrainRequest();
+      return runTraining(request, await loadProgram(request.program), tagOfDir(request.dir), args);
+    }
     const steps = int(args, 'steps', 1);
     if (steps === undefined) throw new UsageError('train: --steps N is required', { field: 'steps' });
     const from = stepArg(args, 'resume-from-step');
@@ -136,72 +145,94 @@ const trainCommand: Command = {
     }
     const { run, config, configFlags } = trainSettings(args);
     const program = programOf(args);
-    const groupOptions = optionsFromEnv();
-    const group = groupOptions.worldSize > 1 ? await initProcessGroup(groupOptions) : undefined;
-    const json = flag(args, 'progress-json');
-    const emit = (event: Record<string, unknown>) => process.stdout.write(JSON.stringify(event) + '\n');
-    const bar = new ProgressLine();
-    const controller = new AbortController();
-    const stop = () => controller.abort();
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-    // Started by a worker: if the worker dies, stop at once rather than train on as an orphan (a commit in
-    // flight is atomic, so exiting mid-save leaves nothing half-done).
-    if (process.send) {
-      process.once('disconnect', () => process.exit(137));
-      // The channel only watches the parent; it must not keep this process alive once training is done.
-      process.channel?.unref();
-    }
-    let summary;
-    try {
-      summary = await train({
-        dir,
-        steps,
-        saveEvery: int(args, 'save-every', 1) ?? Math.max(1, Math.min(steps, 100)),
-        program,
-        config,
-        configFlags,
-        seed: run.seed,
-        batch: run.batch,
-        schedule: scheduleOf(run),
-        saveDtype: run.saveDtype?.toUpperCase() as 'F32' | 'BF16' | 'F16' | undefined,
-        resume: from !== undefined ? { step: from } : flag(args, 'resume') ? 'last' : 'none',
-        backend: loadConfig().backend,
-        storeConfig: loadConfig().s3,
-        group,
-        reshard: flag(args, 'reshard'),
-        signal: controller.signal,
-        onProgress: (p: Progress) =>
-          json
-            ? emit({ type: 'progress', step: p.step, loss: p.loss, lr: p.lr, stepsPerSec: p.stepsPerSec })
-            : bar.update(
-                `step ${p.step}/${p.steps}  loss ${p.loss.toFixed(4)}  (smoothed ${p.smoothedLoss.toFixed(4)})  ${p.stepsPerSec.toFixed(1)} steps/s`,
-                p.step === p.steps || p.step % 10 === 0,
-              ),
-        onSave: (s, io) =>
-          json
-            ? emit({ type: 'saved', step: s, seconds: io.seconds, bytes: io.bytes })
-            : bar.log(`saved step ${s} to ${dir}`),
-        onResume: (s, io) => {
-          if (json) emit({ type: 'resumed', step: s, seconds: io.seconds, bytes: io.bytes });
-        },
-      });
-    } finally {
-      // Open sockets would keep this rank alive after an error.
-      await group?.close();
-    }
-    bar.done();
-    if (json) emit({ type: 'done', ...summary });
-    note(
-      summary.endStep === summary.startStep
-        ? `nothing to do: ${tag} is already at step ${summary.startStep}`
-        : `trained ${tag} from step ${summary.startStep} to ${summary.endStep} in ${summary.seconds.toFixed(1)} s on ${summary.backend}` +
-            (summary.program !== 'gpt' ? ` with program ${summary.program}` : '') +
-            (summary.finalLoss !== null ? `, final loss ${summary.finalLoss.toFixed(4)}` : ''),
-    );
-    return 0;
+    const request: TrainRequest = {
+      dir,
+      steps,
+      saveEvery: int(args, 'save-every', 1) ?? Math.max(1, Math.min(steps, 100)),
+      resume: from !== undefined ? { step: from } : flag(args, 'resume') ? 'last' : 'none',
+      reshard: flag(args, 'reshard'),
+      program: program.name,
+      config,
+      configFlags,
+      run,
+    };
+    return runTraining(request, program, tag, args);
   },
 };
+
+/** Train as the request says; progress as a bar on a terminal, or as TrainEvent lines (--progress-json). */
+async function runTraining(
+  request: TrainRequest,
+  program: TrainingProgram<unknown>,
+  tag: string,
+  args: Args,
+): Promise<number> {
+  const { dir, steps, run } = request;
+  const groupOptions = optionsFromEnv();
+  const group = groupOptions.worldSize > 1 ? await initProcessGroup(groupOptions) : undefined;
+  const json = flag(args, 'progress-json');
+  const emit = (event: TrainEvent) => process.stdout.write(JSON.stringify(event) + '\n');
+  const bar = new ProgressLine();
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  // Started by a worker: if the worker dies, stop at once rather than train on as an orphan (a commit in
+  // flight is atomic, so exiting mid-save leaves nothing half-done).
+  if (process.send) {
+    process.once('disconnect', () => process.exit(137));
+    // The channel only watches the parent; it must not keep this process alive once training is done.
+    process.channel?.unref();
+  }
+  let summary;
+  try {
+    summary = await train({
+      dir,
+      steps,
+      saveEvery: request.saveEvery,
+      program,
+      config: request.config,
+      configFlags: request.configFlags,
+      seed: run.seed,
+      batch: run.batch,
+      schedule: scheduleOf(run),
+      saveDtype: run.saveDtype?.toUpperCase() as 'F32' | 'BF16' | 'F16' | undefined,
+      resume: request.resume,
+      backend: loadConfig().backend,
+      storeConfig: loadConfig().s3,
+      group,
+      reshard: request.reshard,
+      signal: controller.signal,
+      onProgress: (p: Progress) =>
+        json
+          ? emit({ type: 'progress', step: p.step, loss: p.loss, lr: p.lr, stepsPerSec: p.stepsPerSec })
+          : bar.update(
+              `step ${p.step}/${p.steps}  loss ${p.loss.toFixed(4)}  (smoothed ${p.smoothedLoss.toFixed(4)})  ${p.stepsPerSec.toFixed(1)} steps/s`,
+              p.step === p.steps || p.step % 10 === 0,
+            ),
+      onSave: (s, io) =>
+        json
+          ? emit({ type: 'saved', step: s, seconds: io.seconds, bytes: io.bytes })
+          : bar.log(`saved step ${s} to ${dir}`),
+      onResume: (s, io) => {
+        if (json) emit({ type: 'resumed', step: s, seconds: io.seconds, bytes: io.bytes });
+      },
+    });
+  } finally {
+    // Open sockets would keep this rank alive after an error.
+    await group?.close();
+  }
+  bar.done();
+  if (json) emit({ type: 'done', ...summary });
+  note(
+    summary.endStep === summary.startStep
+      ? `nothing to do: ${tag} is already at step ${summary.startStep}`
+      : `trained ${tag} from step ${summary.startStep} to ${summary.endStep} in ${summary.seconds.toFixed(1)} s on ${summary.backend}` +
+          (summary.program !== 'gpt' ? ` with program ${summary.program}` : '') +
+          (summary.finalLoss !== null ? `, final loss ${summary.finalLoss.toFixed(4)}` : ''),
+  );
+  return 0;
+}
 
 /** `--program` when given; otherwise the checkpoint's meta names the (built-in) program. */
 async function optionalProgram(args: Args): Promise<TrainingProgram<unknown> | undefined> {

@@ -1,0 +1,49 @@
+/**
+ * A training run as one typed message: what a worker's activity sends its training child over the IPC
+ * channel (`ckpt train --from-ipc`), and what `ckpt train`'s flags are turned into. The loop's settings
+ * are RunSettings (train/settings.ts), the program's its config.
+ */
+import { InvalidArgumentError } from '../checkpoint/errors';
+import type { RunSettings } from './settings';
+
+export interface TrainRequest {
+  /** The checkpoint directory: ROOT/<source_dir>/<tag> (a path or s3://…). */
+  dir: string;
+  /** Absolute target step. */
+  steps: number;
+  saveEvery: number;
+  resume: 'none' | 'last' | { step: number };
+  /** Accept a checkpoint saved with another world size. */
+  reshard?: boolean;
+  /** A module path or a built-in program name. */
+  program: string;
+  config: Record<string, unknown>;
+  /** Config keys by the flag that set them (so a contradiction names the flag typed). */
+  configFlags?: Record<string, string>;
+  run: RunSettings;
+}
+
+/** The request a worker sends right after starting the child (see bin/ckpt.js, which keeps it). */
+export function receiveTrainRequest(): Promise<TrainRequest> {
+  const take = (globalThis as { ckptIpcRequest?: () => Promise<unknown> }).ckptIpcRequest;
+  if (!take) {
+    throw new InvalidArgumentError('--from-ipc: this process has no IPC channel to its parent', {
+      field: 'from-ipc',
+    });
+  }
+  return take().then(checkRequest);
+}
+
+function checkRequest(value: unknown): TrainRequest {
+  const r = value as Partial<TrainRequest> | undefined;
+  const bad = (field: string) =>
+    new InvalidArgumentError(`--from-ipc: the training request has no valid ${field}`, { field });
+  if (!r || typeof r !== 'object') throw bad('body');
+  if (typeof r.dir !== 'string' || r.dir === '') throw bad('dir');
+  if (!Number.isSafeInteger(r.steps)) throw bad('steps');
+  if (!Number.isSafeInteger(r.saveEvery)) throw bad('saveEvery');
+  if (typeof r.program !== 'string') throw bad('program');
+  if (typeof r.config !== 'object' || r.config === null) throw bad('config');
+  if (typeof r.run !== 'object' || r.run === null) throw bad('run');
+  return r as TrainRequest;
+}
