@@ -114,7 +114,7 @@ const startCommand: Command = {
   summary: 'Start a durable training pipeline (segments, evaluation, retention) on the Temporal server.',
   usage:
     'ckpt pipeline start --root ROOT [--source base] [--tag T] --steps N --segment-steps S --save-every K\n' +
-    '                    [--program PATH|NAME] [--config JSON|FILE] [the program\'s flags, e.g. --depth D]\n' +
+    "                    [--program PATH|NAME] [--config JSON|FILE] [the program's flags, e.g. --depth D]\n" +
     '                    [--seed X] [--eval] [--keep-last N] [--keep-best K --metric M --mode min|max] [--keep-every S]\n' +
     '                    [--pin STEP]... [--id ID] [--segments-per-run R] [--wait] [every flag of ckpt train]\n' +
     '                    [--world-size W [--min-world-size M] [--shrink-after D]] [--noop]',
