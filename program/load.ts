@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { registerMigrations, type Meta } from '../checkpoint';
+import { metaFile, registerMigrations, type Meta } from '../checkpoint';
 import { gptProgram } from '../model/program';
 import { definedModule, type LoopSettings, type TrainingProgram } from './contract';
 import { ProgramLoadError, ProgramNotRegisteredError } from './errors';
@@ -137,7 +137,7 @@ export function programForCheckpoint(
   step: number,
   given?: TrainingProgram<unknown>,
 ): { program: TrainingProgram<unknown>; config: unknown; loop: LoopSettings } {
-  const file = `meta_${String(step).padStart(6, '0')}.json`;
+  const file = metaFile(step);
   const recorded = recordedProgram(meta);
   const program = given ?? BUILTIN_PROGRAMS[recorded.name];
   if (!program) {

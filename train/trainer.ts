@@ -11,6 +11,8 @@ import {
   InvalidArgumentError,
   loadCheckpoint,
   log0,
+  manifestFile,
+  metaFile,
   NoCheckpointError,
   openStore,
   optimFile,
@@ -141,7 +143,7 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
   const loaded =
     resumeStep === null ? null : await loadCheckpoint(store, resumeStep, { loadOptimizer: false });
   let loadMs = Date.now() - loadStarted;
-  if (loaded) checkProgramMeta(program, loaded.meta, `meta_${String(loaded.step).padStart(6, '0')}.json`);
+  if (loaded) checkProgramMeta(program, loaded.meta, metaFile(loaded.step));
   const { config, loop } = resolveRunConfig(program, options, loaded?.meta);
 
   const startStep = resumeStep ?? 0;
@@ -222,7 +224,7 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
     } else {
       if (loaded && loaded.manifest.world_size !== worldSize && !options.reshard) {
         throw new WorldSizeMismatchError(loaded.manifest.world_size, worldSize, {
-          file: `manifest_${String(loaded.step).padStart(6, '0')}.json`,
+          file: manifestFile(loaded.step),
           step: loaded.step,
         });
       }
@@ -512,7 +514,7 @@ async function loadOptimizerShard(
   }
   if (!reshard) {
     throw new WorldSizeMismatchError(savedWorldSize, plan.worldSize, {
-      file: `manifest_${String(step).padStart(6, '0')}.json`,
+      file: manifestFile(step),
       step,
     });
   }
