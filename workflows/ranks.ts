@@ -35,6 +35,12 @@ export const GROUP_NON_RETRYABLE_PATCH = 'group-non-retryable-v1';
  */
 export const GROUP_WAIT_FOR_RANKS_PATCH = 'group-wait-for-ranks-v1';
 
+/**
+ * Groups started before this version waited out shrinkAfterMs after a rank failed before the group
+ * assembled: their histories have that timer fire, then the retry (or a shrink, above the minimum size).
+ */
+export const GROUP_RETRY_BEFORE_ASSEMBLY_PATCH = 'group-retry-before-assembly-v1';
+
 /** Whether a rank's failure is one the activity retry policy would not retry (flag or type). */
 function nonRetryable(err: unknown, settings: WorkflowSettings): boolean {
   const cause = err instanceof ActivityFailure ? err.cause : undefined;
@@ -124,9 +130,11 @@ export class RankGroup {
       // Decided as the attempt starts, before its first command, so an attempt that older code began
       // replays, and ends, as it began.
       const waitForRanks = patched(GROUP_WAIT_FOR_RANKS_PATCH);
+      const retryBeforeAssembly = patched(GROUP_RETRY_BEFORE_ASSEMBLY_PATCH);
       const scope = new CancellationScope();
-      const ranks = Array.from({ length: worldSize }, (_, rank) =>
-        scope.run(() =>
+      let rankFailed = false;
+      const ranks = Array.from({ length: worldSize }, (_, rank) => {
+        const result = scope.run(() =>
           this.ranks.trainRank({
             dir: segment.dir,
             toStep: segment.toStep,
@@ -138,12 +146,19 @@ export class RankGroup {
             generation: this.state.generation,
             workflowId: workflowInfo().workflowId,
           }),
-        ),
-      );
+        );
+        result.catch(() => (rankFailed = true));
+        return result;
+      });
       const attempt = Promise.all(ranks);
       attempt.catch(() => undefined);
       try {
-        const assembled = await condition(() => this.joined.size === worldSize, segment.shrinkAfterMs);
+        // A rank that failed before the group assembled needs no missing worker to explain it: retry now,
+        // at the same world size.
+        const assembled = await condition(
+          () => this.joined.size === worldSize || (retryBeforeAssembly && rankFailed),
+          segment.shrinkAfterMs,
+        );
         if (!assembled && worldSize > this.state.minWorldSize) {
           scope.cancel();
           await (waitForRanks ? Promise.allSettled(ranks) : attempt.catch(() => undefined));

@@ -228,37 +228,31 @@ describe('group retry', SUITE, () => {
     assert.deepEqual([...new Set(rankCalls(run).map((r) => r.generation))], [1, 2, 3]);
   });
 
-  it(
-    'a rank that fails before the group assembles makes the group retry at once, at the same world size',
-    {
-      todo: 'BUG: RankGroup.run waits for the whole group to join for up to shrinkAfterMs even when a rank already failed; only then does it retry (or, above minWorldSize, shrink, blaming a missing worker)',
-    },
-    async () => {
-      const store = new FakeStore();
-      const run = await env.start(
-        trainingPipeline,
-        [input({ minWorldSize: 1, shrinkAfterMs: 10_000 })],
-        (run) =>
-          rankActivities(run, store, {
-            beforeJoin: async (r) => {
-              if (r.generation === 1 && r.rank === 1)
-                throw ApplicationFailure.retryable('cannot reach the rendezvous', 'ChildProcessError');
-            },
-          }),
-      );
-      try {
-        await waitFor('the second generation', () => rankCalls(run).find((r) => r.generation === 2), {
-          timeoutMs: 3000,
-          intervalMs: 50,
-        });
-        const s = await run.handle.result();
-        assert.equal(s.group?.worldSize, 2);
-        assert.deepEqual(s.group?.changes, []);
-      } finally {
-        await run.handle.terminate('test over').catch(() => undefined);
-      }
-    },
-  );
+  it('a rank that fails before the group assembles makes the group retry at once, at the same world size', async () => {
+    const store = new FakeStore();
+    const run = await env.start(
+      trainingPipeline,
+      [input({ minWorldSize: 1, shrinkAfterMs: 10_000 })],
+      (run) =>
+        rankActivities(run, store, {
+          beforeJoin: async (r) => {
+            if (r.generation === 1 && r.rank === 1)
+              throw ApplicationFailure.retryable('cannot reach the rendezvous', 'ChildProcessError');
+          },
+        }),
+    );
+    try {
+      await waitFor('the second generation', () => rankCalls(run).find((r) => r.generation === 2), {
+        timeoutMs: 3000,
+        intervalMs: 50,
+      });
+      const s = await run.handle.result();
+      assert.equal(s.group?.worldSize, 2);
+      assert.deepEqual(s.group?.changes, []);
+    } finally {
+      await run.handle.terminate('test over').catch(() => undefined);
+    }
+  });
 });
 
 describe('group shrink', SUITE, () => {
