@@ -18,6 +18,7 @@ import {
   defineSignal,
   defineUpdate,
   isCancellation,
+  patched,
   proxyActivities,
   setHandler,
   workflowInfo,
@@ -34,6 +35,13 @@ import type {
 import { activityOptions, type WorkflowSettings } from './options';
 import { RankGroup, type GroupState } from './ranks';
 import { PipelineVisibility } from './visibility';
+
+/**
+ * A pause that arrived while the pipeline looked for its resume point used to leave the state 'starting'
+ * for the whole run. The state is in the memo, whose upserts are commands, so runs recorded before the fix
+ * keep their 'starting' on replay.
+ */
+export const PAUSE_WHILE_STARTING_PATCH = 'pipeline-pause-while-starting-v1';
 
 export interface PipelineInput {
   dir: string;
@@ -191,6 +199,8 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
     s.lastCheckpoint = last;
   }
   if (!paused) s.state = 'running';
+  // The pause handler turns only 'running' into 'paused'; one that came during the lookup is shown now.
+  else if (s.state === 'starting' && patched(PAUSE_WHILE_STARTING_PATCH)) s.state = 'paused';
 
   let segmentsThisRun = 0;
   while (s.step < s.targetSteps && !stopRequested) {

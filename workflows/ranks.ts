@@ -29,6 +29,18 @@ import { activityOptions, retryDelayMs, type WorkflowSettings } from './options'
  */
 export const GROUP_NON_RETRYABLE_PATCH = 'group-non-retryable-v1';
 
+/**
+ * Groups started before this version began the next attempt (or let the pipeline read the last checkpoint
+ * after a stop) as soon as one rank had ended: their histories have the next commands earlier.
+ */
+export const GROUP_WAIT_FOR_RANKS_PATCH = 'group-wait-for-ranks-v1';
+
+/**
+ * Groups started before this version waited out shrinkAfterMs after a rank failed before the group
+ * assembled: their histories have that timer fire, then the retry (or a shrink, above the minimum size).
+ */
+export const GROUP_RETRY_BEFORE_ASSEMBLY_PATCH = 'group-retry-before-assembly-v1';
+
 /** Whether a rank's failure is one the activity retry policy would not retry (flag or type). */
 function nonRetryable(err: unknown, settings: WorkflowSettings): boolean {
   const cause = err instanceof ActivityFailure ? err.cause : undefined;
@@ -115,43 +127,58 @@ export class RankGroup {
       this.state.generation += 1;
       this.joined = new Map();
       const worldSize = this.state.worldSize;
+      // Decided as the attempt starts, before its first command, so an attempt that older code began
+      // replays, and ends, as it began.
+      const waitForRanks = patched(GROUP_WAIT_FOR_RANKS_PATCH);
+      const retryBeforeAssembly = patched(GROUP_RETRY_BEFORE_ASSEMBLY_PATCH);
       const scope = new CancellationScope();
-      const attempt = scope.run(() =>
-        Promise.all(
-          Array.from({ length: worldSize }, (_, rank) =>
-            this.ranks.trainRank({
-              dir: segment.dir,
-              toStep: segment.toStep,
-              saveEvery: segment.saveEvery,
-              training: segment.training,
-              flags: segment.flags,
-              rank,
-              worldSize,
-              generation: this.state.generation,
-              workflowId: workflowInfo().workflowId,
-            }),
-          ),
-        ),
-      );
+      let rankFailed = false;
+      const ranks = Array.from({ length: worldSize }, (_, rank) => {
+        const result = scope.run(() =>
+          this.ranks.trainRank({
+            dir: segment.dir,
+            toStep: segment.toStep,
+            saveEvery: segment.saveEvery,
+            training: segment.training,
+            flags: segment.flags,
+            rank,
+            worldSize,
+            generation: this.state.generation,
+            workflowId: workflowInfo().workflowId,
+          }),
+        );
+        result.catch(() => (rankFailed = true));
+        return result;
+      });
+      const attempt = Promise.all(ranks);
       attempt.catch(() => undefined);
-      const assembled = await condition(() => this.joined.size === worldSize, segment.shrinkAfterMs);
-      if (!assembled && worldSize > this.state.minWorldSize) {
-        scope.cancel();
-        await attempt.catch(() => undefined);
-        this.state.changes.push({
-          step: segment.fromStep,
-          from: worldSize,
-          to: worldSize - 1,
-          reason: `only ${this.joined.size} of ${worldSize} ranks started within ${segment.shrinkAfterMs} ms`,
-        });
-        this.state.worldSize = worldSize - 1;
-        continue;
-      }
       try {
+        // A rank that failed before the group assembled needs no missing worker to explain it: retry now,
+        // at the same world size.
+        const assembled = await condition(
+          () => this.joined.size === worldSize || (retryBeforeAssembly && rankFailed),
+          segment.shrinkAfterMs,
+        );
+        if (!assembled && worldSize > this.state.minWorldSize) {
+          scope.cancel();
+          await (waitForRanks ? Promise.allSettled(ranks) : attempt.catch(() => undefined));
+          this.state.changes.push({
+            step: segment.fromStep,
+            from: worldSize,
+            to: worldSize - 1,
+            reason: `only ${this.joined.size} of ${worldSize} ranks started within ${segment.shrinkAfterMs} ms`,
+          });
+          this.state.worldSize = worldSize - 1;
+          continue;
+        }
         const results = await attempt;
         return { ...results[0]!, attempt: failures + 1 };
       } catch (err) {
         scope.cancel();
+        // Promise.all rejects at the first rank that ends; a rank still stopping could commit after the
+        // next attempt started, or after a stop once the pipeline read the last checkpoint (a stop lands
+        // here too: sleep() below rethrows its cancellation).
+        if (waitForRanks) await Promise.allSettled(ranks);
         failures += 1;
         if (failures >= retry.maximumAttempts) throw err;
         if (nonRetryable(err, segment.settings) && patched(GROUP_NON_RETRYABLE_PATCH)) throw err;

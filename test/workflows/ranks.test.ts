@@ -194,24 +194,18 @@ describe('group retry', SUITE, () => {
     assert.equal(s.group?.generation, 2);
   });
 
-  it(
-    'the next generation starts only after every rank of the failed one has ended',
-    {
-      todo: 'BUG: RankGroup.run awaits Promise.all of the ranks, which rejects at the first failure; it cancels the rest and starts the next generation without waiting for them to end (single-rank segments wait: WAIT_CANCELLATION_COMPLETED)',
-    },
-    async () => {
-      const store = new FakeStore();
-      const run = await env.start(trainingPipeline, [input()], (run) =>
-        // Rank 0 takes longer to stop than the retry backoff and the start of the next generation take.
-        rankActivities(run, store, { ...rankOneFailsInGeneration1, onEnd: () => sleep(2500) }),
-      );
-      await run.handle.result();
-      // The third trainRank call is the first of generation 2.
-      const rankCallsAt = run.log.flatMap((e, i) => (e === 'trainRank' ? [i] : []));
-      const ended = run.log.indexOf('g1 rank 0 ended');
-      assert.ok(ended >= 0 && ended < rankCallsAt[2]!, run.log.join(', '));
-    },
-  );
+  it('the next generation starts only after every rank of the failed one has ended', async () => {
+    const store = new FakeStore();
+    const run = await env.start(trainingPipeline, [input()], (run) =>
+      // Rank 0 takes longer to stop than the retry backoff and the start of the next generation take.
+      rankActivities(run, store, { ...rankOneFailsInGeneration1, onEnd: () => sleep(2500) }),
+    );
+    await run.handle.result();
+    // The third trainRank call is the first of generation 2.
+    const rankCallsAt = run.log.flatMap((e, i) => (e === 'trainRank' ? [i] : []));
+    const ended = run.log.indexOf('g1 rank 0 ended');
+    assert.ok(ended >= 0 && ended < rankCallsAt[2]!, run.log.join(', '));
+  });
 
   it('after maximumAttempts failed attempts the group fails the pipeline with the rank failure', async () => {
     const store = new FakeStore();
@@ -234,37 +228,31 @@ describe('group retry', SUITE, () => {
     assert.deepEqual([...new Set(rankCalls(run).map((r) => r.generation))], [1, 2, 3]);
   });
 
-  it(
-    'a rank that fails before the group assembles makes the group retry at once, at the same world size',
-    {
-      todo: 'BUG: RankGroup.run waits for the whole group to join for up to shrinkAfterMs even when a rank already failed; only then does it retry (or, above minWorldSize, shrink, blaming a missing worker)',
-    },
-    async () => {
-      const store = new FakeStore();
-      const run = await env.start(
-        trainingPipeline,
-        [input({ minWorldSize: 1, shrinkAfterMs: 10_000 })],
-        (run) =>
-          rankActivities(run, store, {
-            beforeJoin: async (r) => {
-              if (r.generation === 1 && r.rank === 1)
-                throw ApplicationFailure.retryable('cannot reach the rendezvous', 'ChildProcessError');
-            },
-          }),
-      );
-      try {
-        await waitFor('the second generation', () => rankCalls(run).find((r) => r.generation === 2), {
-          timeoutMs: 3000,
-          intervalMs: 50,
-        });
-        const s = await run.handle.result();
-        assert.equal(s.group?.worldSize, 2);
-        assert.deepEqual(s.group?.changes, []);
-      } finally {
-        await run.handle.terminate('test over').catch(() => undefined);
-      }
-    },
-  );
+  it('a rank that fails before the group assembles makes the group retry at once, at the same world size', async () => {
+    const store = new FakeStore();
+    const run = await env.start(
+      trainingPipeline,
+      [input({ minWorldSize: 1, shrinkAfterMs: 10_000 })],
+      (run) =>
+        rankActivities(run, store, {
+          beforeJoin: async (r) => {
+            if (r.generation === 1 && r.rank === 1)
+              throw ApplicationFailure.retryable('cannot reach the rendezvous', 'ChildProcessError');
+          },
+        }),
+    );
+    try {
+      await waitFor('the second generation', () => rankCalls(run).find((r) => r.generation === 2), {
+        timeoutMs: 3000,
+        intervalMs: 50,
+      });
+      const s = await run.handle.result();
+      assert.equal(s.group?.worldSize, 2);
+      assert.deepEqual(s.group?.changes, []);
+    } finally {
+      await run.handle.terminate('test over').catch(() => undefined);
+    }
+  });
 });
 
 describe('group shrink', SUITE, () => {
@@ -375,28 +363,22 @@ describe('stop with a group', SUITE, () => {
     assert.equal(s.lastCheckpoint, 5);
   });
 
-  it(
-    'the pipeline reads the last checkpoint only after every rank has ended',
-    {
-      todo: 'BUG: on a stop, RankGroup.run rejects as soon as the first rank ends, so the pipeline reads the last checkpoint while other ranks may still be stopping (and committing)',
-    },
-    async () => {
-      const store = new FakeStore();
-      const run = await env.start(trainingPipeline, [input()], (run) =>
-        rankActivities(run, store, {
-          afterJoin: () => forever(),
-          onEnd: async (r) => {
-            if (r.rank === 1) await sleep(500);
-          },
-        }),
-      );
-      await waitFor('both ranks joined', () => run.log.filter((e) => e.endsWith('joined')).length === 2, {
-        timeoutMs: 20_000,
-        intervalMs: 20,
-      });
-      await run.handle.signal(stopSignal);
-      await run.handle.result();
-      assert.deepEqual(run.log.slice(-2), ['g1 rank 1 ended', 'findLastStep']);
-    },
-  );
+  it('the pipeline reads the last checkpoint only after every rank has ended', async () => {
+    const store = new FakeStore();
+    const run = await env.start(trainingPipeline, [input()], (run) =>
+      rankActivities(run, store, {
+        afterJoin: () => forever(),
+        onEnd: async (r) => {
+          if (r.rank === 1) await sleep(500);
+        },
+      }),
+    );
+    await waitFor('both ranks joined', () => run.log.filter((e) => e.endsWith('joined')).length === 2, {
+      timeoutMs: 20_000,
+      intervalMs: 20,
+    });
+    await run.handle.signal(stopSignal);
+    await run.handle.result();
+    assert.deepEqual(run.log.slice(-2), ['g1 rank 1 ended', 'findLastStep']);
+  });
 });
