@@ -110,10 +110,13 @@ export class TrainingAborted extends Error {
   }
 }
 
+/**
+ * What the loop carries from step to step beyond the program's state. Only what the training computes:
+ * a replay of a step writes the same meta, byte for byte, so the files of a save that crashed before its
+ * commit are the ones its replay writes (published files are never replaced).
+ */
 interface LoopState {
   smoothed_loss: number | null;
-  best_val_bpb: number | null;
-  elapsed_s: number;
 }
 
 /** The optimizer side of a session: the loop's AdamW (sharded over ranks) or the program's own. */
@@ -244,10 +247,8 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
       bytes: read.reduce((sum, [, record]) => sum + record.bytes, 0),
     });
   }
-  const loopState: LoopState = (loaded?.meta.loop_state as LoopState | undefined) ?? {
-    smoothed_loss: null,
-    best_val_bpb: null,
-    elapsed_s: 0,
+  const loopState: LoopState = {
+    smoothed_loss: (loaded?.meta.loop_state as LoopState | undefined)?.smoothed_loss ?? null,
   };
   if (loaded) log0(`resuming ${store.location} from step ${startStep} (target ${target})`);
   else log0(`training ${store.location} from scratch to step ${target} on ${backend}`);
@@ -303,7 +304,6 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
       });
       const done = step + 1;
       if (done % options.saveEvery === 0 || done === target) {
-        loopState.elapsed_s += (Date.now() - started) / 1000;
         if (alreadySaved.has(done)) {
           // Resuming from an earlier step replays steps whose checkpoints exist; committed files are never
           // rewritten, and an exact replay would write the same tensors anyway.
@@ -329,7 +329,6 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
             loss_history: history,
             ...(session.state ? { state: session.state() } : {}),
             sharding,
-            saved_at: new Date().toISOString(),
           },
         };
         const rankOptions = { rank, worldSize, saveDtype: options.saveDtype };
