@@ -20,6 +20,11 @@ export interface TrainingPluginOptions {
    * What this worker hosts: 'train' (training and evaluation activities; register it on the pipeline's
    * train task queue), 'control' (the workflows and the light activities; the control queue), or 'all'
    * (both; give both queues one name). Default 'all'.
+   *
+   * With 'control' or 'all' the plugin sets the Worker's workflowsPath to the pipeline's workflows, unless
+   * the Worker's options already name one: then that module is the worker's workflows, and it hosts the
+   * pipeline too only if it re-exports it (`export * from 'temporal-ckpt/workflows'`). See
+   * examples/own-workflow.
    */
   role?: WorkerRole;
   /**
@@ -43,7 +48,9 @@ export function trainingPlugin(options: TrainingPluginOptions = {}): SimplePlugi
   return new SimplePlugin({
     name: 'temporal-ckpt',
     activities: parts.activities,
-    ...(parts.workflowsPath ? { workflowsPath: parts.workflowsPath } : {}),
+    // A Worker has one workflowsPath. The user's own, when they give one, is kept: SimplePlugin would
+    // otherwise replace it with ours, and their workflows would be missing from the worker without a word.
+    ...(parts.workflowsPath ? { workflowsPath: (own?: string) => own ?? parts.workflowsPath! } : {}),
     ...(options.metrics ? { workerInterceptors: { activity: [options.metrics.activityInterceptor()] } } : {}),
     runContext: async (next) => {
       if (trains && options.warmChild !== false) prewarmChild();

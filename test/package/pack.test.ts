@@ -9,127 +9,16 @@
  *
  * tsx is removed from the installed tree first: nothing in the installed package may need it.
  *
- * The install is offline: the fresh project gets a lockfile derived from this repository's (the runtime
- * dependencies at the versions tested here, all in the npm cache since this repository was installed from
- * them). If the cache lacks something, it falls back to `npm install --prefer-offline`, which fetches only
- * what is missing. Budget: a few minutes (build ~30 s, install ~30 s, bundle and CLI runs ~30 s). Every
- * failure is a failure: nothing here skips.
+ * Packing and the offline install are test/helpers/package.ts (shared with test/package/plugin.test.ts:
+ * one tarball per state of the sources). Budget: a few minutes (build ~30 s, install ~30 s, bundle and CLI
+ * runs ~30 s). Every failure is a failure: nothing here skips.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import {
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-
-const ROOT = join(__dirname, '..', '..');
-const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm';
-const NPX = process.platform === 'win32' ? 'npx.cmd' : 'npx';
-
-// Children get a clean environment: no test-runner context, no settings of ours, no loader flags.
-const ENV: NodeJS.ProcessEnv = {
-  ...Object.fromEntries(
-    Object.entries(process.env).filter(
-      ([k]) =>
-        !k.startsWith('CKPT_') &&
-        !k.startsWith('NODE_TEST') &&
-        k !== 'NODE_OPTIONS' &&
-        k !== 'RANK' &&
-        k !== 'WORLD_SIZE',
-    ),
-  ),
-  npm_config_audit: 'false',
-  npm_config_fund: 'false',
-  npm_config_update_notifier: 'false',
-};
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(cmd: string, args: string[], cwd: string, timeoutMs = 180_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd, env: ENV, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-/** Run and require exit 0, failing with the command's output. */
-async function ok(cmd: string, args: string[], cwd: string, timeoutMs?: number): Promise<Run> {
-  const r = await run(cmd, args, cwd, timeoutMs);
-  assert.equal(
-    r.code,
-    0,
-    `${cmd} ${args.join(' ')} exited ${r.code}\n--- stdout\n${r.stdout.slice(-4000)}\n--- stderr\n${r.stderr.slice(-4000)}`,
-  );
-  return r;
-}
-
-interface LockEntry {
-  version?: string;
-  resolved?: string;
-  dev?: boolean;
-  link?: boolean;
-  [key: string]: unknown;
-}
-
-/**
- * A lockfile for a project that depends only on the tarball: this repository's lock minus its dev-only
- * packages, with the tarball in place of the root. Entries without a `resolved` URL get the registry's,
- * so `npm ci --offline` finds every tarball in the cache by its integrity.
- */
-function consumerLock(tarballName: string, tarball: Buffer): object {
-  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as Record<string, unknown>;
-  const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as {
-    packages: Record<string, LockEntry>;
-  };
-  const packages: Record<string, unknown> = {
-    '': { name: 'consumer', version: '1.0.0', dependencies: { [pkg.name as string]: `file:${tarballName}` } },
-    [`node_modules/${pkg.name as string}`]: {
-      version: pkg.version,
-      resolved: `file:${tarballName}`,
-      integrity: `sha512-${createHash('sha512').update(tarball).digest('base64')}`,
-      license: pkg.license,
-      dependencies: pkg.dependencies,
-      bin: pkg.bin,
-      engines: pkg.engines,
-    },
-  };
-  for (const [key, entry] of Object.entries(lock.packages)) {
-    if (key === '' || entry.dev || entry.link) continue;
-    const copy = { ...entry };
-    if (!copy.resolved && copy.version) {
-      const name = key.slice(key.lastIndexOf('node_modules/') + 'node_modules/'.length);
-      copy.resolved = `https://registry.npmjs.org/${name}/-/${name.split('/').pop()}-${copy.version}.tgz`;
-    }
-    packages[key] = copy;
-  }
-  return { name: 'consumer', version: '1.0.0', lockfileVersion: 3, requires: true, packages };
-}
+import { installTarball, NPX, ok, packedTarball, ROOT } from '../helpers/package';
 
 // Plain CommonJS, as another project would write it.
 const LIBRARY_SCRIPT = `
@@ -240,55 +129,10 @@ describe('the published package', { timeout: 600_000 }, () => {
 
   before(
     async () => {
-      const packed = await ok(NPM, ['pack', '--pack-destination', work], ROOT, 300_000);
-      const tarballName = readdirSync(work).find((f) => f.endsWith('.tgz'));
-      assert.ok(tarballName, `npm pack left no tarball:\n${packed.stdout}\n${packed.stderr}`);
-      const list = await ok('tar', ['-tzf', join(work, tarballName)], work);
-      files = list.stdout
-        .split('\n')
-        .filter(Boolean)
-        .map((f) => f.replace(/^package\//, ''));
-
+      const packed = await packedTarball();
+      files = packed.files;
       consumer = join(work, 'consumer');
-      mkdirSync(consumer);
-      copyFileSync(join(work, tarballName), join(consumer, tarballName));
-      const tarball = readFileSync(join(consumer, tarballName));
-      writeFileSync(
-        join(consumer, 'package.json'),
-        JSON.stringify(
-          {
-            name: 'consumer',
-            version: '1.0.0',
-            private: true,
-            dependencies: { 'temporal-ckpt': `file:${tarballName}` },
-          },
-          null,
-          2,
-        ),
-      );
-      writeFileSync(
-        join(consumer, 'package-lock.json'),
-        JSON.stringify(consumerLock(tarballName, tarball), null, 2),
-      );
-      const offline = await run(NPM, ['ci', '--offline', '--no-audit', '--no-fund'], consumer, 300_000);
-      if (offline.code === 0) {
-        process.stderr.write('package test: npm ci --offline installed the tarball from the npm cache\n');
-      } else {
-        // The cache lacks something: fetch only what is missing.
-        process.stderr.write(
-          `package test: npm ci --offline failed, falling back to --prefer-offline:\n${offline.stderr.slice(-1000)}\n`,
-        );
-        rmSync(join(consumer, 'package-lock.json'), { force: true });
-        rmSync(join(consumer, 'node_modules'), { recursive: true, force: true });
-        await ok(
-          NPM,
-          ['install', '--prefer-offline', '--no-audit', '--no-fund', `./${tarballName}`],
-          consumer,
-          300_000,
-        );
-      }
-      // Nothing in the installed package may need the TypeScript loader.
-      rmSync(join(consumer, 'node_modules', 'tsx'), { recursive: true, force: true });
+      await installTarball(packed.tarball, consumer);
     },
     { timeout: 600_000 },
   );
