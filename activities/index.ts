@@ -14,6 +14,10 @@ import {
   NoCheckpointError,
   openStore,
   pruneCheckpoints as prune,
+  copyCheckpoints as copy,
+  verifyCheckpoint as verify,
+  type CopyResult,
+  type VerifyResult,
   type RetentionPolicy,
 } from '../checkpoint';
 import { runCkpt, segmentResult } from './child';
@@ -169,6 +173,38 @@ export async function pruneCheckpoints(input: {
   }
 }
 
+/**
+ * Read a committed checkpoint back and check every file against its manifest (sizes and sha256): the
+ * load layer, without keeping the tensors. `ok: false` lists the files that do not match.
+ */
+export async function verifyCheckpoint(input: { dir: string; step: number }): Promise<VerifyResult> {
+  const ctx = Context.current();
+  const tick = setInterval(() => ctx.heartbeat({ step: input.step }), 1000);
+  try {
+    return await verify(input.dir, input.step);
+  } catch (err) {
+    throw activityFailure(err);
+  } finally {
+    clearInterval(tick);
+  }
+}
+
+/**
+ * Save committed, verified checkpoints to another store (local ↔ s3://), committed there with the same
+ * protocol: every step (or `step`); a step already committed at the destination is skipped.
+ */
+export async function copyCheckpoints(input: { src: string; dst: string; step?: number }): Promise<CopyResult> {
+  const ctx = Context.current();
+  try {
+    return await copy(input.src, input.dst, {
+      step: input.step,
+      onProgress: (p) => ctx.heartbeat({ step: p.step, file: p.file }),
+    });
+  } catch (err) {
+    throw activityFailure(err);
+  }
+}
+
 /** Activities that need a training slot (model compute). */
 export const trainActivities = { trainSegment, trainRank, evaluateCheckpoint };
 /** Light activities for the control worker. */
@@ -178,6 +214,8 @@ export const controlActivities = {
   findLastStep,
   listCheckpoints,
   pruneCheckpoints,
+  verifyCheckpoint,
+  copyCheckpoints,
 };
 export type TrainActivities = typeof trainActivities;
 export type ControlActivities = typeof controlActivities;

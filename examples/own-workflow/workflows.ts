@@ -1,6 +1,7 @@
 /**
- * A workflow of your own built from the package's activities: find the largest model, evaluate its last
- * committed step, then apply retention to that tag. The activities are the ones the pipeline uses
+ * A workflow of your own built from the package's activities: find the largest model, verify and
+ * evaluate its last committed step, save a copy of it to a release location when one is given, then apply
+ * retention to that tag. The activities are the ones the pipeline uses
  * (registered on your Worker by `trainingPlugin`); this file imports their types only, as every workflow
  * file must (the workflow sandbox has no Node builtins). README.md shows the Worker and how to start it.
  */
@@ -21,6 +22,8 @@ export interface EvaluateLatestInput {
   program?: string;
   /** Task queue of the evaluation (a worker with role 'train', e.g. on a GPU host); default: this workflow's. */
   evalTaskQueue?: string;
+  /** Also save the evaluated step here (another directory or s3:// location), committed as a checkpoint. */
+  releaseDir?: string;
 }
 
 export interface EvaluateLatestResult {
@@ -28,6 +31,8 @@ export interface EvaluateLatestResult {
   step: number;
   metrics: EvalSummary['metrics'];
   metric: EvalSummary['metric'];
+  /** Bytes copied to releaseDir (0 without one, or when it already had the step). */
+  releasedBytes: number;
   /** Steps retention deleted. */
   deleted: number[];
   /** Committed steps of the tag afterwards. */
@@ -63,10 +68,29 @@ export async function evaluateLatestThenPrune(input: EvaluateLatestInput): Promi
   if (step === null)
     throw ApplicationFailure.nonRetryable(`${dir} has no verified checkpoint`, 'NoCheckpoint');
 
+  // Read every byte back against the manifest before spending an evaluation on it.
+  const verified = await light.verifyCheckpoint({ dir, step });
+  if (!verified.ok) {
+    throw ApplicationFailure.nonRetryable(
+      `step ${step} of ${dir} does not verify: ${verified.problems.map((p) => p.message).join('; ')}`,
+      'IntegrityError',
+    );
+  }
   const result = await compute.evaluateCheckpoint({ dir, step, program: input.program });
+  const released = input.releaseDir
+    ? await light.copyCheckpoints({ src: dir, dst: input.releaseDir, step })
+    : { copied: [] };
 
   const policy: RetentionPolicy = { ...input.keep, pinned: [...(input.keep.pinned ?? []), step] };
   const pruned = await light.pruneCheckpoints({ dir, policy });
   const remaining = (await light.listCheckpoints({ dir })).filter((c) => c.committed).map((c) => c.step);
-  return { tag, step, metrics: result.metrics, metric: result.metric, deleted: pruned.deleted, remaining };
+  return {
+    tag,
+    step,
+    metrics: result.metrics,
+    metric: result.metric,
+    releasedBytes: released.copied.reduce((sum, c) => sum + c.bytes, 0),
+    deleted: pruned.deleted,
+    remaining,
+  };
 }

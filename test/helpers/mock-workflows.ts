@@ -47,6 +47,8 @@ const ROLE_OF = {
   stepsWithoutEval: 'control',
   listCheckpoints: 'control',
   pruneCheckpoints: 'control',
+  verifyCheckpoint: 'control',
+  copyCheckpoints: 'control',
 } as const satisfies Record<keyof Activities, 'train' | 'control'>;
 
 export interface Call {

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { verifyCheckpoint } from '../../checkpoint';
 import { after, before, describe, it } from 'node:test';
 import { WorkflowFailedError } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
@@ -78,16 +79,17 @@ describe(
   'a workflow of your own on the package activities (examples/own-workflow)',
   { timeout: 300_000 },
   () => {
-    it('evaluates the last step of the largest model, then prunes that tag and only that one', async () => {
+    it('verifies and evaluates the last step of the largest model, saves it elsewhere, then prunes that tag only', async () => {
       const d1 = join(checkpointsDir, 'd1');
       const scratch = join(checkpointsDir, 'scratch');
       assert.deepEqual(manifests(d1), ['manifest_000002.json', 'manifest_000004.json']);
       const queue = `own-${process.pid}`;
+      const releaseDir = join(env.dir, 'release', 'd1');
       const result = await withWorker(EXAMPLE, queue, () =>
         env.client.workflow.execute(evaluateLatestThenPrune, {
           taskQueue: queue,
           workflowId: `evaluate-latest-${process.pid}`,
-          args: [{ checkpointsDir, keep: { keepLast: 1 } }],
+          args: [{ checkpointsDir, keep: { keepLast: 1 }, releaseDir }],
         }),
       );
       assert.equal(result.tag, 'd1');
@@ -103,6 +105,10 @@ describe(
       assert.deepEqual(manifests(d1), ['manifest_000004.json']);
       assert.ok(existsSync(join(d1, 'eval_000004.json')), 'the evaluation is written beside the checkpoint');
       assert.deepEqual(manifests(scratch), ['manifest_000002.json'], 'another tag is left alone');
+      // The saved copy is a committed checkpoint of its own that verifies.
+      assert.ok(result.releasedBytes > 0);
+      assert.deepEqual(manifests(releaseDir), ['manifest_000004.json']);
+      assert.equal((await verifyCheckpoint(releaseDir, 4)).ok, true);
     });
 
     it('a workflows module that re-exports the pipeline hosts both on one worker', async () => {
