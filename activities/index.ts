@@ -193,7 +193,11 @@ export async function verifyCheckpoint(input: { dir: string; step: number }): Pr
  * Save committed, verified checkpoints to another store (local ↔ s3://), committed there with the same
  * protocol: every step (or `step`); a step already committed at the destination is skipped.
  */
-export async function copyCheckpoints(input: { src: string; dst: string; step?: number }): Promise<CopyResult> {
+export async function copyCheckpoints(input: {
+  src: string;
+  dst: string;
+  step?: number;
+}): Promise<CopyResult> {
   const ctx = Context.current();
   try {
     return await copy(input.src, input.dst, {
