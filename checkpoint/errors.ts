@@ -180,6 +180,13 @@ export class TransientStoreError extends StoreError {
   static override readonly retryable = true;
 }
 
+/**
+ * The server refused the request (HTTP 403): wrong credentials, or a bucket policy that does not allow it.
+ * Exit 2 and not retryable, like other bad settings: the same request with the same credentials is
+ * refused again.
+ */
+export class AccessDeniedError extends StoreError {}
+
 /** Ranks did not all arrive at a commit within the time allowed. */
 export class CommitTimeoutError extends CheckpointError {
   override readonly exitCode = 1 as const;
