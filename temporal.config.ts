@@ -42,6 +42,7 @@
 import { loadClientConnectConfig, type ClientConnectConfig } from '@temporalio/envconfig';
 import * as checkpointApi from './checkpoint';
 import {
+  checkLocation,
   errorClasses,
   InvalidArgumentError,
   SSE_MODES,
@@ -230,7 +231,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CkptConfig {
     });
   }
   return {
-    storeRoot: env.CKPT_ROOT?.trim() || './checkpoints',
+    storeRoot: checkLocation(env.CKPT_ROOT?.trim() || './checkpoints', 'CKPT_ROOT'),
     sources: env.CKPT_SOURCES ? parseSources(env.CKPT_SOURCES) : { ...DEFAULT_SOURCES },
     backend: (backend as BackendName) || undefined,
     logLevel: env.CKPT_LOG_LEVEL?.trim() || 'info',
