@@ -25,6 +25,8 @@
  *   CKPT_S3_FORCE_PATH_STYLE  1/0: http://host/bucket/key addressing     default 1 with a custom endpoint
  *   CKPT_S3_SSE          server-side encryption: AES256 | aws:kms | aws:kms:dsse      default none (bucket's)
  *   CKPT_S3_SSE_KMS_KEY_ID  KMS key for aws:kms (implies aws:kms when CKPT_S3_SSE is unset)
+ *   CKPT_S3_REQUEST_TIMEOUT  limit of one attempt of one S3 call (no answer, or a connection idle that
+ *                        long); 3 attempts, so a silent server fails a call in about 3x this   default 30s
  *
  * Temporal (the connection goes through @temporalio/envconfig, so TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
  * TEMPORAL_PROFILE, TEMPORAL_API_KEY, TEMPORAL_TLS_* and the TOML config file all work as in the CLI):
@@ -40,6 +42,7 @@
 import { loadClientConnectConfig, type ClientConnectConfig } from '@temporalio/envconfig';
 import * as checkpointApi from './checkpoint';
 import {
+  checkLocation,
   errorClasses,
   InvalidArgumentError,
   SSE_MODES,
@@ -175,6 +178,8 @@ export interface S3Config {
   /** Unset: path-style with a custom endpoint, the SDK's choice otherwise. */
   forcePathStyle?: boolean;
   sse?: S3Sse;
+  /** Limit of one attempt of one S3 call (S3StoreOptions.requestTimeoutMs). */
+  requestTimeoutMs: number;
 }
 
 export const DEFAULT_SOURCES: Readonly<Record<string, string>> = {
@@ -226,7 +231,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CkptConfig {
     });
   }
   return {
-    storeRoot: env.CKPT_ROOT?.trim() || './checkpoints',
+    storeRoot: checkLocation(env.CKPT_ROOT?.trim() || './checkpoints', 'CKPT_ROOT'),
     sources: env.CKPT_SOURCES ? parseSources(env.CKPT_SOURCES) : { ...DEFAULT_SOURCES },
     backend: (backend as BackendName) || undefined,
     logLevel: env.CKPT_LOG_LEVEL?.trim() || 'info',
@@ -253,7 +258,14 @@ function firstSet(env: NodeJS.ProcessEnv, ...names: string[]): string | undefine
 export function loadS3Config(env: NodeJS.ProcessEnv = process.env): S3Config {
   const config: S3Config = {
     region: firstSet(env, 'CKPT_S3_REGION', 'AWS_REGION', 'AWS_DEFAULT_REGION') ?? 'us-east-1',
+    requestTimeoutMs: parseDuration(env.CKPT_S3_REQUEST_TIMEOUT?.trim() || '30s', 'CKPT_S3_REQUEST_TIMEOUT'),
   };
+  if (config.requestTimeoutMs < 1) {
+    throw new InvalidArgumentError(
+      `CKPT_S3_REQUEST_TIMEOUT must be at least 1ms, got "${env.CKPT_S3_REQUEST_TIMEOUT}"`,
+      { field: 'CKPT_S3_REQUEST_TIMEOUT' },
+    );
+  }
   const endpoint = firstSet(env, 'CKPT_S3_ENDPOINT', 'AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL');
   if (endpoint !== undefined) {
     if (!/^https?:\/\/[^/]/i.test(endpoint)) {

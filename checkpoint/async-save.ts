@@ -4,6 +4,10 @@
  * writing the manifest) follows on this thread without blocking it. At most one save is in flight: the next
  * save waits for it, and its error surfaces there or at finish(). A step is reported committed only once
  * its manifest exists.
+ *
+ * The thread is an implementation detail: its errors come back as the same classes with the same fields
+ * (AlreadyCommittedError stays exit 2, a TransientStoreError stays retryable), and its log lines go out
+ * through this thread's logger, in its format.
  */
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
@@ -14,6 +18,9 @@ import {
   type SaveResult,
   writeCheckpointFiles,
 } from './checkpoint';
+import * as errors from './errors';
+import { errorFromRecord, type ErrorRecord } from './errors';
+import { type LogRecord, logForwarded } from './log';
 import type { FileRecord } from './manifest';
 import type { NamedTensors, Tensor } from './tensors';
 
@@ -36,6 +43,11 @@ export interface AsyncSaverOptions {
 }
 
 const THREAD = join(__dirname, 'async-save-thread.js');
+const ERROR_CLASSES = errors.errorClasses(errors);
+
+/** What the save thread posts: a log record, or the outcome of one write. */
+export type SaveThreadMessage =
+  { log: LogRecord } | { id: number; files: Record<string, FileRecord> } | { id: number; error: ErrorRecord };
 const configKey = (storeConfig: unknown) => JSON.stringify(storeConfig ?? null);
 
 /** A save thread started ahead of time (prestartSaveThread), taken by the first AsyncSaver that needs one. */
@@ -151,24 +163,14 @@ export class AsyncSaver {
     } else {
       worker = startThread(this.options.storeConfig);
     }
-    worker.on(
-      'message',
-      (msg: {
-        id: number;
-        files?: Record<string, FileRecord>;
-        error?: { name: string; message: string };
-      }) => {
-        const waiter = this.pending.get(msg.id);
-        if (!waiter) return;
-        this.pending.delete(msg.id);
-        if (msg.files) waiter.resolve(msg.files);
-        else {
-          const err = new Error(msg.error?.message ?? 'async save failed');
-          err.name = msg.error?.name ?? 'Error';
-          waiter.reject(err);
-        }
-      },
-    );
+    worker.on('message', (msg: SaveThreadMessage) => {
+      if ('log' in msg) return logForwarded(msg.log);
+      const waiter = this.pending.get(msg.id);
+      if (!waiter) return;
+      this.pending.delete(msg.id);
+      if ('files' in msg) waiter.resolve(msg.files);
+      else waiter.reject(errorFromRecord(msg.error, ERROR_CLASSES));
+    });
     worker.on('error', (err) => {
       for (const waiter of this.pending.values()) waiter.reject(err);
       this.pending.clear();

@@ -180,6 +180,13 @@ export class TransientStoreError extends StoreError {
   static override readonly retryable = true;
 }
 
+/**
+ * The server refused the request (HTTP 403): wrong credentials, or a bucket policy that does not allow it.
+ * Exit 2 and not retryable, like other bad settings: the same request with the same credentials is
+ * refused again.
+ */
+export class AccessDeniedError extends StoreError {}
+
 /** Ranks did not all arrive at a commit within the time allowed. */
 export class CommitTimeoutError extends CheckpointError {
   override readonly exitCode = 1 as const;
@@ -189,4 +196,55 @@ export class CommitTimeoutError extends CheckpointError {
 export function describeError(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
+}
+
+/**
+ * An error as plain data, to cross a thread boundary (the async save thread, checkpoint/async-save.ts):
+ * structured cloning keeps only an Error's message and stack, and the class, exit code and context fields
+ * (file, step, field, code...) are what callers act on.
+ */
+export interface ErrorRecord {
+  name: string;
+  message: string;
+  stack?: string;
+  /** Whether the error was a CheckpointError (then `retryable` and `exitCode` were read from it). */
+  checkpoint: boolean;
+  retryable?: boolean;
+  /** Own fields with plain values: exitCode, file, step, field, tensor, code, reason... */
+  fields: Record<string, string | number | boolean>;
+}
+
+export function errorRecord(err: unknown): ErrorRecord {
+  if (!(err instanceof Error)) return { name: 'Error', message: String(err), checkpoint: false, fields: {} };
+  const fields: Record<string, string | number | boolean> = {};
+  for (const [key, value] of Object.entries(err)) {
+    if (['string', 'number', 'boolean'].includes(typeof value))
+      fields[key] = value as string | number | boolean;
+  }
+  const checkpoint = err instanceof CheckpointError;
+  return {
+    name: err.name,
+    message: err.message,
+    stack: err.stack,
+    checkpoint,
+    ...(checkpoint ? { retryable: err.retryable } : {}),
+    fields,
+  };
+}
+
+/**
+ * The error a record describes, as an instance of its class when `classes` has one of that name (so
+ * `instanceof`, `exitCode` and `retryable` work as if it had been thrown here), else of CheckpointError
+ * or Error with the same name, exit code and retry decision. Its stack is the original thread's.
+ */
+export function errorFromRecord(record: ErrorRecord, classes: readonly ErrorClass[] = []): Error {
+  const type = classes.find((c) => c.name === record.name) ?? (record.checkpoint ? CheckpointError : Error);
+  // Built without running the class's constructor: constructors take different arguments, and every
+  // field they would set is in the record.
+  const err = Reflect.construct(Error, [record.message], type as unknown as new () => Error) as Error;
+  Object.assign(err, record.fields, { name: record.name });
+  if (record.stack !== undefined) err.stack = record.stack;
+  if (record.retryable !== undefined && err instanceof CheckpointError && err.retryable !== record.retryable)
+    Object.defineProperty(err, 'retryable', { value: record.retryable });
+  return err;
 }

@@ -4,7 +4,14 @@ export * from './tensors';
 export * from './names';
 export * from './store';
 export { LocalStore } from './local-store';
-export { openStore, registerStoreScheme, joinLocation, type Location } from './location';
+export {
+  absoluteLocation,
+  checkLocation,
+  openStore,
+  registerStoreScheme,
+  joinLocation,
+  type Location,
+} from './location';
 export * from './manifest';
 export * from './checkpoint';
 export * from './coordinator';

@@ -8,7 +8,7 @@ export interface LogOptions {
   level?: string;
   /** Log from every rank, each line tagged with its rank (debugging multi-rank runs). */
   allRanks?: boolean;
-  /** Where lines go; stderr (fd 2) by default. */
+  /** Where lines go, in either format; stderr (fd 2) by default. */
   destination?: pino.DestinationStream;
   /** 'json' (pino's lines, for machines) or 'text' (one short line per message, for people). */
   format?: 'json' | 'text';
@@ -54,7 +54,7 @@ function fieldsText(rec: Record<string, unknown>): string {
 }
 
 /** Turns pino's JSON lines into short lines for people: "ckpt: [warning: ]message [rank N][ key=value...]". */
-function textDestination(out: NodeJS.WritableStream, withFields = false): pino.DestinationStream {
+function textDestination(out: pino.DestinationStream, withFields = false): pino.DestinationStream {
   return {
     write(line: string) {
       try {
@@ -98,10 +98,9 @@ function makeLogger(options: LogOptions): Logger {
       base: undefined,
       redact: { paths: REDACT, censor: '[redacted]' },
     },
-    options.destination ??
-      (options.format === 'text'
-        ? textDestination(process.stderr, options.textFields)
-        : pino.destination({ fd: 2, sync: true })),
+    options.format === 'text'
+      ? textDestination(options.destination ?? process.stderr, options.textFields)
+      : (options.destination ?? pino.destination({ fd: 2, sync: true })),
   );
 }
 
@@ -150,4 +149,27 @@ export function logOnce(
   if (onceKeys.has(key)) return;
   onceKeys.add(key);
   log0(message, fields, 'info', rank);
+}
+
+/** A log record as pino writes it: level number, message, fields. */
+export type LogRecord = Record<string, unknown> & { level: number; msg: string; rank?: number };
+
+/**
+ * Hand this thread's records to `send` instead of writing them (a worker thread: the async save thread),
+ * so that the thread that owns the logger writes them with its level, format and rank rule
+ * (logForwarded). Every record is handed on, each tagged with its rank.
+ */
+export function forwardLogging(send: (record: LogRecord) => void): void {
+  allRanks = true;
+  logger = pino(
+    { level: 'debug', base: undefined, redact: { paths: REDACT, censor: '[redacted]' } },
+    { write: (line: string) => send(JSON.parse(line) as LogRecord) },
+  );
+}
+
+/** Write a record forwarded from another thread (forwardLogging) as if it had been logged here. */
+export function logForwarded(record: LogRecord): void {
+  const { level, msg, rank, time: _time, ...fields } = record;
+  const name: Level = level >= 50 ? 'error' : level >= 40 ? 'warn' : level >= 30 ? 'info' : 'debug';
+  log0(String(msg), fields, name, rank);
 }

@@ -5,7 +5,13 @@
  * (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL_S3, profiles, instance roles).
  */
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
-import { CheckpointError, InvalidArgumentError, StoreError, TransientStoreError } from './errors';
+import {
+  AccessDeniedError,
+  CheckpointError,
+  InvalidArgumentError,
+  StoreError,
+  TransientStoreError,
+} from './errors';
 import { AlreadyExistsError } from './store';
 
 export type S3Sdk = typeof import('@aws-sdk/client-s3');
@@ -56,13 +62,24 @@ export interface S3StoreOptions {
   confirmExclusiveMs?: number | false;
   /** Send SHA-256 checksums with uploads so the server rejects bytes damaged in transit. Default true. */
   sendChecksums?: boolean;
-  /** SDK attempts per request (retries on throttling and network errors). Default 3. */
+  /** SDK attempts per request (retries on throttling, network errors and timeouts). Default 3. */
   maxAttempts?: number;
+  /**
+   * How long one attempt of one S3 call may wait: for the server's answer to begin, and for the connection
+   * to move at all while a body goes up or down. Past it the attempt fails with a timeout, which the SDK
+   * retries, so a server that accepts connections and never answers fails a call after about
+   * maxAttempts x requestTimeoutMs. A call that sends a body may take UPLOAD_MS_PER_MIB longer per MiB
+   * (a slow link is not a dead server; a stalled one is caught by the idle limit). Default 30 s.
+   */
+  requestTimeoutMs?: number;
   /** A ready client (custom middleware, tests). Endpoint, region, credentials and path-style are then ignored. */
   client?: S3Client;
 }
 
 export const MIN_PART_SIZE = 5 * 1024 * 1024;
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+/** Extra time an upload attempt gets per MiB of body: 4 s, i.e. a link down to about 2 Mbit/s. */
+export const UPLOAD_MS_PER_MIB = 4_000;
 
 export interface S3Tuning {
   partSize: number;
@@ -72,6 +89,10 @@ export interface S3Tuning {
   confirmExclusiveMs: number | false;
   sendChecksums: boolean;
   sse?: S3Sse;
+  requestTimeoutMs: number;
+  maxAttempts: number;
+  /** Where requests go, for messages: the endpoint URL, or AWS's default. */
+  endpointLabel: string;
 }
 
 export function resolveTuning(options: S3StoreOptions): S3Tuning {
@@ -104,7 +125,15 @@ export function resolveTuning(options: S3StoreOptions): S3Tuning {
     confirmExclusiveMs: confirm,
     sendChecksums: options.sendChecksums ?? true,
     sse: options.sse,
+    requestTimeoutMs: positive(options.requestTimeoutMs, DEFAULT_REQUEST_TIMEOUT_MS, 'requestTimeoutMs'),
+    maxAttempts: positive(options.maxAttempts, 3, 'maxAttempts'),
+    endpointLabel: options.endpoint ?? (options.client ? 'the S3 endpoint' : 'the AWS S3 endpoint'),
   };
+}
+
+/** The time limit of one attempt of a call that sends `bodyBytes` (see requestTimeoutMs). */
+export function attemptTimeout(tuning: S3Tuning, bodyBytes = 0): number {
+  return tuning.requestTimeoutMs + Math.ceil(bodyBytes / (1 << 20)) * UPLOAD_MS_PER_MIB;
 }
 
 let regionFallback: Promise<string> | undefined;
@@ -122,6 +151,7 @@ function defaultRegion(): Promise<string> {
 
 export function createClient(options: S3StoreOptions): S3Client {
   if (options.client) return options.client;
+  const { requestTimeoutMs, maxAttempts } = resolveTuning(options);
   if (options.endpoint !== undefined && !/^https?:\/\/[^/]/i.test(options.endpoint)) {
     throw new InvalidArgumentError(`S3 endpoint must be an http(s) URL, got "${options.endpoint}"`, {
       field: 'endpoint',
@@ -135,8 +165,17 @@ export function createClient(options: S3StoreOptions): S3Client {
     // server; we send SHA-256 checksums ourselves where it matters (s3-upload.ts).
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
-    maxAttempts: options.maxAttempts ?? 3,
-    requestHandler: { connectionTimeout: 10_000 },
+    maxAttempts,
+    // Without these an attempt against a server that accepts the connection and then says nothing waits
+    // forever. requestTimeout runs until the answer begins (a throw only with throwOnRequestTimeout: the
+    // SDK merely warns by default); socketTimeout fails a connection idle that long, while a body goes
+    // up or comes down. Both errors are TimeoutErrors, which the SDK retries up to maxAttempts.
+    requestHandler: {
+      connectionTimeout: Math.min(10_000, requestTimeoutMs),
+      requestTimeout: requestTimeoutMs,
+      throwOnRequestTimeout: true,
+      socketTimeout: requestTimeoutMs,
+    },
   };
   if (options.endpoint !== undefined) config.endpoint = options.endpoint;
   if (options.credentials) config.credentials = { ...options.credentials };
@@ -254,26 +293,71 @@ export function isTransient(err: unknown): boolean {
   return /socket hang up|ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT/.test(e?.message ?? '');
 }
 
+/** Whether the server refused the request for its credentials or a policy (a HEAD's 403 has no code). */
+export function isAccessDenied(err: unknown): boolean {
+  const name = errorName(err);
+  if (name !== undefined && ACCESS.has(name)) return true;
+  const status = httpStatus(err);
+  return (status === 403 || status === 401) && !isTransient(err);
+}
+
+function isTimeout(err: unknown): boolean {
+  const e = err as SdkErrorShape | undefined;
+  return e?.name === 'TimeoutError' || e?.code === 'ETIMEDOUT';
+}
+
+/** Where a failed call went, for its error: the object, and the server with its time limit. */
+export interface S3ErrorTarget {
+  url: string;
+  bucket: string;
+  /** Key relative to the store (the error's `file`). */
+  key: string;
+  /** Full object key in the bucket; for a list, the prefix (ending in '/', or '' for the whole bucket). */
+  objectKey: string;
+  tuning?: Pick<S3Tuning, 'endpointLabel' | 'requestTimeoutMs'>;
+}
+
 /**
- * A StoreError naming the bucket and object (errors of our own pass through). SDK messages carry no
- * secrets; we add none.
+ * A StoreError naming the bucket and object (errors of our own pass through): AccessDeniedError for a 403,
+ * TransientStoreError for what may pass, and a failure with no answer from the server names the endpoint.
+ * SDK messages carry no secrets; we add none.
  */
-export function s3Error(err: unknown, action: string, url: string, bucket: string, key: string): Error {
+export function s3Error(err: unknown, action: string, target: S3ErrorTarget): Error {
   if (err instanceof CheckpointError || err instanceof AlreadyExistsError) return err;
+  const { url, bucket, key, objectKey, tuning } = target;
   const e = err as SdkErrorShape | undefined;
   const name = errorName(err);
-  // SDK errors are named after the S3 code; network errors are plain Errors with a Node code.
-  const code = e?.Code ?? e?.code ?? (name !== 'Error' ? name : undefined);
-  let message: string;
+  // SDK errors are named after the S3 code; network errors are plain Errors with a Node code. A HEAD's
+  // error has no body, hence no code: the SDK calls it "Unknown" (status 403: "UnknownError").
+  const code = e?.Code ?? e?.code ?? (name !== 'Error' && name !== 'Unknown' ? name : undefined);
+  const endpoint = tuning?.endpointLabel ?? 'the S3 endpoint';
   if (name === 'NoSuchBucket') {
-    message = `bucket "${bucket}" does not exist (${url}); create it first or fix the location`;
-  } else if (name !== undefined && ACCESS.has(name)) {
-    message = `cannot ${action} ${url}: access denied by the server (${name}); check the S3 credentials`;
-  } else if (e?.name === 'CredentialsProviderError') {
+    const message = `bucket "${bucket}" does not exist (${url}); create it first or fix the location`;
+    return new StoreError(message, { file: key, code, cause: err });
+  }
+  if (isAccessDenied(err)) {
+    const what =
+      objectKey === ''
+        ? `bucket "${bucket}"`
+        : `${objectKey.endsWith('/') ? 'prefix' : 'key'} "${objectKey}" in bucket "${bucket}"`;
+    const why = name !== undefined && ACCESS.has(name) ? name : `HTTP ${httpStatus(err)}, no detail`;
+    return new AccessDeniedError(
+      `cannot ${action} ${url}: access denied to ${what} by ${endpoint} (${why}); check the S3 credentials and the bucket policy`,
+      { file: key, code: code ?? 'AccessDenied', cause: err },
+    );
+  }
+  let message: string;
+  if (e?.name === 'CredentialsProviderError') {
     message = `cannot ${action} ${url}: no S3 credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile)`;
+  } else if (isTimeout(err) && httpStatus(err) === undefined) {
+    const attempts = (err as { $metadata?: { attempts?: number } }).$metadata?.attempts;
+    const limit = tuning ? ` within ${tuning.requestTimeoutMs / 1000} s` : '';
+    message = `cannot ${action} ${url}: no answer from ${endpoint}${limit}${attempts ? ` (${attempts} attempts)` : ''}`;
   } else {
     const detail = e?.message || name || String(err);
     message = `cannot ${action} ${url}: ${detail}${e?.code && !detail.includes(e.code) ? ` (${e.code})` : ''}`;
+    // No HTTP answer at all (refused, reset, unreachable): say which server was tried.
+    if (httpStatus(err) === undefined && isTransient(err)) message += ` [${endpoint}]`;
   }
   return isTransient(err)
     ? new TransientStoreError(message, { file: key, code, cause: err })

@@ -104,8 +104,15 @@ export class S3Store implements Store {
     return key === '' ? this.location : `${this.location}/${key}`;
   }
 
-  private fail(err: unknown, action: string, key: string): Error {
-    return s3Error(err, action, this.url(key), this.bucket, key);
+  /** `objectKey`: the object's key in the bucket, or for a list the prefix listed (ending in '/', or ''). */
+  private fail(err: unknown, action: string, key: string, objectKey = this.objectKey(key)): Error {
+    return s3Error(err, action, {
+      url: this.url(key),
+      bucket: this.bucket,
+      key,
+      objectKey,
+      tuning: this.#conn.tuning,
+    });
   }
 
   async put(key: string, source: ByteSource, options: PutOptions = {}): Promise<PutResult> {
@@ -329,7 +336,7 @@ export class S3Store implements Store {
         token = page.IsTruncated ? page.NextContinuationToken : undefined;
       } while (token);
     } catch (err) {
-      throw this.fail(err, 'list', key);
+      throw this.fail(err, 'list', key, dir);
     }
   }
 

@@ -21,7 +21,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { CompletedPart, S3Client } from '@aws-sdk/client-s3';
 import { StoreError } from './errors';
-import { isConditionFailed, isNotFound, s3Error, sdk, type S3Tuning } from './s3-settings';
+import { attemptTimeout, isConditionFailed, isNotFound, s3Error, sdk, type S3Tuning } from './s3-settings';
 import { AlreadyExistsError, type ByteSource, type PutResult } from './store';
 
 /** Metadata key (x-amz-meta-ckpt-writer) holding the tag of the put that wrote the object. */
@@ -74,7 +74,7 @@ export async function uploadObject(
     return { bytes, sha256: hash.digest('hex') };
   } catch (err) {
     await it.return?.(undefined);
-    throw s3Error(err, 'write', t.url, t.bucket, t.key);
+    throw s3Error(err, 'write', t);
   }
 }
 
@@ -101,6 +101,7 @@ async function putSingle(t: UploadTarget, body: Buffer, digest: Buffer, tag: str
         ...(tag ? { IfNoneMatch: '*', Metadata: { [WRITER_TAG]: tag } } : {}),
         ...sseParams(t),
       }),
+      { requestTimeout: attemptTimeout(t.tuning, body.byteLength) },
     );
   if (tag) await conditional(t, tag, send);
   else await send();
@@ -149,6 +150,7 @@ async function putMultipart(
           ContentLength: body.byteLength,
           ChecksumSHA256: sha,
         }),
+        { requestTimeout: attemptTimeout(t.tuning, body.byteLength) },
       )
       .then(
         (res) => {
@@ -200,9 +202,12 @@ async function putMultipart(
 async function abort(t: UploadTarget, uploadId: string): Promise<void> {
   const { AbortMultipartUploadCommand } = sdk();
   // Best effort: after a refused completion the upload still holds its parts; after a crash there is
-  // nobody to tell, and the bucket's lifecycle rule has to collect them.
+  // nobody to tell, and the bucket's lifecycle rule has to collect them. One time limit in all, retries
+  // included: a put that failed because the server stopped answering must not wait for it again.
   await t.client
-    .send(new AbortMultipartUploadCommand({ Bucket: t.bucket, Key: t.objectKey, UploadId: uploadId }))
+    .send(new AbortMultipartUploadCommand({ Bucket: t.bucket, Key: t.objectKey, UploadId: uploadId }), {
+      abortSignal: AbortSignal.timeout(t.tuning.requestTimeoutMs),
+    })
     .catch(() => undefined);
 }
 

@@ -1,6 +1,12 @@
 /** Argument parsing shared by the commands: strict flags, typed values, usage errors that exit 2. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { CheckpointError, InvalidArgumentError, validateName, validateStep } from '../checkpoint';
+import {
+  CheckpointError,
+  checkLocation,
+  InvalidArgumentError,
+  validateName,
+  validateStep,
+} from '../checkpoint';
 
 export class UsageError extends InvalidArgumentError {}
 
@@ -133,6 +139,7 @@ export function nameArg(args: ParsedArgs, name: 'tag' | 'source'): string | unde
 
 /** The tag a checkpoint directory given by a flag (ROOT/<source_dir>/<tag>) ends in, checked like --tag. */
 export function tagOfDir(dir: string, flag = 'dir'): string {
+  checkLocation(dir, flag);
   try {
     return validateName(
       dir.replace(/\/+$/, '').split('/').pop() ?? '',

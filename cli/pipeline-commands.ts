@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { defaultPayloadConverter, type SearchAttributePair } from '@temporalio/common';
 import {
+  absoluteLocation,
   configureLogging,
   getLogger,
   InvalidArgumentError,
@@ -76,11 +77,6 @@ export function retentionFromArgs(args: Args): RetentionPolicy | undefined {
   return Object.keys(policy).length > 0 ? policy : undefined;
 }
 
-/** Local directories become absolute: workers may run elsewhere (or in another working directory). */
-function absoluteLocation(location: string): string {
-  return /^[a-z][a-z0-9+.-]*:\/\//i.test(location) ? location : resolve(location);
-}
-
 export function pipelineId(dir: string): string {
   const tag = dir.replace(/\/+$/, '').split('/').pop();
   return `ckpt-pipeline-${tag}-${createHash('sha256').update(dir).digest('hex').slice(0, 10)}`;
@@ -137,7 +133,7 @@ const startCommand: Command = {
     const steps = int(args, 'steps', 1);
     if (steps === undefined)
       throw new UsageError('pipeline start: --steps N is required', { field: 'steps' });
-    const root = absoluteLocation(str(args, 'root') ?? config.storeRoot);
+    const root = absoluteLocation(str(args, 'root') ?? config.storeRoot, 'root');
     const source = nameArg(args, 'source') ?? 'base';
     const tag = nameArg(args, 'tag') ?? defaultTag(args, 'pipeline start');
     const dir = joinLocation(root, sourceDir(config, source), tag);

@@ -2,7 +2,7 @@
 import { programReference } from './program-args';
 import { resolve } from 'node:path';
 import { ScheduleOverlapPolicy, ScheduleNotFoundError } from '@temporalio/client';
-import { InvalidArgumentError } from '../checkpoint';
+import { absoluteLocation, InvalidArgumentError } from '../checkpoint';
 import { loadConfig, parseDuration } from '../temporal.config';
 import { CkptDir, CkptTag } from '../workflows/visibility';
 import {
@@ -19,10 +19,6 @@ import {
 } from './args';
 import { registeredSearchAttributes, retentionFromArgs, RETENTION_OPTIONS } from './pipeline-commands';
 import { connectClient, workflowSettings } from './temporal-client';
-
-function absoluteLocation(location: string): string {
-  return /^[a-z][a-z0-9+.-]*:\/\//i.test(location) ? location : resolve(location);
-}
 
 function scheduleId(kind: string, dir: string): string {
   return `ckpt-${kind}-${dir.replace(/\/+$/, '').split('/').slice(-2).join('-')}`.replace(

@@ -48,6 +48,7 @@ const EXPECTED: Record<string, boolean> = {
   AlreadyCommittedError: false,
   // A store that refuses (permissions, no bucket) keeps refusing; one that failed for a passing reason may not.
   StoreError: false,
+  AccessDeniedError: false,
   TransientStoreError: true,
   // Races with a pruner, leases, commits that timed out: a retry looks again.
   MissingFileError: true,

@@ -4,7 +4,9 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import {
+  AlreadyCommittedError,
   AsyncSaver,
+  configureLogging,
   hasSpareSaveThread,
   manifestFile,
   prestartSaveThread,
@@ -113,5 +115,51 @@ describe('asynchronous save', () => {
     await saver.save(join(blocked, 'd1'), 7, { model: tinyModel(), meta: tinyMeta() });
     await assert.rejects(saver.finish(), /cannot (create|write)/);
     await saver.close();
+  });
+});
+
+describe('the save thread is invisible to callers', () => {
+  it('an error comes back as its own class with its exit code, retry decision and fields', async () => {
+    const dir = tempDir();
+    const data = () => ({ model: tinyModel(1), optimizer: tinyOptimizer(1), meta: tinyMeta() });
+    await saveCheckpoint(dir, 10, data());
+    const direct = await saveCheckpoint(dir, 10, data()).then(
+      () => assert.fail('saved over a committed step'),
+      (e: unknown) => e as AlreadyCommittedError,
+    );
+    const saver = new AsyncSaver();
+    await saver.save(dir, 10, data());
+    const threaded = await saver.finish().then(
+      () => assert.fail('saved over a committed step on the save thread'),
+      (e: unknown) => e,
+    );
+    await saver.close();
+    assert.ok(threaded instanceof AlreadyCommittedError, `got ${String(threaded)}`);
+    // The CLI exits with exitCode (2: bad input) and adds no --debug hint to errors of the hierarchy.
+    for (const key of ['name', 'message', 'exitCode', 'retryable', 'file', 'step'] as const)
+      assert.deepEqual(threaded[key], direct[key], key);
+    assert.equal(threaded.exitCode, 2);
+    assert.equal(threaded.retryable, false);
+    assert.match(threaded.stack ?? '', /writeCheckpointFiles|publish/, "the thread's stack is kept");
+  });
+
+  it("its log lines go through this thread's logger, in text format when that is the format", async () => {
+    const dir = tempDir();
+    // Left by an earlier save of step 10 that crashed before its commit: replaced, with a warning.
+    writeFileSync(join(dir, modelFile(10)), 'stale bytes of a crashed save');
+    const lines: string[] = [];
+    configureLogging({ format: 'text', destination: { write: (line: string) => void lines.push(line) } });
+    try {
+      const saver = new AsyncSaver();
+      await saver.save(dir, 10, { model: tinyModel(1), meta: tinyMeta() });
+      assert.equal((await saver.finish())?.committed, true);
+      await saver.close();
+    } finally {
+      configureLogging({});
+    }
+    assert.deepEqual(lines, [
+      `ckpt: warning: replacing ${modelFile(10)} left by an earlier save of step 10 that never committed\n`,
+    ]);
+    assert.equal((await verifyCheckpoint(dir, 10)).ok, true);
   });
 });

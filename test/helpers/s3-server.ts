@@ -1,7 +1,8 @@
 /**
  * A real S3 server for tests: versitygw (posix backend in a temp dir) on 127.0.0.1 and a free port, with
  * freshly generated root credentials and one bucket. Falls back to moto_server only when versitygw is not
- * installed. When neither is, starting fails: S3 tests must fail loudly, never skip.
+ * installed (S3_TEST_SERVER=moto picks moto even then, to run the suite as the fallback does). When
+ * neither is, starting fails: S3 tests must fail loudly, never skip.
  *
  * Credentials go to the server through its environment, not its argv (visible in `ps`).
  */
@@ -34,10 +35,17 @@ export interface S3TestServer {
   restart(): Promise<void>;
   /** Whether objects survive kill() + restart() (versitygw: yes; moto: in memory only). */
   persistent: boolean;
+  /** Whether the server checks request signatures (versitygw: yes; moto: accepts any credentials). */
+  checksCredentials: boolean;
+  /** SIGSTOP: the kernel still accepts connections, the server answers nothing (a hung server). */
+  pause(): void;
+  /** SIGCONT after pause(). */
+  resume(): void;
 }
 
-/** versitygw or moto_server on PATH or in Go's bin directory. */
+/** versitygw or moto_server on PATH or in Go's bin directory (S3_TEST_SERVER=moto|versitygw: only that one). */
 export function findS3Server(): { kind: 'versitygw' | 'moto'; path: string } | null {
+  const only = process.env.S3_TEST_SERVER;
   const dirs = (process.env.PATH ?? '').split(delimiter).filter(Boolean);
   const go = spawnSync('go', ['env', 'GOBIN', 'GOPATH'], { encoding: 'utf8' });
   if (go.status === 0) {
@@ -49,6 +57,7 @@ export function findS3Server(): { kind: 'versitygw' | 'moto'; path: string } | n
     ['versitygw', 'versitygw'],
     ['moto', 'moto_server'],
   ] as const) {
+    if (only && only !== kind) continue;
     for (const dir of dirs) {
       const p = join(dir, name);
       if (existsSync(p)) return { kind, path: p };
@@ -160,6 +169,7 @@ export async function startS3Server(): Promise<S3TestServer> {
       AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
     }),
     async stop() {
+      child.kill('SIGCONT'); // a paused server would never act on SIGTERM
       child.kill('SIGTERM');
       await exited(child);
       rmSync(root, { recursive: true, force: true });
@@ -173,6 +183,9 @@ export async function startS3Server(): Promise<S3TestServer> {
       if (found.kind === 'moto') await createBucket();
     },
     persistent: found.kind === 'versitygw',
+    checksCredentials: found.kind === 'versitygw',
+    pause: () => void child.kill('SIGSTOP'),
+    resume: () => void child.kill('SIGCONT'),
   };
   const createBucket = async () => {
     const conn = new S3Connection(options());

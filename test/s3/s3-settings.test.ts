@@ -105,10 +105,11 @@ describe('s3:// locations', () => {
 
 describe('loadS3Config', () => {
   it('reads CKPT_S3_* first, then the standard AWS variables, with us-east-1 as the last resort', () => {
-    assert.deepEqual(loadS3Config({}), { region: 'us-east-1' });
+    assert.deepEqual(loadS3Config({}), { region: 'us-east-1', requestTimeoutMs: 30_000 });
     assert.deepEqual(loadS3Config({ AWS_ENDPOINT_URL: 'http://h:1', AWS_DEFAULT_REGION: 'eu-west-1' }), {
       endpoint: 'http://h:1',
       region: 'eu-west-1',
+      requestTimeoutMs: 30_000,
     });
     const both = loadS3Config({
       CKPT_S3_ENDPOINT: 'https://s3.example.com',
@@ -121,6 +122,7 @@ describe('loadS3Config', () => {
       endpoint: 'https://s3.example.com',
       region: 'ap-south-1',
       forcePathStyle: false,
+      requestTimeoutMs: 30_000,
     });
     assert.equal(
       loadS3Config({ AWS_ENDPOINT_URL_S3: 'http://a:1', AWS_ENDPOINT_URL: 'http://b:1' }).endpoint,

@@ -52,7 +52,9 @@ describe('S3 server down', () => {
     } finally {
       await server.restart();
     }
-    assert.deepEqual(await committedSteps(dir), [10]);
+    // The error clears once the server is back. Only a server that keeps its data (versitygw) still has
+    // the step; moto keeps objects in memory, so after the restart its bucket is new and empty.
+    assert.deepEqual(await committedSteps(dir), server.persistent ? [10] : []);
   });
 
   it('classifies network codes, 5xx and throttling as transient, and bad requests as not', () => {
