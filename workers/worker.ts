@@ -23,6 +23,18 @@ export { installWorkerRuntime, sdkLogger, type WorkerRuntimeOptions } from './ru
 export type WorkerRole = 'train' | 'control' | 'all';
 
 /**
+ * A cancellation (a stop, a workflow cancel) reaches a running activity only in the server's answer to a
+ * heartbeat, and so does the news that its workflow is gone (terminate, reset: the answer is NotFound, and
+ * the SDK cancels the activity). The SDK sends heartbeats at most every 0.8 × the heartbeat timeout (24 s
+ * with the default 30 s), so a cancelled segment trained and committed on for up to that long, beside the
+ * run's next writer. Once a second bounds that delay, at one small request per second per running segment.
+ */
+export const HEARTBEAT_THROTTLE = {
+  maxHeartbeatThrottleInterval: '1s',
+  defaultHeartbeatThrottleInterval: '1s',
+} as const satisfies Partial<WorkerOptions>;
+
+/**
  * Absolute path of the workflows module, for a Worker's `workflowsPath` (or `bundleWorkflowCode`). It
  * resolves to workflows/index.ts in a checkout and to dist/workflows/index.js in the installed package.
  */
@@ -90,6 +102,7 @@ export async function createWorkers(setup: WorkerSetup, connection: NativeConnec
     // On SIGINT/SIGTERM, running segments are cancelled at once: the training child stops at a step
     // boundary and saves nothing half-done; what it committed before stays.
     shutdownGraceTime: '2s',
+    ...HEARTBEAT_THROTTLE,
     ...(setup.metrics ? { interceptors: { activity: [setup.metrics.activityInterceptor()] } } : {}),
   } satisfies Partial<WorkerOptions>;
   if (setup.role === 'train' || setup.role === 'all') {
