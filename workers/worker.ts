@@ -12,6 +12,7 @@ import {
   type TrainActivities,
 } from '../activities';
 import { prewarmChild } from '../activities/child';
+import { connectionError } from '../activities/client';
 import { registerPrograms } from '../activities/programs';
 import type { TrainingProgram } from '../program/contract';
 import type { TemporalSettings } from '../temporal.config';
@@ -88,7 +89,15 @@ export function workerIdentity(role: WorkerRole): string {
 }
 
 export async function connectWorkerConnection(settings: TemporalSettings): Promise<NativeConnection> {
-  return NativeConnection.connect(settings.connect.connectionOptions);
+  try {
+    return await NativeConnection.connect(settings.connect.connectionOptions);
+  } catch (err) {
+    throw connectionError(
+      settings.connect.connectionOptions.address ?? 'localhost:7233',
+      settings.namespace,
+      err,
+    );
+  }
 }
 
 export async function createWorkers(setup: WorkerSetup, connection: NativeConnection): Promise<Worker[]> {
