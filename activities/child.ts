@@ -16,6 +16,45 @@ import type { SegmentResult } from './types';
 const BIN = join(__dirname, '..', 'bin', 'ckpt.js');
 
 /**
+ * How long a cancelled child may take to stop by itself before it is killed. A cancelled segment must stop
+ * writing within seconds (the run may already have another writer: a reset run, a retry), and killing is
+ * safe: a commit is atomic (manifest last), so a save cut short leaves orphan files, never a checkpoint.
+ */
+export const CANCEL_GRACE_MS = 2000;
+
+/**
+ * How often a running child's activity records a heartbeat. The worker sends at most one per heartbeat
+ * throttle interval (workers/worker.ts, 1 s), and a cancellation reaches the activity only in the answer
+ * to one: recording twice as often keeps a heartbeat ready at every send.
+ */
+export const HEARTBEAT_TICK_MS = 500;
+
+/**
+ * Children run in their own process group (detached: setsid), so a cancellation signals the child and
+ * anything it started, and a Ctrl-C at the worker's terminal reaches the worker only: the worker decides
+ * when its children stop.
+ */
+function spawnCkpt(args: string[], env: NodeJS.ProcessEnv): ChildProcess {
+  return spawn(process.execPath, [BIN, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    env,
+    detached: true,
+  });
+}
+
+/** Signal the child's whole process group; false when none of it is left. */
+function signalGroup(child: ChildProcess, signal: NodeJS.Signals): boolean {
+  if (child.pid === undefined) return false;
+  try {
+    process.kill(-child.pid, signal);
+    return true;
+  } catch {
+    // ESRCH: the group is gone. Fall back to the child itself in case it left its group.
+    return child.kill(signal);
+  }
+}
+
+/**
  * Set in the environment of every child started here: a failing `ckpt` then writes one ErrorReport line on
  * stdout (cli/main.ts) besides its `ckpt: error: …` line on stderr, so the activity fails with the error's
  * own type and retryability (activities/failure.ts) instead of guessing them from the exit code. Only
@@ -75,7 +114,10 @@ export interface ChildOptions {
   /** Called every `tickMs` while the child runs (heartbeats). */
   onTick?: () => void;
   tickMs?: number;
-  /** Abort → SIGTERM (the child stops at a step boundary), then SIGKILL after `killGraceMs`. */
+  /**
+   * Abort → SIGTERM to the child's process group (the child stops at a step boundary), then SIGKILL to the
+   * group after `killGraceMs` (default CANCEL_GRACE_MS).
+   */
   signal?: AbortSignal;
   killGraceMs?: number;
   env?: NodeJS.ProcessEnv;
@@ -112,10 +154,7 @@ function childEnv(extra?: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
 /** Start the standby if there is none (a training worker calls this at start-up). */
 export function prewarmChild(): void {
   if (!warmChildEnabled() || usable(standby)) return;
-  const child = spawn(process.execPath, [BIN], {
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-    env: childEnv({ CKPT_STANDBY: '1' }),
-  });
+  const child = spawnCkpt([], childEnv({ CKPT_STANDBY: '1' }));
   child.on('error', () => undefined);
   child.once('exit', () => {
     if (standby === child) standby = undefined;
@@ -149,12 +188,7 @@ export function runCkpt(args: string[], options: ChildOptions = {}): Promise<Chi
   return new Promise((resolve, reject) => {
     // A standby was started with the worker's environment: only a command without extra variables takes it.
     const warm = !options.env && warmChildEnabled() ? takeStandby(args, options.request) : undefined;
-    const child =
-      warm ??
-      spawn(process.execPath, [BIN, ...args], {
-        stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-        env: childEnv(options.env),
-      });
+    const child = warm ?? spawnCkpt(args, childEnv(options.env));
     if (!warm && options.request !== undefined) child.send({ type: 'request', request: options.request });
     // The next standby starts once this child is done, so its loading does not compete with this one's
     // training for the CPU.
@@ -176,13 +210,16 @@ export function runCkpt(args: string[], options: ChildOptions = {}): Promise<Chi
     child.stderr!.on('data', (d: Buffer) => {
       stderr = (stderr + d.toString()).slice(-8000);
     });
-    const tick = options.onTick ? setInterval(options.onTick, options.tickMs ?? 1000) : undefined;
+    const tick = options.onTick
+      ? setInterval(options.onTick, options.tickMs ?? HEARTBEAT_TICK_MS)
+      : undefined;
     let killTimer: NodeJS.Timeout | undefined;
     const onAbort = () => {
-      child.kill('SIGTERM');
-      killTimer = setTimeout(() => child.kill('SIGKILL'), options.killGraceMs ?? 30_000);
+      signalGroup(child, 'SIGTERM');
+      killTimer = setTimeout(() => signalGroup(child, 'SIGKILL'), options.killGraceMs ?? CANCEL_GRACE_MS);
     };
-    options.signal?.addEventListener('abort', onAbort, { once: true });
+    if (options.signal?.aborted) onAbort();
+    else options.signal?.addEventListener('abort', onAbort, { once: true });
     child.on('error', (err) => {
       if (tick) clearInterval(tick);
       reject(err);
@@ -191,6 +228,8 @@ export function runCkpt(args: string[], options: ChildOptions = {}): Promise<Chi
       if (tick) clearInterval(tick);
       if (killTimer) clearTimeout(killTimer);
       options.signal?.removeEventListener('abort', onAbort);
+      // Whatever a cancelled child started goes with it.
+      if (options.signal?.aborted) signalGroup(child, 'SIGKILL');
       if (!options.env) prewarmChild();
       resolve({ code, signal, stdout, stderrTail: lastErrorLine(stderr), error });
     });

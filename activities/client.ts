@@ -1,6 +1,39 @@
 /** A Temporal client from the typed settings (activities use it to reach their pipeline; so does the CLI). */
 import { Client, Connection } from '@temporalio/client';
+import { CheckpointError } from '../checkpoint/errors';
 import type { TemporalSettings } from '../temporal.config';
+
+/**
+ * How long a connection to the Temporal server may take. The SDK retries a refused connection until its
+ * deadline and then says only "Failed to connect before the deadline": a wrong address cost 10 s and never
+ * named itself. A reachable server answers in milliseconds, a remote one with TLS well within this.
+ */
+export const CONNECT_TIMEOUT_MS = 3000;
+
+/**
+ * The Temporal server could not be reached (nothing listens at the address, a name that does not resolve,
+ * a TLS or API-key refusal). Exit 1; retryable: a server that is down now may be up on the next attempt.
+ */
+export class TemporalConnectionError extends CheckpointError {
+  override readonly exitCode = 1 as const;
+  static override readonly retryable = true;
+}
+
+/** The part of an SDK connection error that says what went wrong (the native one nests it). */
+function reason(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const inner = /message: "([^"]+)"/.exec(message)?.[1];
+  return (inner ?? message).replace(/\s*\n\s*/g, ' ');
+}
+
+/** The typed error for a failed connection to `address` (also for the worker's native connection). */
+export function connectionError(address: string, namespace: string, err: unknown): TemporalConnectionError {
+  return new TemporalConnectionError(
+    `cannot connect to the Temporal server at ${address} (namespace ${namespace}): ${reason(err)}; ` +
+      'is it running there? (TEMPORAL_ADDRESS sets the address)',
+    { field: 'TEMPORAL_ADDRESS', cause: err },
+  );
+}
 
 export async function connectClient(settings: TemporalSettings): Promise<Client> {
   const { address, tls, apiKey, metadata } = settings.connect.connectionOptions as {
@@ -13,6 +46,16 @@ export async function connectClient(settings: TemporalSettings): Promise<Client>
     apiKey?: string;
     metadata?: Record<string, string>;
   };
-  const connection = await Connection.connect({ address, tls, apiKey, metadata, connectTimeout: 10_000 });
-  return new Client({ connection, namespace: settings.namespace });
+  try {
+    const connection = await Connection.connect({
+      address,
+      tls,
+      apiKey,
+      metadata,
+      connectTimeout: CONNECT_TIMEOUT_MS,
+    });
+    return new Client({ connection, namespace: settings.namespace });
+  } catch (err) {
+    throw connectionError(address ?? 'localhost:7233', settings.namespace, err);
+  }
 }

@@ -59,7 +59,6 @@ export async function trainSegment(input: SegmentInput): Promise<SegmentResult> 
     request: trainRequest(input, program),
     signal: ctx.cancellationSignal,
     onTick: () => ctx.heartbeat(progress),
-    tickMs: 1000,
     onEvent: (event) => {
       forwardTrainingEvent(input.dir, event);
       if (event.type === 'progress') progress = { step: event.step, loss: event.loss };

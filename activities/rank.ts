@@ -10,7 +10,7 @@ import { activityInfo, Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { freePort } from '../infra/temporal';
 import { loadConfig } from '../temporal.config';
-import { runCkpt, segmentResult } from './child';
+import { HEARTBEAT_TICK_MS, runCkpt, segmentResult } from './child';
 import { connectClient } from './client';
 import { childFailure } from './failure';
 import { emitSegmentDone, forwardTrainingEvent } from './observe';
@@ -26,7 +26,7 @@ export async function trainRank(input: RankSegmentInput): Promise<SegmentResult>
   let progress: SegmentProgress = { step: -1, loss: null };
   const tick = setInterval(
     () => ctx.heartbeat({ ...progress, rank: input.rank, generation: input.generation }),
-    1000,
+    HEARTBEAT_TICK_MS,
   );
   try {
     const config = loadConfig();

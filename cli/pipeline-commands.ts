@@ -309,7 +309,8 @@ export async function pipelineStatus(client: Client, id: string): Promise<Pipeli
   let error: string | undefined;
   if (workflowStatus === 'COMPLETED') {
     state = (await handle.result()) as PipelineState;
-  } else if (workflowStatus === 'RUNNING') {
+  } else if (workflowStatus === 'RUNNING' || workflowStatus === 'CANCELLED') {
+    // A cancelled run recorded its last checkpoint and state before it ended: a query replays it.
     try {
       state = await Promise.race([
         handle.query<PipelineState>('status'),

@@ -9,11 +9,12 @@
  * `@temporalio/plugin`'s SimplePlugin (marked experimental by the SDK).
  */
 import { SimplePlugin } from '@temporalio/plugin';
+import type { WorkerOptions } from '@temporalio/worker';
 import { prewarmChild } from '../activities/child';
 import { registerPrograms } from '../activities/programs';
 import type { TrainingProgram } from '../program/contract';
 import type { WorkerMetrics } from './metrics';
-import { workerParts, type WorkerRole } from './worker';
+import { HEARTBEAT_THROTTLE, workerParts, type WorkerRole } from './worker';
 
 export interface TrainingPluginOptions {
   /**
@@ -39,13 +40,30 @@ export interface TrainingPluginOptions {
   warmChild?: boolean;
 }
 
+/**
+ * SimplePlugin has no option for the heartbeat throttle, which decides how soon a cancelled segment stops
+ * (HEARTBEAT_THROTTLE): it is set here, unless the worker's own options set it.
+ */
+class TrainingPlugin extends SimplePlugin {
+  override configureWorker(options: WorkerOptions): WorkerOptions {
+    const configured = super.configureWorker(options);
+    return {
+      ...configured,
+      maxHeartbeatThrottleInterval:
+        configured.maxHeartbeatThrottleInterval ?? HEARTBEAT_THROTTLE.maxHeartbeatThrottleInterval,
+      defaultHeartbeatThrottleInterval:
+        configured.defaultHeartbeatThrottleInterval ?? HEARTBEAT_THROTTLE.defaultHeartbeatThrottleInterval,
+    };
+  }
+}
+
 export function trainingPlugin(options: TrainingPluginOptions = {}): SimplePlugin {
   const role = options.role ?? 'all';
   // Checked when the plugin is made: a worker that cannot run a program it names should not start.
   registerPrograms(options.programs ?? {});
   const parts = workerParts(role);
   const trains = role !== 'control';
-  return new SimplePlugin({
+  return new TrainingPlugin({
     name: 'temporal-ckpt',
     activities: parts.activities,
     // A Worker has one workflowsPath. The user's own, when they give one, is kept: SimplePlugin would

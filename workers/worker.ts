@@ -12,6 +12,7 @@ import {
   type TrainActivities,
 } from '../activities';
 import { prewarmChild } from '../activities/child';
+import { connectionError } from '../activities/client';
 import { registerPrograms } from '../activities/programs';
 import type { TrainingProgram } from '../program/contract';
 import type { TemporalSettings } from '../temporal.config';
@@ -21,6 +22,18 @@ export { serveMetrics, WorkerMetrics, type MetricsServer } from './metrics';
 export { installWorkerRuntime, sdkLogger, type WorkerRuntimeOptions } from './runtime';
 
 export type WorkerRole = 'train' | 'control' | 'all';
+
+/**
+ * A cancellation (a stop, a workflow cancel) reaches a running activity only in the server's answer to a
+ * heartbeat, and so does the news that its workflow is gone (terminate, reset: the answer is NotFound, and
+ * the SDK cancels the activity). The SDK sends heartbeats at most every 0.8 × the heartbeat timeout (24 s
+ * with the default 30 s), so a cancelled segment trained and committed on for up to that long, beside the
+ * run's next writer. Once a second bounds that delay, at one small request per second per running segment.
+ */
+export const HEARTBEAT_THROTTLE = {
+  maxHeartbeatThrottleInterval: '1s',
+  defaultHeartbeatThrottleInterval: '1s',
+} as const satisfies Partial<WorkerOptions>;
 
 /**
  * Absolute path of the workflows module, for a Worker's `workflowsPath` (or `bundleWorkflowCode`). It
@@ -76,7 +89,15 @@ export function workerIdentity(role: WorkerRole): string {
 }
 
 export async function connectWorkerConnection(settings: TemporalSettings): Promise<NativeConnection> {
-  return NativeConnection.connect(settings.connect.connectionOptions);
+  try {
+    return await NativeConnection.connect(settings.connect.connectionOptions);
+  } catch (err) {
+    throw connectionError(
+      settings.connect.connectionOptions.address ?? 'localhost:7233',
+      settings.namespace,
+      err,
+    );
+  }
 }
 
 export async function createWorkers(setup: WorkerSetup, connection: NativeConnection): Promise<Worker[]> {
@@ -90,6 +111,7 @@ export async function createWorkers(setup: WorkerSetup, connection: NativeConnec
     // On SIGINT/SIGTERM, running segments are cancelled at once: the training child stops at a step
     // boundary and saves nothing half-done; what it committed before stays.
     shutdownGraceTime: '2s',
+    ...HEARTBEAT_THROTTLE,
     ...(setup.metrics ? { interceptors: { activity: [setup.metrics.activityInterceptor()] } } : {}),
   } satisfies Partial<WorkerOptions>;
   if (setup.role === 'train' || setup.role === 'all') {

@@ -11,6 +11,7 @@
  */
 import {
   ActivityFailure,
+  ApplicationFailure,
   CancellationScope,
   condition,
   continueAsNew,
@@ -43,6 +44,28 @@ import { PipelineVisibility } from './visibility';
  */
 export const PAUSE_WHILE_STARTING_PATCH = 'pipeline-pause-while-starting-v1';
 
+/**
+ * A cancelled pipeline (`temporal workflow cancel`, handle.cancel()) used to end with its memo and status
+ * still 'running'. It now reads its last checkpoint and shows 'cancelled' before it ends: an activity and
+ * upserts that runs cancelled before the fix do not have.
+ */
+export const CANCELLED_STATE_PATCH = 'pipeline-cancelled-state-v1';
+
+/**
+ * A run that starts on a directory with checkpoints reads its best metric from their eval results (before,
+ * the status showed none until the pipeline evaluated a new checkpoint itself): one more activity at start.
+ */
+export const BEST_FROM_STORE_PATCH = 'pipeline-best-from-store-v1';
+
+/**
+ * A reset (`temporal workflow reset`) replays the history up to its reset point and runs new code from
+ * there, so the state it rebuilds is what the pipeline knew at that point: not the checkpoints and eval
+ * results the lost part of the history (a segment cut short, evaluations) left in the store. A run that
+ * comes from a reset reads them back at its first segment boundary after the reset point: activities only
+ * a reset run issues, and only where patched() says so (see resetRun()).
+ */
+export const RESET_READS_STORE_PATCH = 'pipeline-reset-reads-store-v1';
+
 export interface PipelineInput {
   dir: string;
   targetSteps: number;
@@ -73,7 +96,8 @@ export interface PipelineInput {
   carried?: PipelineState;
 }
 
-export type PipelineStateName = 'starting' | 'running' | 'paused' | 'stopping' | 'completed' | 'stopped';
+export type PipelineStateName =
+  'starting' | 'running' | 'paused' | 'stopping' | 'completed' | 'stopped' | 'cancelled';
 
 export interface PipelineState {
   state: PipelineStateName;
@@ -174,11 +198,26 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
       return s;
     },
     {
+      // A rejected update leaves no trace in the history, so the rules may change without a patch. The
+      // failure is typed and non-retryable, as the activities' bad-input failures are: asking again with
+      // the same number cannot succeed.
       validator: (steps) => {
-        if (!Number.isSafeInteger(steps) || steps < 1)
-          throw new Error(`target steps must be a positive integer, got ${steps}`);
+        if (!Number.isSafeInteger(steps) || steps < 1) {
+          throw ApplicationFailure.nonRetryable(
+            `target steps must be a positive integer, got ${steps}`,
+            'InvalidArgumentError',
+          );
+        }
+        if (steps < s.step) {
+          throw ApplicationFailure.nonRetryable(
+            `target steps ${steps} is below the current step ${s.step} of ${input.dir}: checkpoints are never ` +
+              'trained backwards; give a target of at least the current step',
+            'InvalidArgumentError',
+          );
+        }
       },
-      description: 'Set the absolute target step (a positive integer); returns the new state.',
+      description:
+        'Set the absolute target step (a positive integer, at least the current step); returns the new state.',
     },
   );
   setHandler(
@@ -193,84 +232,152 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
     },
   );
 
-  if (!input.carried) {
-    const last = await control.findLastStep({ dir: input.dir });
-    s.step = last ?? 0;
-    s.lastCheckpoint = last;
-  }
-  if (!paused) s.state = 'running';
-  // The pause handler turns only 'running' into 'paused'; one that came during the lookup is shown now.
-  else if (s.state === 'starting' && patched(PAUSE_WHILE_STARTING_PATCH)) s.state = 'paused';
+  try {
+    if (!input.carried) {
+      const last = await control.findLastStep({ dir: input.dir });
+      s.step = last ?? 0;
+      s.lastCheckpoint = last;
+      if (last !== null && patched(BEST_FROM_STORE_PATCH)) s.bestMetric = await bestInStore(input, control);
+    }
+    if (!paused) s.state = 'running';
+    // The pause handler turns only 'running' into 'paused'; one that came during the lookup is shown now.
+    else if (s.state === 'starting' && patched(PAUSE_WHILE_STARTING_PATCH)) s.state = 'paused';
 
-  let segmentsThisRun = 0;
-  while (s.step < s.targetSteps && !stopRequested) {
-    // Upserts only what changed since the last call: the start, a pause, a resume.
-    visibility.update(s);
-    if (paused) {
-      await condition(() => !paused || stopRequested);
-      continue;
-    }
-    const toStep = Math.min(s.targetSteps, s.step + input.segmentSteps);
-    let result: SegmentResult | null = null;
-    try {
-      segmentScope = new CancellationScope();
-      result = await segmentScope.run(() =>
-        group
-          ? group.run({
-              dir: input.dir,
-              fromStep: s.step,
-              toStep,
-              saveEvery: input.saveEvery,
-              training: input.training,
-              flags: input.flags,
-              settings: input.settings,
-              shrinkAfterMs: input.shrinkAfterMs ?? 60_000,
-            })
-          : train.trainSegment({
-              dir: input.dir,
-              fromStep: s.step,
-              toStep,
-              saveEvery: input.saveEvery,
-              training: input.training,
-              flags: input.flags,
-            }),
-      );
-    } catch (err) {
-      if (!(
-        stopRequested &&
-        (isCancellation(err) || (err instanceof ActivityFailure && isCancellation(err.cause)))
-      ))
-        throw err;
-    } finally {
-      segmentScope = null;
-    }
-    if (!result) {
-      // Stopped mid-segment: whatever the segment committed is the last checkpoint.
-      s.lastCheckpoint = await control.findLastStep({ dir: input.dir });
-      s.step = s.lastCheckpoint ?? s.step;
-      break;
-    }
-    s.segment += 1;
-    s.step = result.endStep;
-    s.loss = result.finalLoss;
-    if (result.saved.length > 0) s.lastCheckpoint = result.saved[result.saved.length - 1]!;
-    if (result.attempt > 1) s.retries += result.attempt - 1;
+    let segmentsThisRun = 0;
+    let storeReadAfterReset = false;
+    while (s.step < s.targetSteps && !stopRequested) {
+      if (resetRun() && !storeReadAfterReset && patched(RESET_READS_STORE_PATCH)) {
+        storeReadAfterReset = true;
+        const last = await control.findLastStep({ dir: input.dir });
+        s.step = last ?? 0;
+        s.lastCheckpoint = last;
+        s.bestMetric = await bestInStore(input, control);
+        continue;
+      }
+      // Upserts only what changed since the last call: the start, a pause, a resume.
+      visibility.update(s);
+      if (paused) {
+        await condition(() => !paused || stopRequested);
+        continue;
+      }
+      const toStep = Math.min(s.targetSteps, s.step + input.segmentSteps);
+      let result: SegmentResult | null = null;
+      try {
+        segmentScope = new CancellationScope();
+        result = await segmentScope.run(() =>
+          group
+            ? group.run({
+                dir: input.dir,
+                fromStep: s.step,
+                toStep,
+                saveEvery: input.saveEvery,
+                training: input.training,
+                flags: input.flags,
+                settings: input.settings,
+                shrinkAfterMs: input.shrinkAfterMs ?? 60_000,
+              })
+            : train.trainSegment({
+                dir: input.dir,
+                fromStep: s.step,
+                toStep,
+                saveEvery: input.saveEvery,
+                training: input.training,
+                flags: input.flags,
+              }),
+        );
+      } catch (err) {
+        if (!(
+          stopRequested &&
+          (isCancellation(err) || (err instanceof ActivityFailure && isCancellation(err.cause)))
+        ))
+          throw err;
+      } finally {
+        segmentScope = null;
+      }
+      if (!result) {
+        // Stopped mid-segment: whatever the segment committed is the last checkpoint.
+        s.lastCheckpoint = await control.findLastStep({ dir: input.dir });
+        s.step = s.lastCheckpoint ?? s.step;
+        break;
+      }
+      s.segment += 1;
+      s.step = result.endStep;
+      s.loss = result.finalLoss;
+      if (result.saved.length > 0) s.lastCheckpoint = result.saved[result.saved.length - 1]!;
+      if (result.attempt > 1) s.retries += result.attempt - 1;
 
-    if (input.evaluate) await evaluateNew(input, evalActs, control, s);
-    if (s.retention) {
-      const pruned: PruneSummary = await control.pruneCheckpoints({ dir: input.dir, policy: s.retention });
-      s.pruned.push(...pruned.deleted);
+      if (input.evaluate) await evaluateNew(input, evalActs, control, s);
+      if (s.retention) {
+        const pruned: PruneSummary = await control.pruneCheckpoints({ dir: input.dir, policy: s.retention });
+        s.pruned.push(...pruned.deleted);
+      }
+      visibility.update(s);
+      segmentsThisRun += 1;
+      const more = s.step < s.targetSteps && !stopRequested;
+      if (
+        more &&
+        (workflowInfo().continueAsNewSuggested || segmentsThisRun >= (input.segmentsPerRun ?? 100))
+      ) {
+        await continueAsNew<typeof trainingPipeline>({ ...input, carried: s });
+      }
     }
-    visibility.update(s);
-    segmentsThisRun += 1;
-    const more = s.step < s.targetSteps && !stopRequested;
-    if (more && (workflowInfo().continueAsNewSuggested || segmentsThisRun >= (input.segmentsPerRun ?? 100))) {
-      await continueAsNew<typeof trainingPipeline>({ ...input, carried: s });
+  } catch (err) {
+    // Cancelled (`temporal workflow cancel`): the segment has stopped (the activities wait for their
+    // cancellation to complete); show where the directory is and why the run ended, then end cancelled.
+    if (
+      isCancellation(err) &&
+      CancellationScope.current().consideredCancelled &&
+      patched(CANCELLED_STATE_PATCH)
+    ) {
+      await CancellationScope.nonCancellable(async () => {
+        s.lastCheckpoint = await control.findLastStep({ dir: input.dir });
+        s.step = s.lastCheckpoint ?? s.step;
+      });
+      s.state = 'cancelled';
+      visibility.update(s);
     }
+    throw err;
   }
   s.state = stopRequested ? 'stopped' : 'completed';
   visibility.update(s);
   return s;
+}
+
+/**
+ * Whether this run was made by a reset: a reset gives the run a new run id but keeps the original one of
+ * the execution it reset (continue-as-new starts a new execution, with its own).
+ */
+function resetRun(): boolean {
+  const info = workflowInfo();
+  return info.runId !== info.originalExecutionRunId;
+}
+
+/** The metric the pipeline calls best: the one it names, else the program's primary metric of `result`. */
+function metricOf(input: PipelineInput, result?: EvalSummary): { name: string; mode: 'min' | 'max' } {
+  return input.metric ?? result?.metric ?? { name: 'val_bpb', mode: 'min' };
+}
+
+function isBetter(value: number, best: { value: number } | null, mode: 'min' | 'max'): boolean {
+  return best === null || (mode === 'min' ? value < best.value : value > best.value);
+}
+
+/**
+ * The best metric among the eval results in the store (of committed checkpoints). Results say their
+ * metric's name but not whether lower is better, so the pipeline's metric decides (the GPT's val_bpb when
+ * it names none).
+ */
+async function bestInStore(
+  input: PipelineInput,
+  control: ControlActivities,
+): Promise<{ step: number; value: number } | null> {
+  const metric = metricOf(input);
+  let best: { step: number; value: number } | null = null;
+  for (const checkpoint of await control.listCheckpoints({ dir: input.dir })) {
+    const value = checkpoint.metrics?.[metric.name];
+    if (checkpoint.committed && typeof value === 'number' && isBetter(value, best, metric.mode))
+      best = { step: checkpoint.step, value };
+  }
+  return best;
 }
 
 async function evaluateNew(
@@ -289,13 +396,10 @@ async function evaluateNew(
     s.evals.push(result);
     // The program's primary metric unless the pipeline names one; results recorded before programs existed
     // had the GPT's metrics at the top level.
-    const metric = input.metric ?? result.metric ?? { name: 'val_bpb', mode: 'min' as const };
+    const metric = metricOf(input, result);
     const value = result.metrics?.[metric.name] ?? (result as unknown as Record<string, number>)[metric.name];
     if (typeof value !== 'number') continue;
-    const better =
-      s.bestMetric === null ||
-      (metric.mode === 'min' ? value < s.bestMetric.value : value > s.bestMetric.value);
-    if (better) s.bestMetric = { step, value };
+    if (isBetter(value, s.bestMetric, metric.mode)) s.bestMetric = { step, value };
   }
   // Keep the carried state small: the last evaluations are enough for status; the files hold them all.
   if (s.evals.length > 50) s.evals.splice(0, s.evals.length - 50);

@@ -11,6 +11,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { listCheckpoints } from '../../activities';
 import { prewarmChild, runCkpt, standbyPid } from '../../activities/child';
 import { activityFailure, childFailure } from '../../activities/failure';
+import * as client from '../../activities/client';
 import * as args from '../../cli/args';
 import {
   configureS3,
@@ -72,11 +73,12 @@ const EXPECTED: Record<string, boolean> = {
   ProgramNotRegisteredError: false,
 
   NotFoundError: false,
+  TemporalConnectionError: true,
 };
 
 describe('the retry table: every error class says whether retrying can help', () => {
   it('every error class of the library and the CLI has the expected decision', () => {
-    const classes = [...ERROR_CLASSES, ...errorClasses(args)];
+    const classes = [...ERROR_CLASSES, ...errorClasses(args, client)];
     const decisions = Object.fromEntries(classes.map((c) => [c.name, c.retryable]));
     assert.deepEqual(decisions, EXPECTED);
   });

@@ -22,6 +22,7 @@ import { bundleWorkflowCode, DefaultLogger, Runtime, Worker } from '@temporalio/
 import type { Workflow } from '@temporalio/workflow';
 import type { ControlActivities, TrainActivities } from '../../activities';
 import type {
+  CheckpointSummary,
   EvalSummary,
   PruneSummary,
   RetentionPolicy,
@@ -326,6 +327,18 @@ export class FakeStore {
     };
   }
 
+  /** What listCheckpoints answers: every committed step, ascending, with its eval metrics if evaluated. */
+  list(): CheckpointSummary[] {
+    return [...this.committed]
+      .sort((a, b) => a - b)
+      .map((step) => ({
+        step,
+        committed: true,
+        bytes: 0,
+        ...(this.evaluated.has(step) ? { metrics: this.evaluated.get(step)!.metrics } : {}),
+      }));
+  }
+
   /** Mock activities over this store; `overrides` replace some of them. */
   activities(overrides: Mocks = {}): Mocks {
     return {
@@ -335,6 +348,7 @@ export class FakeStore {
         this.committed.filter((s) => !this.evaluated.has(s)).sort((a, b) => a - b),
       evaluateCheckpoint: async ({ step }) => this.evaluate(step),
       pruneCheckpoints: async ({ policy }) => this.prune(policy),
+      listCheckpoints: async () => this.list(),
       ...overrides,
     };
   }

@@ -1,12 +1,14 @@
 /**
  * Controlling a running trainingPipeline, with mocked activities: pause, resume, stop (which cancels the
- * running segment), the setTargetSteps and setRetention updates, and continue-as-new, which must carry all
- * of that into the next run. Segments wait on gates the tests open, so every signal lands where intended.
+ * running segment), a workflow cancel and a workflow reset (what `temporal workflow cancel | reset` do),
+ * the setTargetSteps and setRetention updates, and continue-as-new, which must carry all of that into the
+ * next run. Segments wait on gates the tests open, so every signal lands where intended.
  */
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { before, describe, it } from 'node:test';
-import { WorkflowUpdateFailedError } from '@temporalio/client';
-import { CancelledFailure } from '@temporalio/common';
+import { WorkflowFailedError, WorkflowUpdateFailedError } from '@temporalio/client';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import {
   pauseSignal,
   resumeSignal,
@@ -18,6 +20,7 @@ import {
   type PipelineInput,
   type PipelineState,
 } from '../../workflows/pipeline';
+import { CkptStep } from '../../workflows/visibility';
 import {
   FakeStore,
   gate,
@@ -74,6 +77,16 @@ function statusUntil(run: Run, what: string, check: (s: PipelineState) => boolea
       return check(s) ? s : undefined;
     },
     { timeoutMs: 20_000, intervalMs: 50 },
+  );
+}
+
+/** An update refused by its validator as bad input: InvalidArgumentError, marked non-retryable. */
+function invalidArgument(err: unknown): err is WorkflowUpdateFailedError & { cause: ApplicationFailure } {
+  return (
+    err instanceof WorkflowUpdateFailedError &&
+    err.cause instanceof ApplicationFailure &&
+    err.cause.type === 'InvalidArgumentError' &&
+    err.cause.nonRetryable === true
   );
 }
 
@@ -181,6 +194,154 @@ describe('stop', SUITE, () => {
   });
 });
 
+/** A segment that commits `commits`, then heartbeats until it is cancelled; it notes why it ended. */
+function hangingSegment(run: Run, store: FakeStore, commits: number[], evaluated: number[] = []) {
+  return async (): Promise<never> => {
+    store.committed.push(...commits);
+    for (const step of evaluated) store.evaluate(step);
+    try {
+      return await heartbeatWhile(new Promise<never>(() => undefined));
+    } catch (err) {
+      run.note(
+        err instanceof CancelledFailure ? `segment cancelled (${err.message})` : `segment failed: ${err}`,
+      );
+      throw err;
+    }
+  };
+}
+
+describe('cancel (temporal workflow cancel)', SUITE, () => {
+  it('cancels the running segment, then ends cancelled on the last checkpoint: status, memo and CkptStep say so', async () => {
+    const store = new FakeStore();
+    const run = await env.start(trainingPipeline, [input({ searchAttributes: ['CkptStep'] })], (run) =>
+      store.activities({ trainSegment: hangingSegment(run, store, [5]) }),
+    );
+    await run.called('trainSegment');
+    await run.handle.cancel();
+    await assert.rejects(
+      run.handle.result(),
+      (err: unknown) => err instanceof WorkflowFailedError && err.cause instanceof CancelledFailure,
+    );
+    assert.deepEqual(run.log, [
+      'findLastStep',
+      'trainSegment',
+      'segment cancelled (CANCELLED)',
+      'findLastStep',
+    ]);
+    const s = await run.handle.query(statusQuery);
+    assert.equal(s.state, 'cancelled');
+    assert.equal(s.step, 5);
+    assert.equal(s.lastCheckpoint, 5);
+    const description = await run.handle.describe();
+    assert.equal(description.status.name, 'CANCELLED');
+    // (A memo field set to null is removed.)
+    assert.deepEqual(description.memo, { step: 5, targetSteps: 20, state: 'cancelled' });
+    assert.equal(description.typedSearchAttributes.get(CkptStep), 5);
+  });
+
+  it('a paused pipeline cancelled ends cancelled too', async () => {
+    const store = new FakeStore();
+    const { gates, activities } = gatedSegments(store, 1);
+    const run = await env.start(trainingPipeline, [input()], activities);
+    await run.called('trainSegment');
+    await run.handle.signal(pauseSignal);
+    gates[0]!.open();
+    await statusUntil(run, 'paused after the first segment', (s) => s.step === 10 && s.state === 'paused');
+    await run.handle.cancel();
+    await assert.rejects(run.handle.result(), WorkflowFailedError);
+    const s = await run.handle.query(statusQuery);
+    assert.equal(s.state, 'cancelled');
+    assert.equal(s.lastCheckpoint, 10);
+    assert.equal(((await run.handle.describe()).memo as { state: string }).state, 'cancelled');
+  });
+});
+
+/**
+ * `temporal workflow reset` to the first or the last workflow task of the current run, as its --type
+ * FirstWorkflowTask and LastWorkflowTask do; the new run's id.
+ */
+async function reset(run: Run, to: 'first' | 'last'): Promise<string> {
+  const handle = env.client.workflow.getHandle(run.id);
+  const { runId } = await handle.describe();
+  const events = (await handle.fetchHistory()).events ?? [];
+  const completed = events.filter((e) => e.workflowTaskCompletedEventAttributes);
+  const point = to === 'first' ? completed[0]! : completed.at(-1)!;
+  const response = await env.client.workflowService.resetWorkflowExecution({
+    namespace: 'default',
+    workflowExecution: { workflowId: run.id, runId },
+    reason: 'test',
+    workflowTaskFinishEventId: point.eventId,
+    requestId: randomUUID(),
+  });
+  return response.runId!;
+}
+
+describe('reset (temporal workflow reset)', SUITE, () => {
+  it('mid-segment: the old attempt is cancelled, and the new run shows the checkpoints and eval results the lost part left', async () => {
+    const store = new FakeStore();
+    const latest = gate();
+    const run = await env.start(trainingPipeline, [input({ evaluate: true })], (run) =>
+      store.activities({
+        trainSegment: async (segment) => {
+          const call = run.callsOf('trainSegment').length;
+          // The second segment commits 15, and step 15 gets evaluated (by `ckpt eval`, say), before the reset.
+          if (call === 2) return hangingSegment(run, store, [15], [15])();
+          if (call === 3) await heartbeatWhile(latest.promise);
+          return store.train(segment);
+        },
+      }),
+    );
+    await run.called('trainSegment', 2);
+    const before = await statusUntil(run, 'the second segment running', (s) => s.step === 10);
+    assert.deepEqual(before.bestMetric, { step: 10, value: 1 });
+    const newRun = await reset(run, 'last');
+    await run.called('trainSegment', 3);
+    assert.ok(
+      run.log.includes('segment cancelled (NOT_FOUND)'),
+      `the old attempt learns that its run is gone: ${run.log.join(', ')}`,
+    );
+    const handle = env.client.workflow.getHandle(run.id);
+    const after = await handle.query(statusQuery);
+    assert.equal(after.step, 15);
+    assert.equal(after.lastCheckpoint, 15);
+    assert.deepEqual(after.bestMetric, { step: 15, value: 10 / 15 });
+    assert.deepEqual((run.callsOf('trainSegment')[2]!.input as { fromStep: number }).fromStep, 15);
+    latest.open();
+    const s = (await handle.result()) as PipelineState;
+    assert.equal((await handle.describe()).runId, newRun);
+    assert.equal(s.state, 'completed');
+    assert.equal(s.step, 20);
+    assert.deepEqual(s.bestMetric, { step: 20, value: 0.5 });
+  });
+
+  it('to the first workflow task: the new run starts from what the store holds', async () => {
+    const store = new FakeStore();
+    const latest = gate();
+    const run = await env.start(trainingPipeline, [input({ evaluate: true })], (run) =>
+      store.activities({
+        trainSegment: async (segment) => {
+          const call = run.callsOf('trainSegment').length;
+          if (call === 2) return hangingSegment(run, store, [15], [15])();
+          if (call === 3) await heartbeatWhile(latest.promise);
+          return store.train(segment);
+        },
+      }),
+    );
+    await run.called('trainSegment', 2);
+    await reset(run, 'first');
+    await run.called('trainSegment', 3);
+    const handle = env.client.workflow.getHandle(run.id);
+    const after = await handle.query(statusQuery);
+    assert.equal(after.step, 15);
+    assert.equal(after.lastCheckpoint, 15);
+    assert.deepEqual(after.bestMetric, { step: 15, value: 10 / 15 });
+    latest.open();
+    const s = (await handle.result()) as PipelineState;
+    assert.equal(s.state, 'completed');
+    assert.equal(s.step, 20);
+  });
+});
+
 describe('the setTargetSteps update', SUITE, () => {
   const toSteps = (run: Run) =>
     run.callsOf('trainSegment').map((c) => (c.input as { toStep: number }).toStep);
@@ -225,13 +386,31 @@ describe('the setTargetSteps update', SUITE, () => {
       await assert.rejects(
         run.handle.executeUpdate(setTargetUpdate, { args: [bad] }),
         (err: unknown) =>
-          err instanceof WorkflowUpdateFailedError &&
-          String(err.cause?.message).includes(`must be a positive integer, got ${bad}`),
+          invalidArgument(err) && err.cause.message.includes(`must be a positive integer, got ${bad}`),
       );
     }
     assert.equal((await run.handle.query(statusQuery)).targetSteps, 20);
     gates[0]!.open();
     assert.equal((await run.handle.result()).step, 20);
+  });
+
+  it('a target below the current step is rejected as bad input (typed, not retryable), naming that step', async () => {
+    const store = new FakeStore();
+    const { gates, activities } = gatedSegments(store, 2);
+    const run = await env.start(trainingPipeline, [input({ targetSteps: 30 })], activities);
+    gates[0]!.open();
+    await statusUntil(run, 'the second segment running', (s) => s.step === 10);
+    await assert.rejects(run.handle.executeUpdate(setTargetUpdate, { args: [5] }), (err: unknown) => {
+      assert.ok(invalidArgument(err), String(err));
+      assert.match(err.cause.message, /target steps 5 is below the current step 10\b/);
+      return true;
+    });
+    // The current step itself is a valid target: the pipeline ends after the running segment.
+    await run.handle.executeUpdate(setTargetUpdate, { args: [10] });
+    gates[1]!.open();
+    const s = await run.handle.result();
+    assert.equal(s.targetSteps, 10);
+    assert.equal(s.step, 20);
   });
 });
 

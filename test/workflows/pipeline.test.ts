@@ -107,7 +107,7 @@ describe('segments from the last committed checkpoint to the target', SUITE, () 
     const store = new FakeStore([50]);
     const run = await env.start(trainingPipeline, [input({ targetSteps: 50 })], store.activities());
     const s = await run.handle.result();
-    assert.deepEqual(run.log, ['findLastStep']);
+    assert.deepEqual(run.log, ['findLastStep', 'listCheckpoints']);
     assert.equal(s.state, 'completed');
     assert.equal(s.step, 50);
     assert.equal(s.lastCheckpoint, 50);
@@ -234,6 +234,24 @@ describe('best-metric tracking', SUITE, () => {
       store.activities(),
     );
     assert.deepEqual((await run.handle.result()).bestMetric, { step: 10, value: 9 });
+  });
+
+  it('a pipeline started on a directory with evaluated checkpoints shows their best from the start', async () => {
+    const store = new FakeStore([5, 10, 15], metrics);
+    for (const step of [5, 10, 15]) store.evaluate(step);
+    const run = await env.start(
+      trainingPipeline,
+      [input({ targetSteps: 20, evaluate: true, metric: { name: 'val_loss', mode: 'max' } })],
+      store.activities(),
+    );
+    const s = await run.handle.result();
+    assert.deepEqual(run.log.slice(0, 3), ['findLastStep', 'listCheckpoints', 'trainSegment']);
+    assert.deepEqual(
+      s.evals.map((e) => e.step),
+      [20],
+    );
+    // Step 10 (val_loss 9) beats step 20 (8.5), which the pipeline evaluated itself.
+    assert.deepEqual(s.bestMetric, { step: 10, value: 9 });
   });
 
   it('a metric the eval results do not have leaves the best metric unset', async () => {

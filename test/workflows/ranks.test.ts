@@ -65,6 +65,7 @@ interface RankBehaviour {
 function rankActivities(run: Run, store: FakeStore, behaviour: RankBehaviour = {}): Mocks {
   return {
     findLastStep: async () => store.last(),
+    listCheckpoints: async () => store.list(),
     trainRank: async (r): Promise<SegmentResult> => {
       try {
         await behaviour.beforeJoin?.(r);
