@@ -185,6 +185,15 @@ describe("a user's own program, in a file of its own, loaded by path", () => {
     assert.ok(Number(evaluated.stdout) < first.mse, 'the loss goes down');
   });
 
+  it('loads an ES module (.mjs) whose default export is the program', () => {
+    const work = tempDir();
+    const program = join(work, 'linear.mjs');
+    writeFileSync(program, linearProgram(1).replace('module.exports =', 'export default'));
+    const run = ckpt(['train', '--program', program, '--root', work, '--steps', '3', '--lr', '0.05']);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stderr, /trained linear from step 0 to 3 .* with program linear/);
+  });
+
   it('refuses a checkpoint written by a newer version of the program', () => {
     const work = tempDir();
     const v1 = join(work, 'v1.js');
