@@ -8,6 +8,7 @@ import { hostname } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import type { TrainingProgram } from '../program/contract';
+import { ProgramLoadError } from '../program/errors';
 import { BUILTIN_PROGRAMS, isProgramPath, programModule } from '../program/load';
 
 const registered = new Map<string, string>();
@@ -17,12 +18,15 @@ export function registerPrograms(programs: Record<string, string | TrainingProgr
   for (const [name, program] of Object.entries(programs)) {
     const path = typeof program === 'string' ? resolve(program) : programModule(program);
     if (!path) {
-      throw new Error(
+      throw new ProgramLoadError(
         `program "${name}": its module path is unknown; register it as a path (programs: { ${name}: '/path/to/program.js' }) ` +
           'or create it with defineProgram() in its own module',
+        { field: 'programs' },
       );
     }
-    if (!existsSync(path)) throw new Error(`program "${name}": ${path} does not exist`);
+    if (!existsSync(path)) {
+      throw new ProgramLoadError(`program "${name}": ${path} does not exist`, { field: 'programs' });
+    }
     registered.set(name, path);
   }
 }

@@ -40,9 +40,14 @@ export function registeredMigrations(): readonly Migration[] {
   return registry;
 }
 
-/** Register what is not registered yet (a program's migrations, when the program is loaded). */
+/**
+ * Register a program's migrations (each tagged with the program), once: those already registered for that
+ * program under the same id are skipped. Ids are per program, so two programs may use the same one.
+ */
 export function registerMigrations(migrations: readonly Migration[]): void {
-  for (const m of migrations) if (!registry.some((r) => r.id === m.id)) registry.push(m);
+  for (const m of migrations) {
+    if (!registry.some((r) => r.id === m.id && r.program === m.program)) registry.push(m);
+  }
 }
 
 function appliesTo(m: Migration, meta: Meta): boolean {

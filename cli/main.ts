@@ -158,7 +158,16 @@ export async function main(argv: string[]): Promise<number> {
     const program = command.takesProgram
       ? await loadProgramArg(rest, command.takesProgram === 'or-worker-name')
       : undefined;
-    const args = parse(command, rest, program ? programOptions(program) : {});
+    const extra = program ? programOptions(program) : {};
+    const taken = Object.keys(extra).filter((f) => f in command.options || f === 'help' || f === 'debug');
+    if (program && taken.length > 0) {
+      const { ProgramContractError } = require('../program/errors') as typeof import('../program/errors');
+      throw new ProgramContractError(
+        `program "${program.name}" declares flags that ckpt ${command.name} has already: ${taken.map((f) => `--${f}`).join(', ')}`,
+        { field: 'flags' },
+      );
+    }
+    const args = parse(command, rest, extra);
     args.program = program;
     if (command.takesProgram && !program) args.remoteProgram = str(args, 'program');
     if (args.values.help) {

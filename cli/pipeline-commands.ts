@@ -35,7 +35,7 @@ import {
 } from './args';
 import { defaultTag, TRAIN_OPTIONS, trainSettings } from './train-commands';
 import { programReference } from './program-args';
-import { loadProgramModule } from '../program/load';
+import { loadProgramModule, PROGRAM_NAME } from '../program/load';
 import { connectClient, uiLink, workflowSettings } from './temporal-client';
 import { ProgressLine } from './progress';
 
@@ -84,9 +84,12 @@ export function pipelineId(dir: string): string {
 
 /** What the pipeline trains, from the flags: the program as a name or an absolute path. */
 function toTraining(args: Args): TrainingSpec {
-  const { run, config } = trainSettings(args);
-  // A data file given relative to here must be found by workers elsewhere.
-  if (typeof config.data === 'string') config.data = resolve(config.data);
+  const { run, config, configFlags } = trainSettings(args);
+  // A file given relative to here must be found by workers elsewhere.
+  for (const [key, flagName] of Object.entries(configFlags)) {
+    if (args.program?.flags?.[flagName]?.path && typeof config[key] === 'string')
+      config[key] = resolve(config[key]);
+  }
   return {
     program: programReference(str(args, 'program')),
     config,
@@ -439,7 +442,7 @@ const workerCommand: Command = {
     const programs: Record<string, string> = {};
     for (const entry of list(args, 'program')) {
       const [name, path] = [entry.slice(0, entry.indexOf('=')), entry.slice(entry.indexOf('=') + 1)];
-      if (!entry.includes('=') || !/^[a-z0-9][a-z0-9._-]*$/i.test(name) || path === '') {
+      if (!entry.includes('=') || !PROGRAM_NAME.test(name) || path === '') {
         throw new UsageError(`--program must be NAME=PATH, got "${entry}"`, { field: 'program' });
       }
       // Load it now: a worker that cannot load a program it is told to run should not start.

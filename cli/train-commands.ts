@@ -118,8 +118,8 @@ const trainCommand: Command = {
     'resumed to 30 equals a run to 30. On resume, flags that are not given come from the checkpoint.\n' +
     '--nproc W starts W rank processes (data parallel); --batch is the global batch.\n' +
     'Resuming a checkpoint saved with another world size needs --reshard.\n' +
-    '--program names the model-specific part (default: gpt, whose flags are --depth, --n-embd, --n-head,\n' +
-    "--n-kv-head, --seq-len, --window-pattern and --data); --config sets the program's config keys.",
+    "--program names the model-specific part (default: gpt); --config sets the program's config keys, and\n" +
+    "the program's own flags are listed below.",
   options: TRAIN_OPTIONS,
   takesProgram: true,
   async run(args) {
@@ -151,7 +151,7 @@ const trainCommand: Command = {
       saveEvery: int(args, 'save-every', 1) ?? Math.max(1, Math.min(steps, 100)),
       resume: from !== undefined ? { step: from } : flag(args, 'resume') ? 'last' : 'none',
       reshard: flag(args, 'reshard'),
-      program: program.name,
+      program: str(args, 'program') ?? program.name,
       config,
       configFlags,
       run,
@@ -251,8 +251,8 @@ const evalCommand: Command = {
     'Evaluate a checkpoint with its program (the GPT: validation bits per byte); writes eval_<step>.json.',
   usage:
     'ckpt eval DIR [--step N] [--program PATH|NAME] [--data FILE] [--json]\n\n' +
-    "Prints the program's primary metric (val_bpb for the GPT); --json prints every metric as eval_<step>.json\n" +
-    'holds them. --program is needed for a checkpoint of a program that is not built in.',
+    "Prints the program's primary metric (val_bpb for the GPT); --json prints every metric (as eval_<step>.json\n" +
+    'holds them) and the primary one. --program is needed for a checkpoint of a program that is not built in.',
   options: {
     step: { type: 'string' },
     data: { type: 'string' },

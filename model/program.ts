@@ -52,6 +52,7 @@ export const gptProgram: TrainingProgram<GPTProgramConfig> = {
       key: 'data',
       type: 'string',
       help: 'training text (default: the bundled corpus)',
+      path: true,
       // A moved file is fine; its content is checked against the checkpoint's sha256.
       mayChangeOnResume: true,
     },

@@ -31,6 +31,8 @@ export interface ProgramFlag {
   help: string;
   /** Smallest allowed value for int and number flags. */
   min?: number;
+  /** A local file: made absolute where it is given, so that workers elsewhere find the same file. */
+  path?: boolean;
   /**
    * The key may differ from the checkpoint being resumed (e.g. a data path whose content the program checks
    * itself). By default a flag that contradicts the checkpoint is refused, naming it.
@@ -53,7 +55,7 @@ export interface Batch {
 /** What a restored session starts from: a committed checkpoint's tensors and JSON. */
 export interface Restored {
   step: number;
-  /** Model tensors as saved (F32, BF16 or F16; use toFloat32 from temporal-ckpt/checkpoint). */
+  /** Model tensors, F32 (a checkpoint saved with --save-dtype bf16/f16 is converted on load). */
   model: NamedTensors;
   /** This rank's optimizer tensors (program-owned optimizers only; null when the loop owns it). */
   optimizer: NamedTensors | null;

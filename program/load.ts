@@ -27,9 +27,10 @@ export function programModule(program: TrainingProgram<unknown>): string | undef
   return modulePaths.get(program) ?? definedModule(program);
 }
 
-/** Record where a program object lives (defineProgram and the loader do this). */
-export function setProgramModule(program: TrainingProgram<unknown>, path: string): void {
-  modulePaths.set(program, path);
+/** Make a program's migrations apply to its checkpoints on every load (idempotent). */
+export function registerProgramMigrations(program: TrainingProgram<unknown>): void {
+  if (program.migrations)
+    registerMigrations(program.migrations.map((m) => ({ ...m, program: program.name })));
 }
 
 /** A path rather than a name: has a directory part or a module extension. */
@@ -37,14 +38,16 @@ export function isProgramPath(spec: string): boolean {
   return /[\\/]/.test(spec) || /\.(m?js|cjs|ts|mts|cts)$/.test(spec);
 }
 
-const NAME = /^[a-z0-9][a-z0-9._-]*$/i;
+/** A program's name (and a name a worker registers it under). */
+export const PROGRAM_NAME = /^[a-z0-9][a-z0-9._-]*$/i;
 
 /** The problems with a value that should be a program, or [] when it is one. */
 export function programProblems(value: unknown): string[] {
   if (typeof value !== 'object' || value === null) return ['it is not an object'];
   const p = value as Record<string, unknown>;
   const problems: string[] = [];
-  if (typeof p.name !== 'string' || !NAME.test(p.name)) problems.push('name must be a short identifier');
+  if (typeof p.name !== 'string' || !PROGRAM_NAME.test(p.name))
+    problems.push('name must be a short identifier');
   if (!Number.isSafeInteger(p.version) || (p.version as number) < 1)
     problems.push('version must be an integer >= 1');
   const metric = p.metric as { name?: unknown; mode?: unknown } | undefined;
@@ -53,6 +56,12 @@ export function programProblems(value: unknown): string[] {
   }
   if (p.optimizer !== 'loop' && p.optimizer !== 'program')
     problems.push("optimizer must be 'loop' or 'program'");
+  if (
+    p.defaultBatch !== undefined &&
+    (!Number.isSafeInteger(p.defaultBatch) || (p.defaultBatch as number) < 1)
+  ) {
+    problems.push('defaultBatch must be an integer >= 1');
+  }
   for (const fn of ['configure', 'start', 'evaluate']) {
     if (typeof p[fn] !== 'function') problems.push(`${fn} must be a function`);
   }
@@ -90,8 +99,6 @@ export async function loadProgramModule(path: string): Promise<TrainingProgram<u
   }
   const program = candidate as TrainingProgram<unknown>;
   modulePaths.set(program, file);
-  if (program.migrations)
-    registerMigrations(program.migrations.map((m) => ({ ...m, program: program.name })));
   return program;
 }
 
@@ -147,6 +154,7 @@ export function programForCheckpoint(
     );
   }
   checkProgramMeta(program, meta, file);
+  registerProgramMigrations(program);
   const config = configureProgram(program, {
     ...((meta.config as Record<string, unknown> | undefined) ?? {}),
   });

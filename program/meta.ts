@@ -6,6 +6,7 @@
 import { CheckpointError, InvalidArgumentError } from '../checkpoint/errors';
 import type { Meta } from '../checkpoint/manifest';
 import { DEFAULT_SCHEDULE, validateSchedule, type ScheduleConfig } from '../train/schedule';
+import { RUN_SETTING_KEYS, RUN_SETTINGS } from '../train/settings';
 import type { LoopSettings, TrainingProgram } from './contract';
 import { ProgramConfigError, ProgramMismatchError } from './errors';
 
@@ -35,7 +36,7 @@ export function checkProgramMeta(program: TrainingProgram<unknown>, meta: Meta, 
   if (recorded.name !== program.name) {
     throw new ProgramMismatchError(
       `${file} was written by program "${recorded.name}"; program "${program.name}" cannot resume or build it ` +
-        `(use --program ${recorded.name}, or another --tag)`,
+        `(give --program the path or registered name of "${recorded.name}", or use another --tag)`,
       { file, field: 'program', step: meta.step },
     );
   }
@@ -90,9 +91,12 @@ export function resolveRunConfig<C>(
   const loopOwnsOptimizer = program.optimizer === 'loop';
   const s = given.schedule ?? {};
   if (!loopOwnsOptimizer) {
-    const flag = (['lr', 'kind', 'warmup', 'horizon'] as const).find((k) => s[k] !== undefined);
-    if (flag) {
-      const name = flag === 'kind' ? 'schedule' : flag;
+    // The schedule object names the schedule's kind `kind`; the setting (and its flag) is `schedule`.
+    const inSchedule = (k: string) =>
+      s[(k === 'schedule' ? 'kind' : k) as keyof ScheduleConfig] !== undefined;
+    const key = RUN_SETTING_KEYS.find((k) => 'loopOptimizer' in RUN_SETTINGS[k] && inSchedule(k));
+    if (key) {
+      const name = RUN_SETTINGS[key].flag;
       throw new InvalidArgumentError(
         `--${name} sets the loop's optimizer, but program "${program.name}" owns its optimizer: set it in --config`,
         { field: name },
@@ -104,9 +108,17 @@ export function resolveRunConfig<C>(
   const savedLoop = meta?.loop as LoopSettings | undefined;
   if (savedConfig) {
     for (const [key, value] of Object.entries(userConfig)) {
-      const flag = given.configFlags?.[key];
-      const free = flag !== undefined && program.flags?.[flag]?.mayChangeOnResume;
-      if (!free) refuseClash(flag ?? `config ${key}`, value, savedConfig[key]);
+      // By key, not by the flag typed: a pipeline's segments pass the same keys through --config.
+      const free = Object.values(program.flags ?? {}).some((f) => f.key === key && f.mayChangeOnResume);
+      if (free) continue;
+      const flag = given.configFlags?.[key] ?? `config ${key}`;
+      if (!(key in savedConfig)) {
+        throw new InvalidArgumentError(
+          `--${flag} is not in the config of the checkpoint being resumed; drop it or start a new tag`,
+          { field: flag },
+        );
+      }
+      refuseClash(flag, value, savedConfig[key]);
     }
   }
   const config = configureProgram(program, { ...(savedConfig ?? {}), ...userConfig });

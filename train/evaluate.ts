@@ -14,7 +14,7 @@ import {
 } from '../checkpoint';
 import { initBackend, type BackendChoice } from '../model/backend';
 import type { TrainingProgram } from '../program/contract';
-import { programForCheckpoint } from '../program/load';
+import { programForCheckpoint, registerProgramMigrations } from '../program/load';
 
 export interface EvalOptions {
   dataFile?: string;
@@ -47,6 +47,8 @@ export async function evaluateCheckpoint(
     step,
     { holder: options.holder ?? `eval-${process.pid}`, ttlMs: 10 * 60_000 },
     async () => {
+      // A program loaded by path brings its own migrations: registered before the load applies them.
+      if (options.program) registerProgramMigrations(options.program);
       const { meta } = await loadCheckpoint(store, step, { loadModel: false, loadOptimizer: false });
       const { program, config, loop } = programForCheckpoint(meta, step, options.program);
       const { tf, name: backend } = await initBackend({ force: options.backend, log: (m) => log0(m) });

@@ -6,7 +6,7 @@ import { InvalidArgumentError, loadCheckpoint, log0, type Location } from '../ch
 import type { BackendChoice } from '../model/backend';
 import { initBackend } from '../model/backend';
 import type { TrainingProgram } from '../program/contract';
-import { programForCheckpoint } from '../program/load';
+import { programForCheckpoint, registerProgramMigrations } from '../program/load';
 
 export interface SampleOptions {
   prompt: string;
@@ -19,6 +19,7 @@ export interface SampleOptions {
 }
 
 export async function sampleText(dir: Location, step: number, options: SampleOptions): Promise<string> {
+  if (options.program) registerProgramMigrations(options.program);
   const { meta } = await loadCheckpoint(dir, step, { loadModel: false, loadOptimizer: false });
   const { program, config, loop } = programForCheckpoint(meta, step, options.program);
   if (!program.sample) {

@@ -28,7 +28,9 @@ import { initBackend, type BackendChoice, type TF } from '../model/backend';
 import type * as tfjs from '@tensorflow/tfjs';
 import type { NamedTensors } from '../checkpoint/tensors';
 import type { Batch, Json, Session, StepSession, TrainingProgram } from '../program/contract';
+import { ProgramContractError } from '../program/errors';
 import { checkProgramMeta, programRecord, resolveRunConfig } from '../program/meta';
+import { registerProgramMigrations } from '../program/load';
 import { gptProgram } from '../model/program';
 import type { ProcessGroup } from './dist';
 import { ownedBy, planShards, reshardOptimizer, type ShardPlan } from './sharding';
@@ -141,6 +143,7 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
 
   const rank = options.group?.rank ?? 0;
   const worldSize = options.group?.worldSize ?? 1;
+  registerProgramMigrations(program);
   const resumeStep = await resolveResume(store, options.resume ?? 'none');
   let loadStarted = Date.now();
   const loaded =
@@ -205,6 +208,14 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
   let optimizer: Optimizer;
   let sharding: Record<string, unknown> = { world_size: worldSize };
   try {
+    const expected = program.optimizer === 'loop' ? 'gradients' : 'step';
+    if (session.kind !== expected) {
+      throw new ProgramContractError(
+        `program "${program.name}" declares optimizer '${program.optimizer}' but its start() returned a ` +
+          `'${session.kind}' session (expected '${expected}')`,
+        { field: 'optimizer' },
+      );
+    }
     if (session.kind === 'gradients') {
       const plan = planShards(
         [...session.parameters()].map(([name, v]) => [name, v.size]),
@@ -225,12 +236,8 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
       loadMs += Date.now() - loadStarted;
       optimizer = loopOptimizer(tf, session, state, plan, rank, options.group);
     } else {
-      if (loaded && loaded.manifest.world_size !== worldSize && !options.reshard) {
-        throw new WorldSizeMismatchError(loaded.manifest.world_size, worldSize, {
-          file: manifestFile(loaded.step),
-          step: loaded.step,
-        });
-      }
+      // A program's own optimizer is replicated: any rank's file is the whole state, so another world size
+      // needs no re-partitioning (and no --reshard).
       optimizer = programStepper(session, options.group);
     }
   } catch (err) {

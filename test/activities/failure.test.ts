@@ -68,6 +68,7 @@ const EXPECTED: Record<string, boolean> = {
   ProcessGroupClosedError: false,
 
   ProgramMismatchError: false,
+  ProgramContractError: false,
   ProgramConfigError: false,
   ProgramLoadError: false,
   ProgramNotRegisteredError: false,

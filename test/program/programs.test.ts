@@ -121,8 +121,11 @@ describe('the example program: a tf.LayersModel trained with tf.train.adam', () 
       `optim_${pad(8)}_rank1.safetensors`,
     ];
     assertSameFiles(dir('straight'), dir('resumed'), files);
-    // Replicated: both ranks hold the same optimizer state.
+    // Replicated: both ranks hold the same optimizer state, so one rank resumes it without --reshard.
     assert.equal(sha(join(dir('straight'), files[1]!)), sha(join(dir('straight'), files[2]!)));
+    const single = ['train', '--program', EXAMPLE, '--root', root, '--tag', 'straight', '--steps', '10'];
+    const one = ckpt([...single, '--save-every', '2', '--resume']);
+    assert.equal(one.code, 0, one.stderr);
   });
 
   it('evaluates by its own primary metric; list and inspect name the program', () => {
@@ -261,6 +264,32 @@ describe('refusals', () => {
     const unknown = ckpt(['train', '--program', 'no-such-program', '--root', work, '--steps', '1']);
     assert.equal(unknown.code, 2);
     assert.match(oneErrorLine(unknown.stderr), /program "no-such-program" is not known here \(known: gpt\)/);
+  });
+
+  it('a program that breaks its own declaration (session kind, flags the command has) exits 2 naming it', () => {
+    const work = tempDir();
+    const wrongKind = join(work, 'wrong-kind.js');
+    writeFileSync(wrongKind, linearProgram(1).replace("optimizer: 'loop'", "optimizer: 'program'"));
+    const kind = ckpt(['train', '--program', wrongKind, '--root', work, '--steps', '1']);
+    assert.equal(kind.code, 2);
+    assert.match(
+      oneErrorLine(kind.stderr),
+      /declares optimizer 'program' but its start\(\) returned a 'gradients' session/,
+    );
+    const taken = join(work, 'taken.js');
+    writeFileSync(
+      taken,
+      linearProgram(1).replace(
+        'defaultBatch: 4,',
+        "defaultBatch: 4, flags: { steps: { key: 'n', type: 'int', help: 'x' } },",
+      ),
+    );
+    const flags = ckpt(['train', '--program', taken, '--root', work, '--steps', '1']);
+    assert.equal(flags.code, 2);
+    assert.match(
+      oneErrorLine(flags.stderr),
+      /program "linear" declares flags that ckpt train has already: --steps/,
+    );
   });
 
   it("a flag the program does not declare, and the loop's schedule for a program-owned optimizer, exit 2", () => {
