@@ -17,7 +17,14 @@ import type { TrainingSpec } from '../activities/types';
 import { runWorkers, type WorkerRole } from '../workers/worker';
 import { installWorkerRuntime } from '../workers/runtime';
 import type { PipelineInput, PipelineState } from '../workflows/pipeline';
-import { CkptDir, CkptStep, CkptTag, SEARCH_ATTRIBUTES, type PipelineMemo } from '../workflows/visibility';
+import {
+  CkptDir,
+  CkptState,
+  CkptStep,
+  CkptTag,
+  SEARCH_ATTRIBUTES,
+  type PipelineMemo,
+} from '../workflows/visibility';
 import {
   type Command,
   expectPositionals,
@@ -175,6 +182,7 @@ const startCommand: Command = {
       { key: CkptTag, value: tag },
       { key: CkptDir, value: dir },
       { key: CkptStep, value: 0 },
+      { key: CkptState, value: 'starting' },
     ].filter((pair) => usable.has(pair.key.name));
     try {
       await client.workflow.start('trainingPipeline', {

@@ -110,7 +110,7 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
   ];
   if (options.db) args.push('--db-filename', options.db);
   if (options.namespace && options.namespace !== 'default') args.push('--namespace', options.namespace);
-  // Search attributes the pipelines set (CkptTag, CkptDir, CkptStep, CkptBest), so runs can be filtered in
+  // Search attributes the pipelines set (CkptTag, CkptDir, CkptStep, CkptBest, CkptState), so runs can be filtered in
   // the Web UI and with `temporal workflow list --query`.
   for (const { key, cliType } of SEARCH_ATTRIBUTES) args.push('--search-attribute', `${key.name}=${cliType}`);
   const child = spawn(bin, args, { stdio: options.stdio ?? 'ignore' });

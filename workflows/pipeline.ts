@@ -88,8 +88,9 @@ export interface PipelineInput {
   segmentsPerRun?: number;
   settings: WorkflowSettings;
   /**
-   * Search attributes the namespace has registered (of CkptTag, CkptDir, CkptStep, CkptBest), found by the
-   * client at start: the pipeline upserts CkptStep and CkptBest only when they are listed here.
+   * Search attributes the namespace has registered (of CkptTag, CkptDir, CkptStep, CkptBest, CkptState),
+   * found by the client at start: the pipeline upserts CkptStep, CkptBest and CkptState only when they are
+   * listed here.
    */
   searchAttributes?: string[];
   /** Carried across continue-as-new. */

@@ -2,11 +2,12 @@
  * What the Temporal Web UI and `temporal workflow list` show of a pipeline: search attributes (filterable
  * columns) and a memo (a small JSON summary on the run's page).
  *
- * The client sets CkptTag, CkptDir and CkptStep when it starts a pipeline, for the attributes the namespace
- * has registered (a cluster may have none of them). The workflow then keeps CkptStep, CkptBest and the memo
- * { step, targetSteps, bestMetric, state } current. Those upserts are workflow commands, so they are taken
- * only by runs for which `patched(VISIBILITY_PATCH)` is true: a history recorded before this code replays
- * unchanged. No Node builtins here: workflows import this module.
+ * The client sets CkptTag, CkptDir, CkptStep and CkptState when it starts a pipeline, for the attributes the
+ * namespace has registered (a cluster may have none of them). The workflow then keeps CkptStep, CkptBest,
+ * CkptState and the memo { step, targetSteps, bestMetric, state } current. Those upserts are workflow
+ * commands, so they are taken only by runs for which `patched(VISIBILITY_PATCH)` is true (CkptState: and
+ * `patched(STATE_ATTRIBUTE_PATCH)`): a history recorded before this code replays unchanged. No Node builtins
+ * here: workflows import this module.
  */
 import {
   defineSearchAttributeKey,
@@ -19,6 +20,7 @@ export const CkptTag = defineSearchAttributeKey('CkptTag', SearchAttributeType.K
 export const CkptDir = defineSearchAttributeKey('CkptDir', SearchAttributeType.KEYWORD);
 export const CkptStep = defineSearchAttributeKey('CkptStep', SearchAttributeType.INT);
 export const CkptBest = defineSearchAttributeKey('CkptBest', SearchAttributeType.DOUBLE);
+export const CkptState = defineSearchAttributeKey('CkptState', SearchAttributeType.KEYWORD);
 
 /** Every search attribute a pipeline uses, with its type as the Temporal CLI spells it. */
 export const SEARCH_ATTRIBUTES = [
@@ -26,10 +28,17 @@ export const SEARCH_ATTRIBUTES = [
   { key: CkptDir, cliType: 'Keyword', meaning: 'checkpoint directory' },
   { key: CkptStep, cliType: 'Int', meaning: 'step reached (updated after every segment)' },
   { key: CkptBest, cliType: 'Double', meaning: 'best evaluation metric so far' },
+  { key: CkptState, cliType: 'Keyword', meaning: 'pipeline state (running, paused, completed, cancelled…)' },
 ] as const;
 
 /** Patch id of the visibility upserts (see the file comment). */
 export const VISIBILITY_PATCH = 'pipeline-visibility-v1';
+
+/**
+ * Patch id of the CkptState upserts: runs of the previous version upserted the state into the memo only, and
+ * an upsert where they had none (a pause, the end) is a command their history does not have.
+ */
+export const STATE_ATTRIBUTE_PATCH = 'pipeline-state-attribute-v1';
 
 export interface PipelineMemo {
   step: number;
@@ -43,9 +52,11 @@ export class PipelineVisibility {
   private lastMemo = '';
   private lastStep: number | null = null;
   private lastBest: number | null = null;
+  private lastState: string | null = null;
 
   private constructor(
     private readonly enabled: boolean,
+    private readonly stateEnabled: boolean,
     private readonly attributes: ReadonlySet<string>,
   ) {}
 
@@ -54,7 +65,12 @@ export class PipelineVisibility {
    * point of every replay). `attributes`: the names the namespace has registered, from the input.
    */
   static start(attributes: readonly string[] | undefined): PipelineVisibility {
-    return new PipelineVisibility(patched(VISIBILITY_PATCH), new Set(attributes ?? []));
+    const enabled = patched(VISIBILITY_PATCH);
+    return new PipelineVisibility(
+      enabled,
+      enabled && patched(STATE_ATTRIBUTE_PATCH),
+      new Set(attributes ?? []),
+    );
   }
 
   update(s: PipelineMemo): void {
@@ -73,6 +89,10 @@ export class PipelineVisibility {
     ) {
       updates.push({ key: CkptBest, value: best });
       this.lastBest = best;
+    }
+    if (this.stateEnabled && this.attributes.has(CkptState.name) && s.state !== this.lastState) {
+      updates.push({ key: CkptState, value: s.state });
+      this.lastState = s.state;
     }
     if (updates.length > 0) upsertSearchAttributes(updates);
     const memo: PipelineMemo = {

@@ -15,7 +15,7 @@ import { msToTs } from '@temporalio/common/lib/time';
 import { Worker } from '@temporalio/worker';
 import { freePort } from '../../infra/temporal';
 import type { PipelineInput, PipelineState } from '../../workflows/pipeline';
-import { CkptBest, CkptDir, CkptStep, CkptTag } from '../../workflows/visibility';
+import { CkptBest, CkptDir, CkptState, CkptStep, CkptTag } from '../../workflows/visibility';
 import {
   SMALL_MODEL,
   temporalEnv,
@@ -77,7 +77,7 @@ before(async () => {
 });
 
 describe('search attributes and memo', () => {
-  it('a visibility query by CkptTag finds every run of the pipeline; CkptStep reaches the target, CkptBest the best metric', async () => {
+  it('a visibility query by CkptTag finds every run of the pipeline; CkptStep reaches the target, CkptBest the best metric, CkptState completed', async () => {
     const runs = await waitFor(
       'the completed run with CkptStep 8 in visibility',
       async () => {
@@ -99,8 +99,10 @@ describe('search attributes and memo', () => {
     }
     const first = runs.find((w) => w.status.name === 'CONTINUED_AS_NEW')!;
     assert.equal(first.typedSearchAttributes.get(CkptStep), 4, 'the first run ended after one segment');
+    assert.equal(first.typedSearchAttributes.get(CkptState), 'running');
     const last = runs.find((w) => w.status.name === 'COMPLETED')!;
     assert.equal(last.typedSearchAttributes.get(CkptBest), seen.state.bestMetric!.value);
+    assert.equal(last.typedSearchAttributes.get(CkptState), 'completed');
     // A numeric filter on the workflow-maintained attribute.
     const reached = [];
     for await (const w of env.client.workflow.list({ query: `CkptTag = "${TAG}" AND CkptStep >= 8` }))
@@ -170,6 +172,7 @@ describe('search attributes and memo', () => {
       ['CkptDir', 'Keyword'],
       ['CkptStep', 'Int'],
       ['CkptBest', 'Double'],
+      ['CkptState', 'Keyword'],
     ]) {
       assert.ok(
         notes[0]!.includes(

@@ -20,7 +20,7 @@ import {
   type PipelineInput,
   type PipelineState,
 } from '../../workflows/pipeline';
-import { CkptStep } from '../../workflows/visibility';
+import { CkptState, CkptStep } from '../../workflows/visibility';
 import {
   FakeStore,
   gate,
@@ -211,12 +211,15 @@ function hangingSegment(run: Run, store: FakeStore, commits: number[], evaluated
 }
 
 describe('cancel (temporal workflow cancel)', SUITE, () => {
-  it('cancels the running segment, then ends cancelled on the last checkpoint: status, memo and CkptStep say so', async () => {
+  it('cancels the running segment, then ends cancelled on the last checkpoint: status, memo, CkptStep and CkptState say so', async () => {
     const store = new FakeStore();
-    const run = await env.start(trainingPipeline, [input({ searchAttributes: ['CkptStep'] })], (run) =>
-      store.activities({ trainSegment: hangingSegment(run, store, [5]) }),
+    const run = await env.start(
+      trainingPipeline,
+      [input({ searchAttributes: ['CkptStep', 'CkptState'] })],
+      (run) => store.activities({ trainSegment: hangingSegment(run, store, [5]) }),
     );
     await run.called('trainSegment');
+    assert.equal((await run.handle.describe()).typedSearchAttributes.get(CkptState), 'running');
     await run.handle.cancel();
     await assert.rejects(
       run.handle.result(),
@@ -237,6 +240,7 @@ describe('cancel (temporal workflow cancel)', SUITE, () => {
     // (A memo field set to null is removed.)
     assert.deepEqual(description.memo, { step: 5, targetSteps: 20, state: 'cancelled' });
     assert.equal(description.typedSearchAttributes.get(CkptStep), 5);
+    assert.equal(description.typedSearchAttributes.get(CkptState), 'cancelled');
   });
 
   it('a paused pipeline cancelled ends cancelled too', async () => {

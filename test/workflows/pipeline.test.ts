@@ -9,8 +9,15 @@ import { Context } from '@temporalio/activity';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
 import { trainingPipeline, type PipelineInput } from '../../workflows/pipeline';
-import { CkptBest, CkptStep } from '../../workflows/visibility';
-import { FakeStore, mockedWorkflows, SUITE, type MockedWorkflowEnv } from '../helpers/mock-workflows';
+import { CkptBest, CkptState, CkptStep } from '../../workflows/visibility';
+import {
+  FakeStore,
+  gate,
+  heartbeatWhile,
+  mockedWorkflows,
+  SUITE,
+  type MockedWorkflowEnv,
+} from '../helpers/mock-workflows';
 
 const T = mockedWorkflows('pipeline');
 let env: MockedWorkflowEnv;
@@ -268,17 +275,24 @@ describe('best-metric tracking', SUITE, () => {
 });
 
 describe('search attributes and memo', SUITE, () => {
-  it('CkptStep and CkptBest follow the step and best metric when the namespace has them; the memo always', async () => {
+  it('CkptStep, CkptBest and CkptState follow the step, best metric and state when the namespace has them; the memo always', async () => {
     const store = new FakeStore();
     const run = await env.start(
       trainingPipeline,
-      [input({ targetSteps: 20, evaluate: true, searchAttributes: ['CkptStep', 'CkptBest'] })],
+      [
+        input({
+          targetSteps: 20,
+          evaluate: true,
+          searchAttributes: ['CkptStep', 'CkptBest', 'CkptState'],
+        }),
+      ],
       store.activities(),
     );
     await run.handle.result();
     const description = await run.handle.describe();
     assert.equal(description.typedSearchAttributes.get(CkptStep), 20);
     assert.equal(description.typedSearchAttributes.get(CkptBest), 0.5);
+    assert.equal(description.typedSearchAttributes.get(CkptState), 'completed');
     assert.deepEqual(description.memo, {
       step: 20,
       targetSteps: 20,
@@ -293,7 +307,32 @@ describe('search attributes and memo', SUITE, () => {
     await run.handle.result();
     const description = await run.handle.describe();
     assert.equal(description.typedSearchAttributes.get(CkptStep), undefined);
+    assert.equal(description.typedSearchAttributes.get(CkptState), undefined);
     assert.equal((description.memo as { state: string }).state, 'completed');
+  });
+
+  it('CkptState reads running while a segment trains, then completed', async () => {
+    const store = new FakeStore();
+    const first = gate();
+    let segments = 0;
+    const run = await env.start(
+      trainingPipeline,
+      [input({ targetSteps: 20, searchAttributes: ['CkptState'] })],
+      store.activities({
+        trainSegment: async (segment) => {
+          if (segments++ === 0) await heartbeatWhile(first.promise);
+          return store.train(segment);
+        },
+      }),
+    );
+    await run.called('trainSegment');
+    // The upsert and the segment's activity are commands of the same workflow task.
+    const running = await run.handle.describe();
+    assert.equal(running.typedSearchAttributes.get(CkptState), 'running');
+    first.open();
+    await run.handle.result();
+    const done = await run.handle.describe();
+    assert.equal(done.typedSearchAttributes.get(CkptState), 'completed');
   });
 });
 
