@@ -17,60 +17,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ENV, installTarball, NPX, ok, packedTarball } from '../helpers/package';
+import { linearProgram } from '../helpers/linear-program';
 import { temporalEnv, withTimeout, type TemporalTestEnv } from '../helpers/temporal';
 
 // The user's program: everything model-specific, nothing from the repository.
-const PROGRAM = `
-const { defineProgram } = require('temporal-ckpt/program');
-
-const F = 3;
-// Sample i: features from a fixed rule, target a fixed linear function of them (no randomness needed).
-function batchOf(start, count) {
-  const x = new Float32Array(count * F);
-  const y = new Float32Array(count);
-  for (let s = 0; s < count; s++) {
-    let target = 0;
-    for (let j = 0; j < F; j++) {
-      const v = (((start + s) * 7 + j * 3) % 11) / 11;
-      x[s * F + j] = v;
-      target += v * (j + 1);
-    }
-    y[s] = target;
-  }
-  return { x, y };
-}
-const f32 = (t) => new Float32Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.byteLength));
-
-module.exports = defineProgram({
-  name: 'linear',
-  version: 1,
-  metric: { name: 'mse', mode: 'min' },
-  optimizer: 'loop',
-  defaultBatch: 4,
-  configure: (given) => ({ ...given }),
-  start({ tf, restore }) {
-    const w = tf.variable(restore ? tf.tensor(f32(restore.model.w), [F, 1]) : tf.zeros([F, 1]));
-    const loss = (x, y, n) => tf.losses.meanSquaredError(tf.tensor1d(y), tf.matMul(tf.tensor2d(x, [n, F]), w).reshape([n]));
-    return {
-      kind: 'gradients',
-      parameters: () => new Map([['w', w]]),
-      lossAndGrads(batch) {
-        const { x, y } = batchOf(batch.start, batch.count);
-        const { value, grads } = tf.variableGrads(() => loss(x, y, batch.count), [w]);
-        return { loss: value, grads: new Map([['w', grads[w.name]]]) };
-      },
-      modelTensors: () => ({ w: { dtype: 'F32', shape: [F, 1], data: w.dataSync().slice() } }),
-      dispose: () => w.dispose(),
-    };
-  },
-  async evaluate({ tf, loadModelTensors }) {
-    const w = tf.tensor(f32((await loadModelTensors()).w), [F, 1]);
-    const { x, y } = batchOf(1000, 64);
-    const mse = tf.losses.meanSquaredError(tf.tensor1d(y), tf.matMul(tf.tensor2d(x, [64, F]), w).reshape([64]));
-    return { mse: mse.dataSync()[0] };
-  },
-});
-`;
+const PROGRAM = linearProgram(1, { defineProgram: true });
 
 // The user's worker: one Worker, one task queue, the plugin does the rest.
 const WORKER = `

@@ -9,6 +9,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ckpt, ckptAsync, ROOT } from '../helpers/cli';
+import { linearProgram } from '../helpers/linear-program';
 import { tempDir } from '../helpers/tmp';
 
 const EXAMPLE = join(ROOT, 'examples', 'mlp-classifier', 'program.ts');
@@ -24,59 +25,6 @@ function oneErrorLine(stderr: string): string {
   const lines = stderr.split('\n').filter((l) => l.startsWith('ckpt: error:'));
   assert.equal(lines.length, 1, stderr);
   return lines[0]!;
-}
-
-/** A whole program in one CommonJS file: a linear regression whose optimizer the loop owns (AdamW). */
-function linearProgram(version: number): string {
-  return `
-const F = 3;
-// Sample i: features from a fixed rule, target a fixed linear function of them (no randomness needed).
-function batchOf(start, count) {
-  const x = new Float32Array(count * F);
-  const y = new Float32Array(count);
-  for (let s = 0; s < count; s++) {
-    let target = 0;
-    for (let j = 0; j < F; j++) {
-      const v = (((start + s) * 7 + j * 3) % 11) / 11;
-      x[s * F + j] = v;
-      target += v * (j + 1);
-    }
-    y[s] = target;
-  }
-  return { x, y };
-}
-const f32 = (t) => new Float32Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.byteLength));
-module.exports = {
-  name: 'linear',
-  version: ${version},
-  metric: { name: 'mse', mode: 'min' },
-  optimizer: 'loop',
-  defaultBatch: 4,
-  configure: (given) => ({ ...given }),
-  defaultTag: () => 'linear',
-  start({ tf, restore }) {
-    const w = tf.variable(restore ? tf.tensor(f32(restore.model.w), [F, 1]) : tf.zeros([F, 1]));
-    const loss = (x, y, n) => tf.losses.meanSquaredError(tf.tensor1d(y), tf.matMul(tf.tensor2d(x, [n, F]), w).reshape([n]));
-    return {
-      kind: 'gradients',
-      parameters: () => new Map([['w', w]]),
-      lossAndGrads(batch) {
-        const { x, y } = batchOf(batch.start, batch.count);
-        const { value, grads } = tf.variableGrads(() => loss(x, y, batch.count), [w]);
-        return { loss: value, grads: new Map([['w', grads[w.name]]]) };
-      },
-      modelTensors: () => ({ w: { dtype: 'F32', shape: [F, 1], data: w.dataSync().slice() } }),
-      dispose: () => w.dispose(),
-    };
-  },
-  async evaluate({ tf, loadModelTensors }) {
-    const w = tf.tensor(f32((await loadModelTensors()).w), [F, 1]);
-    const { x, y } = batchOf(1000, 64);
-    const mse = tf.losses.meanSquaredError(tf.tensor1d(y), tf.matMul(tf.tensor2d(x, [64, F]), w).reshape([64]));
-    return { mse: mse.dataSync()[0] };
-  },
-};
-`;
 }
 
 describe('the example program: a tf.LayersModel trained with tf.train.adam', () => {
