@@ -25,7 +25,7 @@ import { activityFailure, childFailure } from './failure';
 import type { DoneEvent } from '../train/events';
 import { emitActivityEvent, emitSegmentDone, forwardTrainingEvent } from './observe';
 export { observeActivities, type ActivityEvent } from './observe';
-import { trainingOf, trainRequest } from './train-args';
+import { trainingOf, trainRequest } from './training';
 import { programForChild } from './programs';
 export { trainingOf, trainRequest };
 export { registerPrograms, workerProgramNames } from './programs';

@@ -14,7 +14,7 @@ import { HEARTBEAT_TICK_MS, runCkpt, segmentResult } from './child';
 import { connectClient } from './client';
 import { childFailure } from './failure';
 import { emitSegmentDone, forwardTrainingEvent } from './observe';
-import { trainingOf, trainRequest } from './train-args';
+import { trainingOf, trainRequest } from './training';
 import type { DoneEvent } from '../train/events';
 import { programForChild } from './programs';
 import type { JoinRequest, RankSegmentInput, Rendezvous, SegmentProgress, SegmentResult } from './types';
