@@ -147,7 +147,9 @@ describe('continue-as-new', () => {
         for await (const w of env.client.workflow.list({ query: `WorkflowId = '${id}'` })) {
           found.push({ runId: w.runId, status: w.status.name, start: w.startTime.getTime() });
         }
-        return found.length >= 3 ? found.sort((a, b) => a.start - b.start) : undefined;
+        // Visibility is eventually consistent: wait until it also shows the last run closed.
+        found.sort((a, b) => a.start - b.start);
+        return found.length >= 3 && found.at(-1)!.status !== 'RUNNING' ? found : undefined;
       },
       { timeoutMs: 30_000, intervalMs: 500 },
     );
