@@ -121,6 +121,8 @@ export interface ChildOptions {
   signal?: AbortSignal;
   killGraceMs?: number;
   env?: NodeJS.ProcessEnv;
+  /** Called once the child runs, with a way to send it IPC messages (lost when it has exited). */
+  onStart?: (send: (message: unknown) => void) => () => void;
 }
 
 /**
@@ -192,6 +194,9 @@ export function runCkpt(args: string[], options: ChildOptions = {}): Promise<Chi
     if (!warm && options.request !== undefined) child.send({ type: 'request', request: options.request });
     // The next standby starts once this child is done, so its loading does not compete with this one's
     // training for the CPU.
+    const stopSending = options.onStart?.((message) => {
+      if (child.connected) child.send(message as object, () => undefined);
+    });
     let stdout = '';
     let stderr = '';
     let error: ErrorReport | undefined;
@@ -222,10 +227,12 @@ export function runCkpt(args: string[], options: ChildOptions = {}): Promise<Chi
     else options.signal?.addEventListener('abort', onAbort, { once: true });
     child.on('error', (err) => {
       if (tick) clearInterval(tick);
+      stopSending?.();
       reject(err);
     });
     child.on('close', (code, signal) => {
       if (tick) clearInterval(tick);
+      stopSending?.();
       if (killTimer) clearTimeout(killTimer);
       options.signal?.removeEventListener('abort', onAbort);
       // Whatever a cancelled child started goes with it.

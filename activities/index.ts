@@ -27,6 +27,7 @@ import { emitActivityEvent, emitSegmentDone, forwardTrainingEvent } from './obse
 export { observeActivities, type ActivityEvent } from './observe';
 import { trainingOf, trainRequest } from './training';
 import { programForChild } from './programs';
+import { confirmAttempt, writerSettings } from './writer-gate';
 export { trainingOf, trainRequest };
 export { registerPrograms, workerProgramNames } from './programs';
 import type {
@@ -56,7 +57,8 @@ export async function trainSegment(input: SegmentInput): Promise<SegmentResult> 
   let progress: SegmentProgress = { step: -1, loss: null };
   let done: DoneEvent | undefined;
   const result = await runCkpt(['train', '--from-ipc', '--progress-json'], {
-    request: trainRequest(input, program),
+    request: { ...trainRequest(input, program), writer: writerSettings(ctx) },
+    onStart: (send) => confirmAttempt(ctx, send),
     signal: ctx.cancellationSignal,
     onTick: () => ctx.heartbeat(progress),
     onEvent: (event) => {

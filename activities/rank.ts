@@ -17,6 +17,7 @@ import { emitSegmentDone, forwardTrainingEvent } from './observe';
 import { trainingOf, trainRequest } from './training';
 import type { DoneEvent } from '../train/events';
 import { programForChild } from './programs';
+import { confirmAttempt, writerSettings } from './writer-gate';
 import type { JoinRequest, RankSegmentInput, Rendezvous, SegmentProgress, SegmentResult } from './types';
 
 let client: Promise<Client> | null = null;
@@ -54,7 +55,11 @@ export async function trainRank(input: RankSegmentInput): Promise<SegmentResult>
         MASTER_ADDR: masterAddr,
         MASTER_PORT: masterPort,
       },
-      request: trainRequest(input, programForChild(trainingOf(input).program), { reshard: true }),
+      request: {
+        ...trainRequest(input, programForChild(trainingOf(input).program), { reshard: true }),
+        writer: writerSettings(ctx),
+      },
+      onStart: (send) => confirmAttempt(ctx, send),
       signal: ctx.cancellationSignal,
       onEvent: (event) => {
         forwardTrainingEvent(input.dir, event, input.rank);

@@ -142,7 +142,12 @@ export class AsyncSaver {
     data: SaveData,
     options: SaveOptions,
   ): Promise<Record<string, FileRecord>> {
-    const writeOptions = { rank: options.rank, worldSize: options.worldSize, saveDtype: options.saveDtype };
+    const writeOptions = {
+      rank: options.rank,
+      worldSize: options.worldSize,
+      saveDtype: options.saveDtype,
+      fence: options.fence,
+    };
     if (this.options.workerThread === false) return writeCheckpointFiles(dir, step, data, writeOptions);
     const worker = this.ensureWorker();
     const id = this.nextId++;

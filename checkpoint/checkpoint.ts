@@ -13,8 +13,8 @@ import {
   MissingFileError,
   NotCommittedError,
   WorldSizeMismatchError,
+  WriterConflictError,
 } from './errors';
-import { warn0 } from './log';
 import {
   FORMAT,
   FORMAT_VERSION,
@@ -32,6 +32,7 @@ import { fromFloat32, toFloat32 } from './dtype';
 import { AlreadyExistsError, type Store } from './store';
 import { type Coordinator, storeCoordinator, soloCoordinator } from './coordinator';
 import type { NamedTensors, Tensor } from './tensors';
+import { currentWriter, fenceFromToken, mayStillWrite, replaceStale, type FenceToken } from './writer';
 
 export interface SaveData {
   /** Model tensors: written by rank 0 only (weights are the same on every rank). */
@@ -53,6 +54,13 @@ export interface SaveOptions {
   coordinator?: Coordinator;
   /** How long rank 0 waits for the other ranks' files (store coordinator). */
   commitTimeoutMs?: number;
+  /**
+   * The writer lease this save is made under (checkpoint/writer.ts): rank 0 checks it right before the
+   * commit, and only its holder removes another writer's files. Without one, rank 0 refuses to commit into
+   * a directory whose lease another writer holds, and takes the lease for a moment if it must replace a
+   * stale file.
+   */
+  fence?: FenceToken;
 }
 
 export interface SaveResult {
@@ -82,7 +90,7 @@ export async function writeCheckpointFiles(
   dir: Location,
   step: number,
   data: SaveData,
-  options: Pick<SaveOptions, 'rank' | 'worldSize' | 'saveDtype'> = {},
+  options: Pick<SaveOptions, 'rank' | 'worldSize' | 'saveDtype' | 'fence'> = {},
 ): Promise<Record<string, FileRecord>> {
   const store = openStore(dir);
   validateStep(step);
@@ -90,26 +98,26 @@ export async function writeCheckpointFiles(
   const worldSize = options.worldSize ?? 1;
   validateRank(rank, worldSize);
   await refuseIfCommitted(store, step);
+  const rights = { fence: options.fence ? fenceFromToken(options.fence) : undefined, mayTakeLease: rank === 0 };
+  // A writer whose lease has run out writes nothing at all.
+  rights.fence?.assertValid(store);
+  const publish = (key: string, chunks: () => Iterable<Uint8Array>) =>
+    publishFile(store, step, key, chunks, rights);
 
   const files: Record<string, FileRecord> = {};
   if (rank === 0) {
     if (data.model) {
       const model = convertModel(data.model, options.saveDtype ?? 'F32');
-      files[modelFile(step)] = await publish(
-        store,
-        step,
-        modelFile(step),
-        () => safetensorsChunks(model).chunks,
-      );
+      files[modelFile(step)] = await publish(modelFile(step), () => safetensorsChunks(model).chunks);
     }
     const meta = { ...data.meta, step, world_size: worldSize, format_version: FORMAT_VERSION };
     const metaBytes = Buffer.from(JSON.stringify(meta, null, 2) + '\n');
-    files[metaFile(step)] = await publish(store, step, metaFile(step), () => [metaBytes]);
+    files[metaFile(step)] = await publish(metaFile(step), () => [metaBytes]);
   }
   if (data.optimizer) {
     const optimizer = data.optimizer;
     const name = optimFile(step, rank);
-    files[name] = await publish(store, step, name, () => safetensorsChunks(optimizer).chunks);
+    files[name] = await publish(name, () => safetensorsChunks(optimizer).chunks);
   }
   return files;
 }
@@ -122,7 +130,7 @@ export async function commitCheckpoint(
   dir: Location,
   step: number,
   files: Record<string, FileRecord>,
-  options: Pick<SaveOptions, 'rank' | 'worldSize' | 'coordinator' | 'commitTimeoutMs'> = {},
+  options: Pick<SaveOptions, 'rank' | 'worldSize' | 'coordinator' | 'commitTimeoutMs' | 'fence'> = {},
 ): Promise<SaveResult> {
   const store = openStore(dir);
   const rank = options.rank ?? 0;
@@ -143,6 +151,18 @@ export async function commitCheckpoint(
     files: sortKeys(all),
     committed_at: new Date().toISOString(),
   };
+  if (options.fence) {
+    await fenceFromToken(options.fence).beforeCommit(store);
+  } else {
+    const writer = await currentWriter(store);
+    if (writer && mayStillWrite(writer)) {
+      throw new WriterConflictError(
+        `${store.location} is being written by ${writer.holder} (writer epoch ${writer.epoch}); this save, ` +
+          `made without its lease, does not commit step ${step}`,
+        { file: manifestFile(step), step, field: 'dir' },
+      );
+    }
+  }
   try {
     await store.put(manifestFile(step), Buffer.from(JSON.stringify(manifest, null, 2) + '\n'), {
       exclusive: true,
@@ -168,14 +188,16 @@ async function refuseIfCommitted(store: Store, step: number): Promise<void> {
 
 /**
  * Publish one file with no-replace semantics. A file already under the name, while the step has no
- * manifest, is left over from an earlier attempt that crashed: identical bytes are kept as they are,
- * different bytes are replaced. A committed step is never touched.
+ * manifest, is left over from an earlier attempt or written by another writer: identical bytes are kept as
+ * they are; other bytes are removed only under the writer lease (writer.ts: replaceStale). A committed
+ * step is never touched.
  */
-async function publish(
+async function publishFile(
   store: Store,
   step: number,
   key: string,
   chunks: () => Iterable<Uint8Array>,
+  rights: Parameters<typeof replaceStale>[4],
 ): Promise<FileRecord> {
   try {
     return await store.put(key, chunks(), { exclusive: true });
@@ -186,9 +208,7 @@ async function publish(
   const ours = hashChunks(chunks());
   const existing = await hashStream(store.stream(key));
   if (existing.sha256 === ours.sha256 && existing.bytes === ours.bytes) return ours;
-  await refuseIfCommitted(store, step);
-  warn0(`replacing ${key} left by an earlier save of step ${step} that never committed`, { file: key, step });
-  return store.put(key, chunks());
+  return replaceStale(store, step, key, () => store.put(key, chunks(), { exclusive: true }), rights);
 }
 
 function hashChunks(chunks: Iterable<Uint8Array>): FileRecord {

@@ -14,6 +14,7 @@ import { type Location, openStore } from './location';
 import { type FileRecord, parseManifest } from './manifest';
 import { evalFile, manifestFile, validateStep } from './names';
 import { AlreadyExistsError, type Store } from './store';
+import { replaceStale } from './writer';
 
 export interface CopyOptions {
   /** Copy only this step (it must be committed at the source). Default: every committed step. */
@@ -143,11 +144,13 @@ async function copyFile(
   const existing = await hashStream(to.stream(file));
   if (existing.sha256 === record.sha256 && existing.bytes === record.bytes) return 'ok';
   if (await to.exists(manifestFile(step))) return 'committed';
-  warn0(`replacing ${file} in ${to.location}: left by an earlier attempt that never committed`, {
-    file,
+  await replaceStale(
+    to,
     step,
-  });
-  await to.put(file, verified(from, file, step, record, report));
+    file,
+    () => to.put(file, verified(from, file, step, record, report), { exclusive: true }),
+    { mayTakeLease: true },
+  );
   return 'ok';
 }
 

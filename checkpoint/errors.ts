@@ -193,6 +193,38 @@ export class CommitTimeoutError extends CheckpointError {
   static override readonly retryable = true;
 }
 
+/**
+ * Another writer holds the directory: a live writer lease (writer_<epoch>.json) of another run, or a file of
+ * an uncommitted step that another writer published with other bytes while this one has no right to remove
+ * it. Nothing was written or changed. Exit 2; not retried: the same start meets the same writer.
+ */
+export class WriterConflictError extends CheckpointError {}
+
+/**
+ * A newer writer took the directory over (a higher lease epoch): this writer stops without committing.
+ * Exit 2; not retried: the attempt that fenced it is the one that goes on.
+ */
+export class WriterFencedError extends CheckpointError {}
+
+/**
+ * This writer's lease ran out (its renewals failed, e.g. cut off from the Temporal server or the store):
+ * it stops without committing. Exit 1; retryable: a new attempt takes a new lease.
+ */
+export class WriterLeaseExpiredError extends CheckpointError {
+  override readonly exitCode = 1 as const;
+  static override readonly retryable = true;
+}
+
+/**
+ * A file of an uncommitted step exists with other bytes than this writer's, and this writer holds no lease
+ * that lets it remove it (a rank other than 0). Exit 1; retryable: the next attempt's rank 0 clears the
+ * step's files under its lease before training.
+ */
+export class FileConflictError extends CheckpointError {
+  override readonly exitCode = 1 as const;
+  static override readonly retryable = true;
+}
+
 export function describeError(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);

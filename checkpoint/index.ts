@@ -20,6 +20,7 @@ export * from './discovery';
 export * from './maintenance';
 export * from './retention';
 export * from './lease';
+export * from './writer';
 export * from './prune';
 export * from './migrations';
 export * from './log';

@@ -28,7 +28,8 @@ import { initProcessGroup, optionsFromEnv } from '../train/dist';
 import { parseConfigFlag, PROGRAM_OPTIONS, programConfigFromArgs } from './program-args';
 import { loadProgram } from '../program/load';
 import type { TrainEvent } from '../train/events';
-import { receiveTrainRequest, type TrainRequest } from '../train/request';
+import { receiveTrainRequest, WRITER_CONFIRMED, type TrainRequest } from '../train/request';
+import { acquireWriter, defaultHolder, type WriterLease } from '../checkpoint/writer';
 
 /** Where a run's checkpoints go and what the loop does; the program's own flags come on top. */
 export const TRAIN_OPTIONS = {
@@ -48,6 +49,7 @@ export const TRAIN_OPTIONS = {
   'from-ipc': { type: 'boolean' },
   nproc: { type: 'string' },
   reshard: { type: 'boolean' },
+  'take-over': { type: 'boolean' },
 } as const;
 
 type Args = Parameters<Command['run']>[0];
@@ -151,6 +153,7 @@ const trainCommand: Command = {
       saveEvery: int(args, 'save-every', 1) ?? Math.max(1, Math.min(steps, 100)),
       resume: from !== undefined ? { step: from } : flag(args, 'resume') ? 'last' : 'none',
       reshard: flag(args, 'reshard'),
+      ...(flag(args, 'take-over') ? { writer: { claim: null, takeOver: 'always', gated: false } } : {}),
       program: str(args, 'program') ?? program.name,
       config,
       configFlags,
@@ -159,6 +162,21 @@ const trainCommand: Command = {
     return runTraining(request, program, tag, args);
   },
 };
+
+/**
+ * The writer lease for a run: a pipeline's segment may take over its own pipeline's earlier attempt at
+ * once (same claim), and renews only while its worker confirms the attempt with the Temporal server; a
+ * plain `ckpt train` takes a free directory, or any with --take-over.
+ */
+function takeWriter(request: TrainRequest, dir: string): Promise<WriterLease> {
+  const claim = request.writer?.claim ?? null;
+  return acquireWriter(dir, {
+    holder: `${defaultHolder()}${claim ? ` for pipeline ${claim}` : ' (ckpt train)'}`,
+    claim,
+    takeOver: request.writer?.takeOver ?? 'never',
+    gated: request.writer?.gated ?? false,
+  });
+}
 
 /** Train as the request says; progress as a bar on a terminal, or as TrainEvent lines (--progress-json). */
 async function runTraining(
@@ -185,7 +203,20 @@ async function runTraining(
     process.channel?.unref();
   }
   let summary;
+  let writer: WriterLease | undefined;
+  const confirmations = (msg: unknown) => {
+    const m = msg as { type?: string; at?: number } | null;
+    if (m?.type === WRITER_CONFIRMED && typeof m.at === 'number') writer?.confirm(m.at);
+  };
   try {
+    // Rank 0 takes the directory's writer lease (checkpoint/writer.ts) once the group stands, so that a
+    // refusal reaches the other ranks at once.
+    if (groupOptions.rank === 0) writer = await takeWriter(request, dir);
+    if (writer && request.writer?.gated && process.send) {
+      process.on('message', confirmations);
+      process.channel?.unref();
+    }
+    writer?.startRenewing();
     summary = await train({
       dir,
       steps,
@@ -202,6 +233,7 @@ async function runTraining(
       storeConfig: loadConfig().s3,
       group,
       reshard: request.reshard,
+      writer,
       signal: controller.signal,
       onProgress: (p: Progress) =>
         json
@@ -219,6 +251,8 @@ async function runTraining(
       },
     });
   } finally {
+    process.off('message', confirmations);
+    await writer?.release();
     // Open sockets would keep this rank alive after an error.
     await group?.close();
   }

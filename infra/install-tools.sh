@@ -50,6 +50,12 @@ if ! python3 -c 'import safetensors, numpy' >/dev/null 2>&1; then
   python3 -m pip install --quiet safetensors numpy >&2
 fi
 
+# moto_server: a second, independent S3 implementation (the writer-race tests run on both servers).
+if ! find_tool moto_server >/dev/null; then
+  echo "install-tools: pip install moto[server]" >&2
+  python3 -m pip install --quiet "moto[server]" >&2 || echo "install-tools: could not install moto" >&2
+fi
+
 # The report test opens the page in Chromium (playwright-core with executablePath, no browser download).
 CHROMIUM="${CHROMIUM_PATH:-/usr/bin/chromium}"
 if [ ! -x "$CHROMIUM" ]; then
@@ -65,5 +71,6 @@ fi
 
 echo "temporal: $(find_tool temporal)"
 echo "versitygw: $(find_tool versitygw || echo missing)"
+echo "moto_server: $(find_tool moto_server || echo missing)"
 echo "chromium: $([ -x "$CHROMIUM" ] && echo "$CHROMIUM" || echo missing)"
 echo "python safetensors: $(python3 -c 'import safetensors; print(safetensors.__version__)')"

@@ -5,6 +5,7 @@
  */
 import { InvalidArgumentError } from '../checkpoint/errors';
 import type { RunSettings } from './settings';
+import type { TakeOver } from '../checkpoint/writer';
 
 export interface TrainRequest {
   /** The checkpoint directory: ROOT/<source_dir>/<tag> (a path or s3://…). */
@@ -21,7 +22,20 @@ export interface TrainRequest {
   /** Config keys by the flag that set them (so a contradiction names the flag typed). */
   configFlags?: Record<string, string>;
   run: RunSettings;
+  /**
+   * How rank 0 takes the directory's writer lease (checkpoint/writer.ts). A pipeline's segment gives its
+   * workflow id as the claim, may take over its own earlier attempt, and is gated: its worker sends
+   * WRITER_CONFIRMED messages while the Temporal server confirms the attempt. Default: a free directory
+   * only, renewed on a timer.
+   */
+  writer?: { claim: string | null; takeOver: TakeOver; gated: boolean };
 }
+
+/**
+ * The IPC message a worker sends its training child each time the Temporal server confirmed that the
+ * child's activity attempt is still the current one: `{ type, at }`, `at` in ms since the Unix epoch.
+ */
+export const WRITER_CONFIRMED = 'writer-confirmed';
 
 /** The request a worker sends right after starting the child (see bin/ckpt.js, which keeps it). */
 export function receiveTrainRequest(): Promise<TrainRequest> {

@@ -22,6 +22,7 @@ import {
   validateStep,
   type Location,
   type SaveDtype,
+  type WriterLease,
 } from '../checkpoint';
 import { AdamW } from '../model/adamw';
 import { initBackend, type BackendChoice, type TF } from '../model/backend';
@@ -37,6 +38,9 @@ import { ownedBy, planShards, reshardOptimizer, type ShardPlan } from './shardin
 import { learningRate, type ScheduleConfig } from './schedule';
 
 type TfTensor = tfjs.Tensor;
+
+/** How long training may run without yielding to the event loop. */
+const YIELD_EVERY_MS = 200;
 
 export interface TrainOptions {
   dir: Location;
@@ -68,6 +72,12 @@ export interface TrainOptions {
   asyncSave?: boolean;
   /** What a background save thread needs to open the store (e.g. S3 settings). */
   storeConfig?: unknown;
+  /**
+   * Rank 0's writer lease of `dir` (checkpoint/writer.ts), held and renewed by the caller: before training,
+   * the files of uncommitted steps after the start step are cleared under it, every commit checks it, and
+   * training stops with its error once it is lost. Other ranks have none.
+   */
+  writer?: WriterLease;
   onProgress?: (p: Progress) => void;
   /** A checkpoint this rank wrote is committed: how long its save took and how many bytes this rank wrote. */
   onSave?: (step: number, io: CheckpointIo) => void;
@@ -274,6 +284,11 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
       ? new AsyncSaver({ storeConfig: options.storeConfig, onCommitted: (r) => committed(r.step, r.files) })
       : null;
   const alreadySaved = new Set(await committedSteps(store));
+  // Files of steps this run will save, left by a save that never committed (another world size, another
+  // backend): removed now, under the lease, so that every rank publishes into a clean step.
+  await options.writer?.clearUncommitted(store, startStep);
+  const fence = options.writer?.token;
+  let yielded = Date.now();
   let history: Array<[number, number]> = [];
   let lastLoss: number | null = null;
   let windowStart = Date.now();
@@ -282,6 +297,13 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
   try {
     for (let step = startStep; step < target; step++) {
       if (options.signal?.aborted) throw new TrainingAborted(step);
+      if (options.writer?.lost) throw options.writer.lost;
+      // Training steps never yield to the event loop by themselves: yield a few times a second, so that
+      // lease renewals, IPC messages and signals are handled while training runs.
+      if (Date.now() - yielded > YIELD_EVERY_MS) {
+        await new Promise((r) => setImmediate(r));
+        yielded = Date.now();
+      }
       const lr = loop.schedule ? learningRate(loop.schedule, step) : null;
       // Training steps never yield to the event loop; while a save is in flight, yield once per step so
       // its commit advances now rather than when the next save waits for it.
@@ -338,7 +360,7 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
             sharding,
           },
         };
-        const rankOptions = { rank, worldSize, saveDtype: options.saveDtype };
+        const rankOptions = { rank, worldSize, saveDtype: options.saveDtype, fence };
         if (saver) {
           await saver.save(options.dir as string, done, snapshot, { ...rankOptions, transfer: true });
         } else {

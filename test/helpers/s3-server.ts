@@ -44,8 +44,9 @@ export interface S3TestServer {
 }
 
 /** versitygw or moto_server on PATH or in Go's bin directory (S3_TEST_SERVER=moto|versitygw: only that one). */
-export function findS3Server(): { kind: 'versitygw' | 'moto'; path: string } | null {
-  const only = process.env.S3_TEST_SERVER;
+export function findS3Server(
+  only = process.env.S3_TEST_SERVER,
+): { kind: 'versitygw' | 'moto'; path: string } | null {
   const dirs = (process.env.PATH ?? '').split(delimiter).filter(Boolean);
   const go = spawnSync('go', ['env', 'GOBIN', 'GOPATH'], { encoding: 'utf8' });
   if (go.status === 0) {
@@ -106,8 +107,9 @@ function exited(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
-export async function startS3Server(): Promise<S3TestServer> {
-  const found = findS3Server();
+/** The S3 server for the tests; `kind` asks for that one alone (a test that must run on both). */
+export async function startS3Server(kind?: 'versitygw' | 'moto'): Promise<S3TestServer> {
+  const found = findS3Server(kind);
   if (!found) {
     throw new Error(
       'no S3 server for the tests: install versitygw (bash infra/install-tools.sh) or moto (pip install "moto[server]")',
