@@ -15,6 +15,7 @@ import {
   openStore,
   pruneCheckpoints as prune,
   copyCheckpoints as copy,
+  releaseClaim,
   verifyCheckpoint as verify,
   type CopyResult,
   type VerifyResult,
@@ -210,6 +211,15 @@ export async function copyCheckpoints(input: {
   }
 }
 
+/** Remove the pipeline's claim on its directory (checkpoint/claim.ts) when the pipeline ends. */
+export async function releasePipelineClaim(input: { dir: string; workflowId: string }): Promise<boolean> {
+  try {
+    return await releaseClaim(input.dir, input.workflowId);
+  } catch (err) {
+    throw activityFailure(err);
+  }
+}
+
 /** Activities that need a training slot (model compute). */
 export const trainActivities = { trainSegment, trainRank, evaluateCheckpoint };
 /** Light activities for the control worker. */
@@ -221,6 +231,7 @@ export const controlActivities = {
   pruneCheckpoints,
   verifyCheckpoint,
   copyCheckpoints,
+  releasePipelineClaim,
 };
 export type TrainActivities = typeof trainActivities;
 export type ControlActivities = typeof controlActivities;

@@ -37,7 +37,11 @@ export async function attemptIsCurrent(client: Client, info: Context['info']): P
     execution: { workflowId: execution.workflowId, runId: execution.runId },
   });
   const pending = described.pendingActivities?.find((a) => a.activityId === info.activityId);
-  return pending !== undefined && pending.attempt === info.attempt && decodePendingActivityState(pending.state) !== 'CANCEL_REQUESTED';
+  return (
+    pending !== undefined &&
+    pending.attempt === info.attempt &&
+    decodePendingActivityState(pending.state) !== 'CANCEL_REQUESTED'
+  );
 }
 
 /**

@@ -98,7 +98,10 @@ export async function writeCheckpointFiles(
   const worldSize = options.worldSize ?? 1;
   validateRank(rank, worldSize);
   await refuseIfCommitted(store, step);
-  const rights = { fence: options.fence ? fenceFromToken(options.fence) : undefined, mayTakeLease: rank === 0 };
+  const rights = {
+    fence: options.fence ? fenceFromToken(options.fence) : undefined,
+    mayTakeLease: rank === 0,
+  };
   // A writer whose lease has run out writes nothing at all.
   rights.fence?.assertValid(store);
   const publish = (key: string, chunks: () => Iterable<Uint8Array>) =>

@@ -21,6 +21,7 @@ export * from './maintenance';
 export * from './retention';
 export * from './lease';
 export * from './writer';
+export * from './claim';
 export * from './prune';
 export * from './migrations';
 export * from './log';

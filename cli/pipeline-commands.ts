@@ -44,6 +44,7 @@ import { defaultTag, TRAIN_OPTIONS, trainSettings } from './train-commands';
 import { programReference } from './program-args';
 import { loadProgramModule, PROGRAM_NAME } from '../program/load';
 import { connectClient, uiLink, workflowSettings } from './temporal-client';
+import { claimForPipeline, unclaim } from './claims';
 import { ProgressLine } from './progress';
 
 type Args = Parameters<Command['run']>[0];
@@ -178,6 +179,8 @@ const startCommand: Command = {
     const client = await connectClient(config.temporal);
     const usable = await registeredSearchAttributes(client, config.temporal.namespace);
     input.searchAttributes = [...usable];
+    // One pipeline per directory, whatever its id: claimed in the store before the workflow starts.
+    await claimForPipeline(client, config.temporal, dir, id, flag(args, 'take-over'));
     const initial = [
       { key: CkptTag, value: tag },
       { key: CkptDir, value: dir },
@@ -202,6 +205,8 @@ const startCommand: Command = {
         ...(initial.length > 0 ? { typedSearchAttributes: initial as SearchAttributePair[] } : {}),
       });
     } catch (err) {
+      // The same id already running holds its claim; any other failure gives the claim back.
+      if (!(err instanceof WorkflowExecutionAlreadyStartedError)) await unclaim(dir, id);
       if (err instanceof WorkflowExecutionAlreadyStartedError) {
         throw new InvalidArgumentError(
           `a pipeline is already running on ${dir} (workflow id ${id}); see: ckpt pipeline status ${id}`,

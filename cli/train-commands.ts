@@ -30,6 +30,7 @@ import { loadProgram } from '../program/load';
 import type { TrainEvent } from '../train/events';
 import { receiveTrainRequest, WRITER_CONFIRMED, type TrainRequest } from '../train/request';
 import { acquireWriter, defaultHolder, type WriterLease } from '../checkpoint/writer';
+import { refuseIfClaimed } from './claims';
 
 /** Where a run's checkpoints go and what the loop does; the program's own flags come on top. */
 export const TRAIN_OPTIONS = {
@@ -168,8 +169,10 @@ const trainCommand: Command = {
  * once (same claim), and renews only while its worker confirms the attempt with the Temporal server; a
  * plain `ckpt train` takes a free directory, or any with --take-over.
  */
-function takeWriter(request: TrainRequest, dir: string): Promise<WriterLease> {
+async function takeWriter(request: TrainRequest, dir: string): Promise<WriterLease> {
   const claim = request.writer?.claim ?? null;
+  const takeOver = request.writer?.takeOver === 'always';
+  await refuseIfClaimed(dir, { claim, takeOver, settings: loadConfig().temporal });
   return acquireWriter(dir, {
     holder: `${defaultHolder()}${claim ? ` for pipeline ${claim}` : ' (ckpt train)'}`,
     claim,

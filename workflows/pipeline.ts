@@ -14,6 +14,7 @@ import {
   ApplicationFailure,
   CancellationScope,
   condition,
+  ContinueAsNew,
   continueAsNew,
   defineQuery,
   defineSignal,
@@ -65,6 +66,12 @@ export const BEST_FROM_STORE_PATCH = 'pipeline-best-from-store-v1';
  * a reset run issues, and only where patched() says so (see resetRun()).
  */
 export const RESET_READS_STORE_PATCH = 'pipeline-reset-reads-store-v1';
+/**
+ * The pipeline removes its claim on the directory (claim.json, made by `ckpt pipeline start`) when it
+ * ends (completed, stopped, cancelled or failed; not when it continues as new), so that the next pipeline
+ * on the directory needs no --take-over.
+ */
+export const RELEASE_CLAIM_PATCH = 'pipeline-release-claim-v1';
 
 export interface PipelineInput {
   dir: string;
@@ -323,6 +330,8 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
       }
     }
   } catch (err) {
+    if (err instanceof ContinueAsNew) throw err;
+    await releaseClaim(input, control);
     // Cancelled (`temporal workflow cancel`): the segment has stopped (the activities wait for their
     // cancellation to complete); show where the directory is and why the run ended, then end cancelled.
     if (
@@ -339,9 +348,21 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
     }
     throw err;
   }
+  await releaseClaim(input, control);
   s.state = stopRequested ? 'stopped' : 'completed';
   visibility.update(s);
   return s;
+}
+
+/** Best effort: a claim left behind only makes the next start on the directory ask for --take-over. */
+async function releaseClaim(
+  input: PipelineInput,
+  control: ReturnType<typeof proxyActivities<ControlActivities>>,
+): Promise<void> {
+  if (!patched(RELEASE_CLAIM_PATCH)) return;
+  await CancellationScope.nonCancellable(() =>
+    control.releasePipelineClaim({ dir: input.dir, workflowId: workflowInfo().workflowId }),
+  ).catch(() => undefined);
 }
 
 /**

@@ -55,6 +55,13 @@ const EXPECTED: Record<string, boolean> = {
   MissingFileError: true,
   LeaseLostError: true,
   CommitTimeoutError: true,
+  // Another run writes the directory, or took it over: a retry meets the same writer.
+  WriterConflictError: false,
+  WriterFencedError: false,
+  // A lease that ran out, a file of a crashed attempt under a rank's name: the next attempt takes a new
+  // lease and its rank 0 clears the step.
+  WriterLeaseExpiredError: true,
+  FileConflictError: true,
   // This worker lacks the backend; another may have it.
   BackendUnavailableError: true,
   // A peer died or went silent: the group is retried; a collective called wrongly is a bug.

@@ -9,16 +9,17 @@
  *
  * Settings that make failures quick to notice: a 3 s heartbeat timeout and retries from 200 ms to 2 s.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after } from 'node:test';
+import { promisify } from 'node:util';
 import type { Client } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { optionalTsToMs } from '@temporalio/common/lib/time';
-import { freePort, startDevServer, type DevServer } from '../../infra/temporal';
+import { ensureTemporalCli, freePort, startDevServer, type DevServer } from '../../infra/temporal';
 import { connectClient, workflowSettings } from '../../cli/temporal-client';
 import { loadConfig, type TemporalSettings } from '../../temporal.config';
 import type { WorkflowSettings } from '../../workflows/options';
@@ -350,4 +351,15 @@ export async function pendingActivities(client: Client, workflowId: string): Pro
         lastHeartbeatMs !== undefined && lastStartedMs !== undefined && lastHeartbeatMs >= lastStartedMs,
     };
   });
+}
+
+/** The `temporal` CLI against the test server's default namespace (terminate, cancel, reset...). */
+export async function temporalCli(env: { address: string }, args: string[]): Promise<void> {
+  await promisify(execFile)(ensureTemporalCli(), [
+    ...args,
+    '--address',
+    env.address,
+    '--namespace',
+    'default',
+  ]);
 }

@@ -10,17 +10,16 @@
  * steps: the segment would train for minutes, so every request lands mid-segment, between commits.
  */
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { before, describe, it } from 'node:test';
 import { committedSteps, openStore } from '../../checkpoint';
-import { ensureTemporalCli } from '../../infra/temporal';
 import type { PipelineState } from '../../workflows/pipeline';
 import { busyChildren, pidAlive } from '../helpers/process';
 import {
   SMALL_MODEL,
   sleep,
+  temporalCli as temporalCliOf,
   temporalEnv,
   waitFor,
   type TemporalTestEnv,
@@ -48,15 +47,7 @@ before(async () => {
 const dirOf = (tag: string) => join(env.dir, 'runs', 'base_checkpoints', tag);
 const lastCommitted = async (dir: string) => (await committedSteps(openStore(dir))).at(-1) ?? null;
 
-async function temporalCli(args: string[]): Promise<void> {
-  await promisify(execFile)(ensureTemporalCli(), [
-    ...args,
-    '--address',
-    env.address,
-    '--namespace',
-    'default',
-  ]);
-}
+const temporalCli = (args: string[]) => temporalCliOf(env, args);
 
 /** A pipeline whose one long segment runs on the training worker, its training child, and its directory. */
 async function trainingMidSegment(tag: string): Promise<{ id: string; dir: string; child: number }> {

@@ -155,7 +155,62 @@ describe('task queues', SUITE, () => {
       stepsWithoutEval: env.settings.taskQueues.control,
       evaluateCheckpoint: env.settings.taskQueues.train,
       pruneCheckpoints: env.settings.taskQueues.control,
+      releasePipelineClaim: env.settings.taskQueues.control,
     });
+  });
+});
+
+describe('the claim on the directory', SUITE, () => {
+  const releases = (run: { calls: Array<{ activity: string; input: unknown }> }) =>
+    run.calls.filter((c) => c.activity === 'releasePipelineClaim').map((c) => c.input);
+
+  it('is released once when the pipeline ends, by the last run only (not at continue-as-new)', async () => {
+    const store = new FakeStore();
+    const run = await env.start(
+      trainingPipeline,
+      [input({ targetSteps: 20, segmentsPerRun: 1 })],
+      store.activities(),
+    );
+    const s = await run.handle.result();
+    assert.equal(s.state, 'completed');
+    assert.equal(s.runs, 2);
+    assert.deepEqual(releases(run), [{ dir: DIR, workflowId: run.id }]);
+    assert.equal(run.calls.at(-1)?.activity, 'releasePipelineClaim');
+  });
+
+  it('is released when the pipeline fails, and a release that fails does not change how it ends', async () => {
+    const store = new FakeStore();
+    const run = await env.start(
+      trainingPipeline,
+      [input()],
+      store.activities({
+        trainSegment: async () => {
+          throw ApplicationFailure.nonRetryable('bad config', 'ProgramConfigError');
+        },
+        releasePipelineClaim: async () => {
+          throw ApplicationFailure.nonRetryable('store down', 'StoreError');
+        },
+      }),
+    );
+    const err = await run.handle.result().catch((e: unknown) => e);
+    assert.equal(applicationFailureOf(err).type, 'ProgramConfigError');
+    assert.deepEqual(releases(run), [{ dir: DIR, workflowId: run.id }]);
+  });
+
+  it('is released when the pipeline is cancelled', async () => {
+    const store = new FakeStore();
+    const run = await env.start(
+      trainingPipeline,
+      [input()],
+      store.activities({
+        // Runs until cancelled.
+        trainSegment: () => heartbeatWhile(new Promise<never>(() => undefined)),
+      }),
+    );
+    await run.called('trainSegment');
+    await run.handle.cancel();
+    await run.handle.result().catch(() => undefined);
+    assert.deepEqual(releases(run), [{ dir: DIR, workflowId: run.id }]);
   });
 });
 
