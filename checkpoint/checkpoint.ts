@@ -14,6 +14,7 @@ import {
   NotCommittedError,
   WorldSizeMismatchError,
   WriterConflictError,
+  FileConflictError,
 } from './errors';
 import {
   FORMAT,
@@ -155,7 +156,8 @@ export async function commitCheckpoint(
     committed_at: new Date().toISOString(),
   };
   if (options.fence) {
-    await fenceFromToken(options.fence).beforeCommit(store);
+    // After an earlier writer's removals, the files must still hold what this save wrote.
+    await fenceFromToken(options.fence).beforeCommit(store, () => recheckFiles(store, step, all));
   } else {
     const writer = await currentWriter(store);
     if (writer && mayStillWrite(writer)) {
@@ -176,6 +178,18 @@ export async function commitCheckpoint(
   }
   await coordinator.afterCommit?.(step, worldSize);
   return { step, files, committed: true };
+}
+
+async function recheckFiles(store: Store, step: number, files: Record<string, FileRecord>): Promise<void> {
+  for (const [name, record] of Object.entries(files)) {
+    const now = await hashStream(store.stream(name)).catch(() => null);
+    if (now?.sha256 !== record.sha256 || now.bytes !== record.bytes) {
+      throw new FileConflictError(
+        `${name} in ${store.location} changed while an earlier writer removed files; step ${step} is not committed`,
+        { file: name, step },
+      );
+    }
+  }
 }
 
 function alreadyCommitted(store: Store, step: number): AlreadyCommittedError {

@@ -42,9 +42,18 @@ export const DEFAULT_CLOCK_SKEW_MS = 2_000;
 export const CLOCK_SKEW_ENV = 'CKPT_CLOCK_SKEW_MS';
 
 const WRITER_RE = /^writer_(\d{6,})\.json$/;
+const REMOVING_RE = /^writer_(\d{6,})\.removing$/;
 
 export function writerKey(epoch: number): string {
   return `writer_${padStep(epoch)}.json`;
+}
+
+/**
+ * Present while the writer of `epoch` removes files another writer published (WriterFence.removing): a
+ * later writer that finds it before its commit waits for that writer to stop, then re-checks its files.
+ */
+export function removingKey(epoch: number): string {
+  return `writer_${padStep(epoch)}.removing`;
 }
 
 /** The epoch of a writer record's file name, or null when the name is not one. */
@@ -113,12 +122,27 @@ function encode(record: WriterRecord): Buffer {
 
 /** Writer epochs recorded in the directory, ascending. */
 export async function writerEpochs(store: Store): Promise<number[]> {
+  return (await writerListing(store)).epochs;
+}
+
+interface WriterListing {
+  /** Epochs with a record, ascending. */
+  epochs: number[];
+  /** Epochs whose writer announced that it removes files, ascending. */
+  removing: number[];
+}
+
+async function writerListing(store: Store): Promise<WriterListing> {
   const epochs: number[] = [];
+  const removing: number[] = [];
   for (const entry of await store.list()) {
     const epoch = writerEpoch(entry.key);
     if (epoch !== null) epochs.push(epoch);
+    const m = REMOVING_RE.exec(entry.key);
+    if (m) removing.push(Number(m[1]));
   }
-  return epochs.sort((a, b) => a - b);
+  const up = (x: number, y: number) => x - y;
+  return { epochs: epochs.sort(up), removing: removing.sort(up) };
 }
 
 /**
@@ -209,10 +233,15 @@ export class WriterFence {
 
   /** Throws WriterFencedError unless this writer's epoch is still the highest, with this writer's record. */
   async assertCurrent(store: Store): Promise<void> {
-    const top = (await writerEpochs(store)).at(-1);
+    await this.currentListing(store);
+  }
+
+  private async currentListing(store: Store): Promise<WriterListing> {
+    const listing = await writerListing(store);
+    const top = listing.epochs.at(-1);
     if (top === this.epoch) {
       const record = await readWriter(store, top);
-      if (record?.id === this.token.id) return;
+      if (record?.id === this.token.id) return listing;
       throw new WriterFencedError(
         `another writer, ${record ? describeWriter(record) : 'unknown'}, holds ${store.location} with this writer's ` +
           `epoch ${this.epoch}; stopping without committing`,
@@ -233,11 +262,38 @@ export class WriterFence {
     );
   }
 
-  /** Right before a commit: the lease is valid and this writer's epoch is the highest. */
-  async beforeCommit(store: Store): Promise<void> {
+  /**
+   * Right before a commit: the lease is valid and this writer's epoch is the highest. When an earlier
+   * writer announced that it removes files (removingKey), wait until it can no longer write, then run
+   * `recheck` (the caller checks that its files still hold its bytes) before committing.
+   */
+  async beforeCommit(store: Store, recheck?: () => Promise<void>): Promise<void> {
     this.assertValid(store);
-    await this.assertCurrent(store);
+    const { removing } = await this.currentListing(store);
+    const earlier = removing.filter((e) => e < this.epoch);
+    if (earlier.length > 0) {
+      for (const epoch of earlier) await this.awaitEpoch(store, epoch, 'committing');
+      await recheck?.();
+      await this.assertCurrent(store);
+    }
     this.assertValid(store);
+  }
+
+  /**
+   * Remove files another writer published: announced first (removingKey), then done only while this
+   * writer still holds the highest epoch with a quarter of its lease left. A writer that took over
+   * meanwhile either finds the announcement before its commit (and waits, then re-checks its files), or
+   * is found here, and nothing is removed.
+   */
+  async removing<T>(store: Store, remove: () => Promise<T>): Promise<T> {
+    await store.put(removingKey(this.epoch), Buffer.from(`${this.token.id}\n`));
+    try {
+      await this.assertCurrent(store);
+      this.assertValid(store, this.token.ttlMs / 4);
+      return await remove();
+    } finally {
+      await store.delete(removingKey(this.epoch)).catch(() => undefined);
+    }
   }
 
   /**
@@ -246,25 +302,30 @@ export class WriterFence {
    */
   async awaitPredecessors(store: Store, why: string): Promise<void> {
     const earlier = (await writerEpochs(store)).filter((e) => e < this.epoch && !this.settled.has(e));
-    for (const epoch of earlier.reverse()) {
-      let told = false;
-      for (;;) {
-        const record = await readWriter(store, epoch);
-        const wait = record ? stopsBy(record) - Date.now() : 0;
-        if (!record || !mayStillWrite(record)) {
-          this.settled.add(epoch);
-          break;
-        }
-        if (!told) {
-          warn0(
-            `waiting up to ${Math.ceil(wait / 1000)} s for ${describeWriter(record)} to stop before ${why}`,
-            { file: writerKey(epoch) },
-          );
-          told = true;
-        }
-        this.assertValid(store);
-        await sleep(Math.max(10, Math.min(wait, 1000)));
+    for (const epoch of earlier.reverse()) await this.awaitEpoch(store, epoch, why);
+  }
+
+  private async awaitEpoch(store: Store, epoch: number, why: string): Promise<void> {
+    if (this.settled.has(epoch)) return;
+    let told = false;
+    for (;;) {
+      const record = await readWriter(store, epoch);
+      const wait = record ? stopsBy(record) - Date.now() : 0;
+      if (!record || !mayStillWrite(record)) {
+        this.settled.add(epoch);
+        return;
       }
+      if (!told) {
+        warn0(
+          `waiting up to ${Math.ceil(wait / 1000)} s for ${describeWriter(record)} to stop before ${why}`,
+          {
+            file: writerKey(epoch),
+          },
+        );
+        told = true;
+      }
+      this.assertValid(store);
+      await sleep(Math.max(10, Math.min(wait, 1000)));
     }
   }
 
@@ -276,14 +337,16 @@ export class WriterFence {
     const doomed = await uncommittedFiles(store, (step) => step > fromStep);
     if (doomed.length === 0) return [];
     await this.awaitPredecessors(store, `removing the files of uncommitted steps after ${fromStep}`);
-    await this.beforeCommit(store);
-    // Listed again: a step an earlier writer committed in the meantime keeps its files.
-    const now = await uncommittedFiles(store, (step) => step > fromStep);
-    for (const { key } of now) await store.delete(key);
-    const steps = [...new Set(now.map((f) => f.step))].sort((a, b) => a - b);
+    const removed = await this.removing(store, async () => {
+      // Listed again: a step an earlier writer committed in the meantime keeps its files.
+      const files = await uncommittedFiles(store, (step) => step > fromStep);
+      for (const { key } of files) await store.delete(key);
+      return files;
+    });
+    const steps = [...new Set(removed.map((f) => f.step))].sort((a, b) => a - b);
     if (steps.length > 0) {
       log0(
-        `removed ${now.length} file(s) of uncommitted step(s) ${steps.join(', ')} in ${store.location}, left by an earlier save that never committed`,
+        `removed ${removed.length} file(s) of uncommitted step(s) ${steps.join(', ')} in ${store.location}, left by an earlier save that never committed`,
       );
     }
     return steps;
@@ -420,7 +483,8 @@ export class WriterLease extends WriterFence {
   async release(): Promise<void> {
     this.stopRenewing();
     await this.renewing?.catch(() => undefined);
-    if (this.lostError) return;
+    // A lease that was lost or has run out is not this writer's to give up: its record stays as it was.
+    if (this.lostError || this.validUntil() <= Date.now()) return;
     try {
       await this.assertCurrent(this.store);
       const record = { ...this.record, released: true, expires_at: new Date().toISOString() };
@@ -504,11 +568,17 @@ export async function acquireWriter(location: Location, options: AcquireOptions 
   );
 }
 
-/** Remove records of writers that stopped, except the newest two (the current one and its predecessor). */
+/**
+ * Remove records of writers that stopped, except the newest two (the current one and its predecessor), and
+ * the removal announcements they left when they died mid-removal.
+ */
 async function tidyRecords(store: Store, current: number): Promise<void> {
-  for (const epoch of (await writerEpochs(store)).filter((e) => e < current - 1)) {
+  const { epochs, removing } = await writerListing(store);
+  for (const epoch of epochs.filter((e) => e < current - 1)) {
     const record = await readWriter(store, epoch).catch(() => null);
-    if (record && !mayStillWrite(record)) await store.delete(writerKey(epoch)).catch(() => undefined);
+    if (!record || mayStillWrite(record)) continue;
+    if (removing.includes(epoch)) await store.delete(removingKey(epoch)).catch(() => undefined);
+    await store.delete(writerKey(epoch)).catch(() => undefined);
   }
 }
 
@@ -540,19 +610,19 @@ export async function replaceStale(
   }
   try {
     await fence.awaitPredecessors(store, `replacing ${key}`);
-    await fence.assertCurrent(store);
-    fence.assertValid(store, fence.token.ttlMs / 4);
-    if (await store.exists(manifestFile(step))) {
-      throw new AlreadyCommittedError(
-        `step ${step} is already committed in ${store.location} (${manifestFile(step)} exists); nothing was written`,
-        { file: manifestFile(step), step },
-      );
-    }
-    warn0(`replacing ${key} left by an earlier save of step ${step} that never committed`, {
-      file: key,
-      step,
+    await fence.removing(store, async () => {
+      if (await store.exists(manifestFile(step))) {
+        throw new AlreadyCommittedError(
+          `step ${step} is already committed in ${store.location} (${manifestFile(step)} exists); nothing was written`,
+          { file: manifestFile(step), step },
+        );
+      }
+      warn0(`replacing ${key} left by an earlier save of step ${step} that never committed`, {
+        file: key,
+        step,
+      });
+      await store.delete(key);
     });
-    await store.delete(key);
     try {
       return await put();
     } catch (err) {

@@ -3,7 +3,7 @@
  * it starts the workflow, and `ckpt train` refuses a directory a running pipeline holds. Whether the
  * claiming workflow still runs is asked of the Temporal server.
  */
-import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
 import {
   CLAIM_FILE,
   createClaim,
@@ -20,13 +20,14 @@ import {
 import { warn0 } from '../checkpoint/log';
 import { openStore as openStoreOf } from '../checkpoint/location';
 import type { TemporalSettings } from '../temporal.config';
-import { connectClient } from './temporal-client';
 
 export type ClaimState = 'running' | 'closed' | 'unknown';
 
 /** Whether the claim's workflow runs, asked of `client` (unknown: another server or namespace). */
 async function claimState(client: Client, settings: TemporalSettings, claim: Claim): Promise<ClaimState> {
   if (claim.namespace !== settings.namespace) return 'unknown';
+  // Loaded here: `ckpt train` loads the Temporal client only when a claim is there to ask about.
+  const { WorkflowNotFoundError } = require('@temporalio/client') as typeof import('@temporalio/client');
   try {
     const description = await client.workflow.getHandle(claim.workflow_id).describe();
     return description.status.name === 'RUNNING' ? 'running' : 'closed';
@@ -113,6 +114,7 @@ export async function refuseIfClaimed(
   let state: ClaimState = 'unknown';
   if (options.claim === null) {
     try {
+      const { connectClient } = require('./temporal-client') as typeof import('./temporal-client');
       state = await claimState(await connectClient(options.settings), options.settings, claim);
     } catch {
       state = 'unknown';

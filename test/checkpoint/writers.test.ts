@@ -16,6 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import {
   acquireWriter,
   AlreadyCommittedError,
+  commitCheckpoint,
   committedSteps,
   configureS3,
   FileConflictError,
@@ -23,6 +24,7 @@ import {
   modelFile,
   openStore,
   optimFile,
+  removingKey,
   saveCheckpoint,
   verifyCheckpoint,
   writeCheckpointFiles,
@@ -210,6 +212,37 @@ function racers(where: () => Location, env: () => NodeJS.ProcessEnv = () => ({})
 
 describe('two writers of one directory: a local folder', () => {
   racers(() => tempDir());
+
+  it('an earlier writer that announced removals makes the next commit wait for it, then re-check its files', async () => {
+    const dir = tempDir();
+    const store = openStore(dir);
+    const earlier = await acquireWriter(dir, { ttlMs: 800, holder: 'earlier' });
+    const later = await acquireWriter(dir, { ttlMs: 10_000, takeOver: 'always' });
+    // The earlier writer announced that it removes files (and was cut off before it said it was done).
+    await store.put(removingKey(earlier.epoch), Buffer.from('x\n'));
+    const committed = write(dir, 2, 1, later.token);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(await committedSteps(dir), [], 'no commit while the earlier writer may still remove');
+    assert.equal(await committed, 'won');
+    assert.equal((await verifyCheckpoint(dir, 2)).ok, true);
+
+    // Had it replaced one of the later writer's files meanwhile, the later writer would not commit.
+    await store.put(removingKey(earlier.epoch), Buffer.from('x\n'));
+    const files = await writeCheckpointFiles(
+      dir,
+      4,
+      { model: tinyModel(2), meta: tinyMeta() },
+      { fence: later.token },
+    );
+    await store.delete(modelFile(4));
+    await store.put(modelFile(4), Buffer.from('the earlier writer’s bytes'));
+    await assert.rejects(
+      commitCheckpoint(dir, 4, files, { fence: later.token }),
+      (err: unknown) => err instanceof FileConflictError && err.file === modelFile(4) && err.retryable,
+    );
+    assert.deepEqual(await committedSteps(dir), [2]);
+    await later.release();
+  });
 
   it('a rank other than 0 never removes a file: other bytes under its name are a retryable conflict', async () => {
     const dir = tempDir();
