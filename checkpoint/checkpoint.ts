@@ -154,6 +154,7 @@ export async function commitCheckpoint(
     world_size: worldSize,
     files: sortKeys(all),
     committed_at: new Date().toISOString(),
+    ...(options.fence ? { writer_epoch: options.fence.epoch } : {}),
   };
   if (options.fence) {
     // After an earlier writer's removals, the files must still hold what this save wrote.
@@ -168,6 +169,8 @@ export async function commitCheckpoint(
       );
     }
   }
+  // The time of the commit itself (after any wait above): what an audit compares with lease expiries.
+  manifest.committed_at = new Date().toISOString();
   try {
     await store.put(manifestFile(step), Buffer.from(JSON.stringify(manifest, null, 2) + '\n'), {
       exclusive: true,

@@ -21,6 +21,8 @@ export interface Manifest {
   world_size: number;
   files: Record<string, FileRecord>;
   committed_at?: string;
+  /** The writer lease the commit was made under (checkpoint/writer.ts), for audits; absent without one. */
+  writer_epoch?: number;
 }
 
 export type Meta = Record<string, unknown> & {
