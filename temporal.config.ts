@@ -12,6 +12,8 @@
  *   CKPT_LOG_FORMAT      text (short lines, the CLI's default) or json (pino lines); `ckpt worker`
  *                        defaults to text when stderr is a terminal, json otherwise
  *   CKPT_GC_GRACE        grace period before orphan files are collected, e.g. 30m, 1h, 2d   default 1h
+ *   CKPT_WRITER_TTL_MS   length of a writer lease (checkpoint/writer.ts reads it), ms          default 30000
+ *   CKPT_CLOCK_SKEW_MS   clock allowance between hosts for writer leases, ms                 default 2000
  *
  * Worker metrics (docs/observability.md):
  *   CKPT_METRICS_PORT    `ckpt worker` serves Prometheus metrics at GET /metrics on this port   default off
