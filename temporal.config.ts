@@ -13,6 +13,12 @@
  *                        defaults to text when stderr is a terminal, json otherwise
  *   CKPT_GC_GRACE        grace period before orphan files are collected, e.g. 30m, 1h, 2d   default 1h
  *
+ * What a worker may touch (docs/security.md); entries separated by commas:
+ *   CKPT_ALLOWED_ROOTS   checkpoint locations activities may read and write: folders, s3://bucket/prefix
+ *                        default CKPT_ROOT (the configured store root)
+ *   CKPT_ALLOWED_PROGRAM_ROOTS  folders whose modules a pipeline may name as its program by path
+ *                        default none (only programs built in or registered on the worker by name)
+ *
  * Worker metrics (docs/observability.md):
  *   CKPT_METRICS_PORT    `ckpt worker` serves Prometheus metrics at GET /metrics on this port   default off
  *   CKPT_SDK_METRICS_PORT  `ckpt worker` exports the Temporal SDK's own metrics on this port    default off
@@ -42,6 +48,7 @@
 import { loadClientConnectConfig, type ClientConnectConfig } from '@temporalio/envconfig';
 import * as checkpointApi from './checkpoint';
 import {
+  absoluteLocation,
   checkLocation,
   errorClasses,
   InvalidArgumentError,
@@ -182,6 +189,38 @@ export interface S3Config {
   requestTimeoutMs: number;
 }
 
+const DEFAULT_STORE_ROOT = './checkpoints';
+
+/** What a worker's activities may touch, whoever started the workflow (activities/allowed-roots.ts). */
+export interface AllowedRoots {
+  /** Checkpoint locations (local folders made absolute, or URLs). */
+  checkpoints: string[];
+  /** Folders (absolute) whose modules a pipeline may name as its program by path. */
+  programs: string[];
+}
+
+function locationList(text: string, field: string): string[] {
+  return text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((entry) => absoluteLocation(entry, field));
+}
+
+export function loadAllowedRoots(env: NodeJS.ProcessEnv = process.env): AllowedRoots {
+  const checkpoints = env.CKPT_ALLOWED_ROOTS?.trim()
+    ? locationList(env.CKPT_ALLOWED_ROOTS, 'CKPT_ALLOWED_ROOTS')
+    : [absoluteLocation(env.CKPT_ROOT?.trim() || DEFAULT_STORE_ROOT, 'CKPT_ROOT')];
+  const programs = locationList(env.CKPT_ALLOWED_PROGRAM_ROOTS ?? '', 'CKPT_ALLOWED_PROGRAM_ROOTS');
+  const url = programs.find((p) => /^[a-z][a-z0-9+.-]*:\/\//i.test(p));
+  if (url) {
+    throw new InvalidArgumentError(`CKPT_ALLOWED_PROGRAM_ROOTS: "${url}" is not a local folder`, {
+      field: 'CKPT_ALLOWED_PROGRAM_ROOTS',
+    });
+  }
+  return { checkpoints, programs };
+}
+
 export const DEFAULT_SOURCES: Readonly<Record<string, string>> = {
   base: 'base_checkpoints',
   sft: 'chatsft_checkpoints',
@@ -231,7 +270,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CkptConfig {
     });
   }
   return {
-    storeRoot: checkLocation(env.CKPT_ROOT?.trim() || './checkpoints', 'CKPT_ROOT'),
+    storeRoot: checkLocation(env.CKPT_ROOT?.trim() || DEFAULT_STORE_ROOT, 'CKPT_ROOT'),
     sources: env.CKPT_SOURCES ? parseSources(env.CKPT_SOURCES) : { ...DEFAULT_SOURCES },
     backend: (backend as BackendName) || undefined,
     logLevel: env.CKPT_LOG_LEVEL?.trim() || 'info',

@@ -20,6 +20,7 @@ import {
   type VerifyResult,
   type RetentionPolicy,
 } from '../checkpoint';
+import { withAllowedRoots } from './allowed-roots';
 import { runCkpt, segmentResult } from './child';
 import { activityFailure, childFailure } from './failure';
 import type { DoneEvent } from '../train/events';
@@ -29,6 +30,7 @@ import { trainingOf, trainRequest } from './training';
 import { programForChild } from './programs';
 export { trainingOf, trainRequest };
 export { registerPrograms, workerProgramNames } from './programs';
+export { configureAllowedRoots } from './allowed-roots';
 import type {
   CheckpointSummary,
   EvalInput,
@@ -208,10 +210,12 @@ export async function copyCheckpoints(input: {
   }
 }
 
+// What workers register (workers/, the plugin): each activity refuses a location outside the worker's
+// allowed roots before it runs (allowed-roots.ts).
 /** Activities that need a training slot (model compute). */
-export const trainActivities = { trainSegment, trainRank, evaluateCheckpoint };
+export const trainActivities = withAllowedRoots({ trainSegment, trainRank, evaluateCheckpoint });
 /** Light activities for the control worker. */
-export const controlActivities = {
+export const controlActivities = withAllowedRoots({
   stepsWithoutEval,
   findLargestModel,
   findLastStep,
@@ -219,6 +223,6 @@ export const controlActivities = {
   pruneCheckpoints,
   verifyCheckpoint,
   copyCheckpoints,
-};
+});
 export type TrainActivities = typeof trainActivities;
 export type ControlActivities = typeof controlActivities;

@@ -11,8 +11,10 @@
 import { SimplePlugin } from '@temporalio/plugin';
 import type { WorkerOptions } from '@temporalio/worker';
 import { prewarmChild } from '../activities/child';
+import { configureAllowedRoots } from '../activities/allowed-roots';
 import { registerPrograms } from '../activities/programs';
 import type { TrainingProgram } from '../program/contract';
+import type { AllowedRoots } from '../temporal.config';
 import type { WorkerMetrics } from './metrics';
 import { HEARTBEAT_THROTTLE, workerParts, type WorkerRole } from './worker';
 
@@ -38,6 +40,13 @@ export interface TrainingPluginOptions {
   metrics?: WorkerMetrics;
   /** Keep a warm standby training child, so segments skip the start-up (default true for train and all). */
   warmChild?: boolean;
+  /**
+   * What this worker's activities may touch (docs/security.md): `checkpoints`, the locations (folders,
+   * s3://bucket/prefix) whose checkpoints they read and write; `programs`, the folders whose modules a
+   * pipeline may name as its program by path. Each part left out comes from the environment
+   * (CKPT_ALLOWED_ROOTS, default the store root; CKPT_ALLOWED_PROGRAM_ROOTS, default none).
+   */
+  allowedRoots?: Partial<AllowedRoots>;
 }
 
 /**
@@ -61,6 +70,7 @@ export function trainingPlugin(options: TrainingPluginOptions = {}): SimplePlugi
   const role = options.role ?? 'all';
   // Checked when the plugin is made: a worker that cannot run a program it names should not start.
   registerPrograms(options.programs ?? {});
+  if (options.allowedRoots) configureAllowedRoots(options.allowedRoots);
   const parts = workerParts(role);
   const trains = role !== 'control';
   return new TrainingPlugin({
