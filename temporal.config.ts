@@ -22,6 +22,7 @@
  * Worker metrics (docs/observability.md):
  *   CKPT_METRICS_PORT    `ckpt worker` serves Prometheus metrics at GET /metrics on this port   default off
  *   CKPT_SDK_METRICS_PORT  `ckpt worker` exports the Temporal SDK's own metrics on this port    default off
+ *   CKPT_METRICS_HOST    the address both listen on (0.0.0.0: every interface)    default 127.0.0.1
  *
  * S3 (s3:// locations; S3 credentials are never read here: the AWS SDK's chain finds them, i.e.
  * AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile or an instance role, so they never enter our
@@ -79,6 +80,8 @@ export interface CkptConfig {
   metricsPort?: number;
   /** Port of the Temporal SDK's own Prometheus exporter in a worker; unset: none. */
   sdkMetricsPort?: number;
+  /** Address both metrics endpoints listen on; unset: workers/metrics.ts's default (this host only). */
+  metricsHost?: string;
   gcGraceMs: number;
   /** Used by pipelines and `ckpt prune` when no policy flag is given. */
   retention: RetentionPolicy;
@@ -279,6 +282,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CkptConfig {
     logFormatExplicit: !!env.CKPT_LOG_FORMAT?.trim(),
     metricsPort: port(env, 'CKPT_METRICS_PORT'),
     sdkMetricsPort: port(env, 'CKPT_SDK_METRICS_PORT'),
+    metricsHost: env.CKPT_METRICS_HOST?.trim() || undefined,
     gcGraceMs: env.CKPT_GC_GRACE ? parseDuration(env.CKPT_GC_GRACE, 'CKPT_GC_GRACE') : 3_600_000,
     retention: { keepLast: 3 },
     s3: loadS3Config(env),

@@ -18,7 +18,7 @@ import type { TrainingProgram } from '../program/contract';
 import type { TemporalSettings } from '../temporal.config';
 import { serveMetrics, WorkerMetrics } from './metrics';
 
-export { serveMetrics, WorkerMetrics, type MetricsServer } from './metrics';
+export { DEFAULT_METRICS_HOST, serveMetrics, WorkerMetrics, type MetricsServer } from './metrics';
 export { installWorkerRuntime, sdkLogger, type WorkerRuntimeOptions } from './runtime';
 
 export type WorkerRole = 'train' | 'control' | 'all';
@@ -74,8 +74,10 @@ export interface WorkerSetup {
   identity?: string;
   /** Count this worker's activities into these metrics (an activity interceptor; see workers/metrics.ts). */
   metrics?: WorkerMetrics;
-  /** runWorkers: serve Prometheus metrics at GET /metrics on this port (all interfaces). */
+  /** runWorkers: serve Prometheus metrics at GET /metrics on this port. */
   metricsPort?: number;
+  /** The address the metrics endpoint listens on; default DEFAULT_METRICS_HOST (this host only). */
+  metricsHost?: string;
   /** Training programs this worker runs by name (module paths, or program objects whose module is known). */
   programs?: Record<string, string | TrainingProgram<unknown>>;
 }
@@ -143,7 +145,9 @@ export async function createWorkers(setup: WorkerSetup, connection: NativeConnec
 export async function runWorkers(setup: WorkerSetup, signal?: AbortSignal): Promise<void> {
   const metrics = setup.metrics ?? (setup.metricsPort !== undefined ? new WorkerMetrics() : undefined);
   const server =
-    setup.metricsPort !== undefined ? await serveMetrics(metrics!.registry, setup.metricsPort) : undefined;
+    setup.metricsPort !== undefined
+      ? await serveMetrics(metrics!.registry, setup.metricsPort, setup.metricsHost)
+      : undefined;
   const unobserve = metrics?.observe();
   try {
     const connection = await connectWorkerConnection(setup.settings);

@@ -1,6 +1,6 @@
 /**
  * Workflow histories to and from JSON files (the protojson form `temporal workflow show --output json`
- * writes), for the replay test and scripts/record-history.ts.
+ * writes), for the replay test and scripts/record-history.ts; and a run's history as that command shows it.
  *
  * The SDK's own `historyToJSON` / `historyFromJSON` (@temporalio/common/lib/proto-utils) fail with
  * "type must be a Type" in this dependency tree: @grpc/proto-loader holds the top-level protobufjs@7, so
@@ -11,10 +11,13 @@
  * The fallback reads enum values as protojson writes them (EVENT_TYPE_…); it does not convert the
  * PascalCase enum names of histories downloaded from old Web UI versions, which the SDK's path does.
  */
+import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
+import { promisify } from 'node:util';
 import * as sdk from '@temporalio/common/lib/proto-utils';
 import * as proto from '@temporalio/proto';
 import { patchProtobufRoot } from '@temporalio/proto/lib/patch-protobuf-root';
+import { ensureTemporalCli } from '../../infra/temporal';
 
 export type History = proto.temporal.api.history.v1.IHistory;
 
@@ -63,4 +66,40 @@ export function historyFromJSON(json: unknown): History {
   const loaded = protojson.fromJson(historyType, json, { ignoreUnknownFields: true });
   if (!loaded) throw new TypeError('invalid history JSON');
   return loaded;
+}
+
+/**
+ * A run's history as an operator sees it (`temporal workflow show --output json`), followed by the data of
+ * every payload in it decoded from base64: the text to search for what the history reveals.
+ */
+export async function shownHistory(address: string, workflowId: string): Promise<string> {
+  const { stdout } = await promisify(execFile)(
+    ensureTemporalCli(),
+    [
+      'workflow',
+      'show',
+      '--workflow-id',
+      workflowId,
+      '--address',
+      address,
+      '--namespace',
+      'default',
+      '--output',
+      'json',
+    ],
+    { maxBuffer: 64 * 1024 * 1024 },
+  );
+  const decoded: string[] = [];
+  const walk = (value: unknown): void => {
+    if (Array.isArray(value)) value.forEach(walk);
+    else if (value !== null && typeof value === 'object') {
+      for (const [key, v] of Object.entries(value)) {
+        if (key === 'data' && typeof v === 'string')
+          decoded.push(Buffer.from(v, 'base64').toString('latin1'));
+        else walk(v);
+      }
+    }
+  };
+  walk(JSON.parse(stdout));
+  return `${stdout}\n${decoded.join('\n')}`;
 }
