@@ -13,6 +13,7 @@ import {
 } from '../activities';
 import { prewarmChild } from '../activities/child';
 import { connectionError } from '../activities/client';
+import type { ConnectAttempt } from '../activities/connection-diagnosis';
 import { registerPrograms } from '../activities/programs';
 import type { TrainingProgram } from '../program/contract';
 import type { TemporalSettings } from '../temporal.config';
@@ -94,8 +95,13 @@ export async function connectWorkerConnection(settings: TemporalSettings): Promi
   try {
     return await NativeConnection.connect(settings.connect.connectionOptions);
   } catch (err) {
-    throw connectionError(
-      settings.connect.connectionOptions.address ?? 'localhost:7233',
+    const options = settings.connect.connectionOptions;
+    throw await connectionError(
+      {
+        address: options.address ?? 'localhost:7233',
+        tls: options.tls as ConnectAttempt['tls'],
+        apiKey: options.apiKey,
+      },
       settings.namespace,
       err,
     );
