@@ -45,7 +45,13 @@
  *   CKPT_TRAIN_SLOTS          segments one training worker runs at once (GPUs/slots)       default 1
  *   CKPT_WARM_CHILD           0: no warm standby child on training workers (activities/child.ts) default on
  *   CKPT_UI_ADDRESS           Temporal Web UI base address, for links                      default http://localhost:8233
+ *
+ * Payload encryption (activities/payload-codec.ts, docs/security.md):
+ *   CKPT_CODEC_KEYS      "id:base64key,id2:base64key" (32-byte AES-256 keys); the first encrypts, all decrypt
+ *   CKPT_CODEC_KEY_FILE  a file of such entries, one a line (# comments); used when CKPT_CODEC_KEYS is unset
+ *   CKPT_CODEC_AUTH      `ckpt codec-server` answers only requests whose Authorization header is this value
  */
+import { readFileSync } from 'node:fs';
 import { loadClientConnectConfig, type ClientConnectConfig } from '@temporalio/envconfig';
 import * as checkpointApi from './checkpoint';
 import {
@@ -82,6 +88,8 @@ export interface CkptConfig {
   sdkMetricsPort?: number;
   /** Address both metrics endpoints listen on; unset: workers/metrics.ts's default (this host only). */
   metricsHost?: string;
+  /** The Authorization header value `ckpt codec-server` requires (CKPT_CODEC_AUTH); unset: none required. */
+  codecAuth?: string;
   gcGraceMs: number;
   /** Used by pipelines and `ckpt prune` when no policy flag is given. */
   retention: RetentionPolicy;
@@ -100,8 +108,16 @@ export interface ActivityPolicy {
   maximumRetryMs: number;
 }
 
+/** Payload encryption keys by id; `active` encrypts, every key decrypts (rotation by id). */
+export interface CodecKeys {
+  active: string;
+  keys: Record<string, Buffer>;
+}
+
 export interface TemporalSettings {
   connect: ClientConnectConfig;
+  /** Encrypt payloads (activities/payload-codec.ts); unset: payloads go in clear. */
+  codecKeys?: CodecKeys;
   namespace: string;
   taskQueues: { train: string; control: string };
   activities: ActivityPolicy;
@@ -178,8 +194,52 @@ export function loadTemporalSettings(env: NodeJS.ProcessEnv = process.env): Temp
       maximumRetryMs: duration('CKPT_RETRY_MAX', '30s'),
     },
     trainSlots: positiveInt(env, 'CKPT_TRAIN_SLOTS', 1),
+    codecKeys: loadCodecKeys(env),
     uiAddress: (env.CKPT_UI_ADDRESS?.trim() || 'http://localhost:8233').replace(/\/+$/, ''),
   };
+}
+
+/**
+ * The payload encryption keys of CKPT_CODEC_KEYS, else of the file CKPT_CODEC_KEY_FILE; undefined when
+ * neither is set. An error names the entry, never a key's value.
+ */
+export function loadCodecKeys(env: NodeJS.ProcessEnv = process.env): CodecKeys | undefined {
+  let field = 'CKPT_CODEC_KEYS';
+  let text = env.CKPT_CODEC_KEYS?.trim();
+  if (!text && env.CKPT_CODEC_KEY_FILE?.trim()) {
+    field = 'CKPT_CODEC_KEY_FILE';
+    try {
+      text = readFileSync(env.CKPT_CODEC_KEY_FILE.trim(), 'utf8');
+    } catch (err) {
+      throw new InvalidArgumentError(
+        `${field}: cannot read ${env.CKPT_CODEC_KEY_FILE}: ${(err as Error).message}`,
+        {
+          field,
+        },
+      );
+    }
+  }
+  if (!text) return undefined;
+  const entries = text
+    .split(/[,\n]/)
+    .map((line) => line.replace(/#.*/, '').trim())
+    .filter(Boolean);
+  const keys: Record<string, Buffer> = {};
+  for (const [i, entry] of entries.entries()) {
+    const colon = entry.indexOf(':');
+    const id = entry.slice(0, colon).trim();
+    const key = Buffer.from(entry.slice(colon + 1).trim(), 'base64');
+    if (colon <= 0 || !/^[\w.-]+$/.test(id) || key.length !== 32) {
+      throw new InvalidArgumentError(
+        `${field}: entry ${i + 1}${colon > 0 ? ` (key id "${id}")` : ''} must be ID:KEY with a 32-byte key in base64 (openssl rand -base64 32)`,
+        { field },
+      );
+    }
+    if (keys[id]) throw new InvalidArgumentError(`${field}: key id "${id}" is listed twice`, { field });
+    keys[id] = key;
+  }
+  if (entries.length === 0) return undefined;
+  return { active: Object.keys(keys)[0]!, keys };
 }
 
 export interface S3Config {
@@ -283,6 +343,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CkptConfig {
     metricsPort: port(env, 'CKPT_METRICS_PORT'),
     sdkMetricsPort: port(env, 'CKPT_SDK_METRICS_PORT'),
     metricsHost: env.CKPT_METRICS_HOST?.trim() || undefined,
+    codecAuth: env.CKPT_CODEC_AUTH?.trim() || undefined,
     gcGraceMs: env.CKPT_GC_GRACE ? parseDuration(env.CKPT_GC_GRACE, 'CKPT_GC_GRACE') : 3_600_000,
     retention: { keepLast: 3 },
     s3: loadS3Config(env),

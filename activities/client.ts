@@ -3,6 +3,7 @@ import { Client, Connection } from '@temporalio/client';
 import { CheckpointError } from '../checkpoint/errors';
 import type { TemporalSettings } from '../temporal.config';
 import { diagnoseConnection, type ConnectAttempt } from './connection-diagnosis';
+import { codecConverter } from './payload-codec';
 
 /**
  * How long a connection to the Temporal server may take. The SDK retries a refused connection until its
@@ -63,7 +64,7 @@ export async function connectClient(settings: TemporalSettings): Promise<Client>
       metadata,
       connectTimeout: CONNECT_TIMEOUT_MS,
     });
-    return new Client({ connection, namespace: settings.namespace });
+    return new Client({ connection, namespace: settings.namespace, ...codecConverter(settings.codecKeys) });
   } catch (err) {
     throw await connectionError(
       { address: address ?? 'localhost:7233', tls: tls as ConnectAttempt['tls'], apiKey },

@@ -14,7 +14,9 @@ import { prewarmChild } from '../activities/child';
 import { configureAllowedRoots } from '../activities/allowed-roots';
 import { registerPrograms } from '../activities/programs';
 import type { TrainingProgram } from '../program/contract';
-import type { AllowedRoots } from '../temporal.config';
+import type { DataConverter } from '@temporalio/common';
+import { EncryptionCodec } from '../activities/payload-codec';
+import { loadCodecKeys, type AllowedRoots, type CodecKeys } from '../temporal.config';
 import type { WorkerMetrics } from './metrics';
 import { HEARTBEAT_THROTTLE, workerParts, type WorkerRole } from './worker';
 
@@ -47,6 +49,13 @@ export interface TrainingPluginOptions {
    * (CKPT_ALLOWED_ROOTS, default the store root; CKPT_ALLOWED_PROGRAM_ROOTS, default none).
    */
   allowedRoots?: Partial<AllowedRoots>;
+  /**
+   * Encrypt payloads (inputs, results, memos, heartbeat details) in the history with AES-256-GCM, on the
+   * Worker, the Client and the Replayer the plugin is given to: keys by id, the first encrypts
+   * (docs/security.md). Default: the keys of CKPT_CODEC_KEYS or CKPT_CODEC_KEY_FILE, if set; `false`:
+   * none. Every client and worker of the namespace needs the same keys.
+   */
+  codecKeys?: CodecKeys | false;
 }
 
 /**
@@ -73,8 +82,18 @@ export function trainingPlugin(options: TrainingPluginOptions = {}): SimplePlugi
   if (options.allowedRoots) configureAllowedRoots(options.allowedRoots);
   const parts = workerParts(role);
   const trains = role !== 'control';
+  const keys = options.codecKeys === false ? undefined : (options.codecKeys ?? loadCodecKeys());
   return new TrainingPlugin({
     name: 'temporal-ckpt',
+    ...(keys
+      ? {
+          // Added to the codecs the user's own options have (each runs in order on encode).
+          dataConverter: (own?: DataConverter): DataConverter => ({
+            ...own,
+            payloadCodecs: [...(own?.payloadCodecs ?? []), new EncryptionCodec(keys)],
+          }),
+        }
+      : {}),
     activities: parts.activities,
     // A Worker has one workflowsPath. The user's own, when they give one, is kept: SimplePlugin would
     // otherwise replace it with ours, and their workflows would be missing from the worker without a word.

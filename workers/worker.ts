@@ -14,6 +14,7 @@ import {
 import { prewarmChild } from '../activities/child';
 import { connectionError } from '../activities/client';
 import type { ConnectAttempt } from '../activities/connection-diagnosis';
+import { codecConverter } from '../activities/payload-codec';
 import { registerPrograms } from '../activities/programs';
 import type { TrainingProgram } from '../program/contract';
 import type { TemporalSettings } from '../temporal.config';
@@ -120,6 +121,8 @@ export async function createWorkers(setup: WorkerSetup, connection: NativeConnec
     // boundary and saves nothing half-done; what it committed before stays.
     shutdownGraceTime: '2s',
     ...HEARTBEAT_THROTTLE,
+    // Encrypted payloads (CKPT_CODEC_KEYS): inputs, results and heartbeat details, in both directions.
+    ...codecConverter(settings.codecKeys),
     ...(setup.metrics ? { interceptors: { activity: [setup.metrics.activityInterceptor()] } } : {}),
   } satisfies Partial<WorkerOptions>;
   if (setup.role === 'train' || setup.role === 'all') {

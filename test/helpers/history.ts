@@ -68,11 +68,18 @@ export function historyFromJSON(json: unknown): History {
   return loaded;
 }
 
-/**
- * A run's history as an operator sees it (`temporal workflow show --output json`), followed by the data of
- * every payload in it decoded from base64: the text to search for what the history reveals.
- */
-export async function shownHistory(address: string, workflowId: string): Promise<string> {
+/** A run's history as `temporal workflow show --output json` prints it, and the data of its payloads. */
+export interface ShownHistory {
+  /** The JSON as printed (payload data in base64). */
+  json: string;
+  /** The data of every payload but the search attributes', decoded from base64: inputs, results, memos... */
+  payloads: string;
+  /** The search attributes' payloads, decoded: Temporal indexes these, so a codec leaves them in clear. */
+  searchAttributes: string;
+}
+
+/** A run's history as an operator sees it (`temporal workflow show --output json`), payloads decoded. */
+export async function shownHistory(address: string, workflowId: string): Promise<ShownHistory> {
   const { stdout } = await promisify(execFile)(
     ensureTemporalCli(),
     [
@@ -89,17 +96,17 @@ export async function shownHistory(address: string, workflowId: string): Promise
     ],
     { maxBuffer: 64 * 1024 * 1024 },
   );
-  const decoded: string[] = [];
-  const walk = (value: unknown): void => {
-    if (Array.isArray(value)) value.forEach(walk);
+  const payloads: string[] = [];
+  const searchAttributes: string[] = [];
+  const walk = (value: unknown, into: string[]): void => {
+    if (Array.isArray(value)) value.forEach((v) => walk(v, into));
     else if (value !== null && typeof value === 'object') {
       for (const [key, v] of Object.entries(value)) {
-        if (key === 'data' && typeof v === 'string')
-          decoded.push(Buffer.from(v, 'base64').toString('latin1'));
-        else walk(v);
+        if (key === 'data' && typeof v === 'string') into.push(Buffer.from(v, 'base64').toString('latin1'));
+        else walk(v, key === 'searchAttributes' ? searchAttributes : into);
       }
     }
   };
-  walk(JSON.parse(stdout));
-  return `${stdout}\n${decoded.join('\n')}`;
+  walk(JSON.parse(stdout), payloads);
+  return { json: stdout, payloads: payloads.join('\n'), searchAttributes: searchAttributes.join('\n') };
 }

@@ -4,17 +4,29 @@
  * for good, naming the directory and the roots, and nothing is created there; the metrics endpoint listens
  * where the operator said; and credentials in the environment of the worker and the CLI (S3 keys, the
  * Temporal API key) appear nowhere: not in their output, the worker's debug log, the runs' histories or
- * the checkpoints' files, whether the runs complete or fail.
+ * the checkpoints' files, whether the runs complete or fail. With a codec key set, the runs' payloads are
+ * encrypted in the history (no path, no metric in clear) and `ckpt codec-server` decodes them.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { before, describe, it } from 'node:test';
-import { WorkflowFailedError } from '@temporalio/client';
+import { after, before, describe, it } from 'node:test';
+import { WorkflowFailedError, type Client } from '@temporalio/client';
+import { connectClient } from '../../activities/client';
+import { loadConfig } from '../../temporal.config';
 import { ApplicationFailure, TemporalFailure } from '@temporalio/common';
 import { freePort } from '../../infra/temporal';
 import { shownHistory } from '../helpers/history';
-import { SMALL_MODEL, temporalEnv, type TemporalTestEnv, type TestWorker } from '../helpers/temporal';
+import { ROOT } from '../helpers/cli';
+import {
+  SMALL_MODEL,
+  temporalEnv,
+  withTimeout,
+  type TemporalTestEnv,
+  type TestWorker,
+} from '../helpers/temporal';
 
 /** Known credential values, each unlike anything else a run writes. */
 const SECRETS = {
@@ -25,16 +37,20 @@ const SECRETS = {
   // key, so TLS is turned off explicitly (an API key turns it on by default).
   TEMPORAL_API_KEY: 'temporal-api-key-NEVER-logged-4',
   TEMPORAL_TLS: 'false',
+  // Payloads are encrypted with this key on the worker and the CLI alike.
+  CKPT_CODEC_KEYS: `codec-1:${randomBytes(32).toString('base64')}`,
 };
 const SECRET_VALUES = Object.entries(SECRETS)
   .filter(([k]) => k !== 'TEMPORAL_TLS')
-  .map(([, v]) => v);
+  .map(([k, v]) => (k === 'CKPT_CODEC_KEYS' ? v.slice('codec-1:'.length) : v));
 
 const T = temporalEnv('security');
 let env: TemporalTestEnv;
 let worker: TestWorker;
 let allowed: string;
 let metricsPort: number;
+/** A client with the same settings as the CLI: it decrypts what the runs return. */
+let client: Client;
 /** Everything the CLI printed, and every run started, for the secrets check at the end. */
 const printed: string[] = [];
 const runs: string[] = [];
@@ -43,11 +59,14 @@ before(async () => {
   env = await T.start();
   allowed = join(env.dir, 'allowed');
   metricsPort = await freePort();
+  client = await connectClient(loadConfig({ ...env.env, ...SECRETS }).temporal);
   worker = await env.startWorker('all', {
     env: { ...SECRETS, CKPT_ALLOWED_ROOTS: allowed, CKPT_LOG_LEVEL: 'debug', CKPT_LOG_FORMAT: 'json' },
     args: ['--metrics-port', String(metricsPort), '--metrics-host', '127.0.0.2'],
   });
 });
+
+after(() => client?.connection.close());
 
 async function ckpt(args: string[]) {
   const res = await env.ckpt(args, { env: SECRETS, timeoutMs: 90_000 });
@@ -65,7 +84,7 @@ async function startPipeline(root: string, tag: string, flags = ['--steps=4', '-
 
 /** The ApplicationFailure at the root of a failed run's error. */
 async function failureOf(id: string): Promise<ApplicationFailure> {
-  const failure = await env.client.workflow
+  const failure = await client.workflow
     .getHandle(id)
     .result()
     .then(
@@ -87,7 +106,7 @@ describe('allowed roots on the workers', () => {
       '--segment-steps=2',
       '--save-every=2',
     ]);
-    await env.client.workflow.getHandle(id).result();
+    await client.workflow.getHandle(id).result();
     assert.ok(existsSync(join(allowed, 'base_checkpoints', 'inside', 'manifest_000002.json')));
   });
 
@@ -125,9 +144,10 @@ describe('credentials never appear', () => {
       ['worker log', worker.log()],
     ];
     assert.match(worker.log(), /"level":20/, 'the worker logged at debug level');
-    for (const id of runs) places.push([`history of ${id}`, await shownHistory(env.address, id)]);
-    // The search sees inside payloads: the first run's directory is there, in clear.
-    assert.ok(places[2]![1].includes(join(allowed, 'base_checkpoints', 'inside')), 'payloads decoded');
+    for (const id of runs) {
+      const shown = await shownHistory(env.address, id);
+      places.push([`history of ${id}`, `${shown.json}\n${shown.payloads}\n${shown.searchAttributes}`]);
+    }
     const dir = join(allowed, 'base_checkpoints', 'inside');
     const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
     assert.ok(files.some((f) => f.startsWith('meta_')));
@@ -135,6 +155,63 @@ describe('credentials never appear', () => {
     for (const [where, text] of places) {
       assert.ok(text.length > 0, `${where} is empty`);
       for (const secret of SECRET_VALUES) assert.ok(!text.includes(secret), `${where} holds ${secret}`);
+    }
+  });
+});
+
+describe('payload encryption (CKPT_CODEC_KEYS)', () => {
+  const insideDir = () => join(allowed, 'base_checkpoints', 'inside');
+
+  it('the history holds no path or metric in clear; only the search attributes show the directory', async () => {
+    const shown = await shownHistory(env.address, runs[0]!);
+    assert.match(shown.json, /binary\/encrypted|YmluYXJ5L2VuY3J5cHRlZA/, 'payloads are marked encrypted');
+    for (const plain of [insideDir(), 'finalLoss', 'saveEvery', '"loss"']) {
+      assert.ok(!shown.payloads.includes(plain), `${plain} is in clear in the history`);
+    }
+    // Temporal indexes search attributes: they stay in clear (docs/security.md says so).
+    assert.ok(shown.searchAttributes.includes(insideDir()));
+  });
+
+  it('ckpt codec-server decodes them for the Web UI, with the Authorization it requires', async () => {
+    const port = await freePort();
+    const server = spawn(
+      process.execPath,
+      [join(ROOT, 'bin', 'ckpt.js'), 'codec-server', '--port', String(port)],
+      {
+        env: { ...env.env, ...SECRETS, CKPT_CODEC_AUTH: 'Bearer ui-token' },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+    try {
+      let log = '';
+      await withTimeout(
+        new Promise<void>((resolve) =>
+          server.stderr!.on('data', (d: Buffer) => {
+            log += d.toString();
+            if (log.includes('codec server on')) resolve();
+          }),
+        ),
+        20_000,
+        'codec server start-up',
+      );
+      const shown = JSON.parse((await shownHistory(env.address, runs[0]!)).json) as {
+        events: Array<{ workflowExecutionStartedEventAttributes?: { input: { payloads: unknown[] } } }>;
+      };
+      const payloads = shown.events[0]!.workflowExecutionStartedEventAttributes!.input.payloads;
+      const decode = (headers: Record<string, string>) =>
+        fetch(`http://127.0.0.1:${port}/decode`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...headers },
+          body: JSON.stringify({ payloads }),
+        });
+      assert.equal((await decode({})).status, 401);
+      const res = await decode({ authorization: 'Bearer ui-token' });
+      assert.equal(res.status, 200);
+      const body = (await res.json()) as { payloads: Array<{ data: string }> };
+      const input = JSON.parse(Buffer.from(body.payloads[0]!.data, 'base64').toString()) as { dir: string };
+      assert.equal(input.dir, insideDir());
+    } finally {
+      server.kill('SIGTERM');
     }
   });
 });
