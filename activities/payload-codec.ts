@@ -1,9 +1,10 @@
 /**
  * Payload encryption for everything the pipelines put in Temporal's history: workflow inputs and results,
  * activity inputs and results, memos, signals, queries, updates and heartbeat details (checkpoint paths,
- * configs, metrics). AES-256-GCM with a fresh 96-bit nonce per payload; the key's id is written in the
- * payload's metadata, so keys rotate by id: the first key encrypts, every key listed decrypts, and an
- * old key is dropped once no history that needs it is kept. Search attributes are not payloads of this
+ * configs, metrics), and failures' messages and stack traces (encoded-failures.ts). AES-256-GCM with a
+ * fresh 96-bit nonce per payload; the key's id is written in the payload's metadata, so keys rotate by id:
+ * the first key encrypts, every key listed decrypts, and an old key is dropped once no history that needs
+ * it is kept. Search attributes are not payloads of this
  * kind and stay in clear (Temporal indexes them): docs/security.md says what they reveal.
  *
  * The codec runs in the client and the workers (the plugin, `ckpt worker` and the CLI install it); the
@@ -84,9 +85,19 @@ export class EncryptionCodec implements PayloadCodec {
   }
 }
 
-/** The data converter part that installs the codec; empty without keys. */
+/** The failure converter that puts failure messages and stack traces into encrypted payloads. */
+export const ENCODED_FAILURES_PATH = require.resolve('./encoded-failures');
+
+/** The data converter part that installs the codec (payloads and failures); empty without keys. */
 export function codecConverter(keys: CodecKeys | undefined): {
-  dataConverter?: { payloadCodecs: PayloadCodec[] };
+  dataConverter?: { payloadCodecs: PayloadCodec[]; failureConverterPath: string };
 } {
-  return keys ? { dataConverter: { payloadCodecs: [new EncryptionCodec(keys)] } } : {};
+  return keys
+    ? {
+        dataConverter: {
+          payloadCodecs: [new EncryptionCodec(keys)],
+          failureConverterPath: ENCODED_FAILURES_PATH,
+        },
+      }
+    : {};
 }

@@ -15,7 +15,7 @@ import { configureAllowedRoots } from '../activities/allowed-roots';
 import { registerPrograms } from '../activities/programs';
 import type { TrainingProgram } from '../program/contract';
 import type { DataConverter } from '@temporalio/common';
-import { EncryptionCodec } from '../activities/payload-codec';
+import { ENCODED_FAILURES_PATH, EncryptionCodec } from '../activities/payload-codec';
 import { loadCodecKeys, type AllowedRoots, type CodecKeys } from '../temporal.config';
 import type { WorkerMetrics } from './metrics';
 import { HEARTBEAT_THROTTLE, workerParts, type WorkerRole } from './worker';
@@ -91,6 +91,7 @@ export function trainingPlugin(options: TrainingPluginOptions = {}): SimplePlugi
           dataConverter: (own?: DataConverter): DataConverter => ({
             ...own,
             payloadCodecs: [...(own?.payloadCodecs ?? []), new EncryptionCodec(keys)],
+            failureConverterPath: own?.failureConverterPath ?? ENCODED_FAILURES_PATH,
           }),
         }
       : {}),

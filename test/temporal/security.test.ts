@@ -172,6 +172,14 @@ describe('payload encryption (CKPT_CODEC_KEYS)', () => {
     assert.ok(shown.searchAttributes.includes(insideDir()));
   });
 
+  it("a failed run's history shows the failure's type, not its message", async () => {
+    const shown = await shownHistory(env.address, runs[1]!);
+    assert.match(shown.json, /OutsideAllowedRootsError/);
+    for (const plain of ['outside the allowed roots', join(env.dir, 'elsewhere', 'base_checkpoints')]) {
+      assert.ok(!`${shown.json}\n${shown.payloads}`.includes(plain), `${plain} is in clear in the history`);
+    }
+  });
+
   it('ckpt codec-server decodes them for the Web UI, with the Authorization it requires', async () => {
     const port = await freePort();
     const server = spawn(
