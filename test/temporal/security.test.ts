@@ -19,6 +19,7 @@ import { loadConfig } from '../../temporal.config';
 import { ApplicationFailure, TemporalFailure } from '@temporalio/common';
 import { freePort } from '../../infra/temporal';
 import { shownHistory } from '../helpers/history';
+import { startS3Server, type S3TestServer } from '../helpers/s3-server';
 import { ROOT } from '../helpers/cli';
 import {
   SMALL_MODEL,
@@ -47,6 +48,7 @@ const SECRET_VALUES = Object.entries(SECRETS)
 const T = temporalEnv('security');
 let env: TemporalTestEnv;
 let worker: TestWorker;
+let s3: S3TestServer;
 let allowed: string;
 let metricsPort: number;
 /** A client with the same settings as the CLI: it decrypts what the runs return. */
@@ -56,7 +58,7 @@ const printed: string[] = [];
 const runs: string[] = [];
 
 before(async () => {
-  env = await T.start();
+  [env, s3] = await Promise.all([T.start(), startS3Server()]);
   allowed = join(env.dir, 'allowed');
   metricsPort = await freePort();
   client = await connectClient(loadConfig({ ...env.env, ...SECRETS }).temporal);
@@ -66,10 +68,13 @@ before(async () => {
   });
 });
 
-after(() => client?.connection.close());
+after(async () => {
+  await client?.connection.close();
+  await s3?.stop();
+});
 
-async function ckpt(args: string[]) {
-  const res = await env.ckpt(args, { env: SECRETS, timeoutMs: 90_000 });
+async function ckpt(args: string[], extra: NodeJS.ProcessEnv = {}) {
+  const res = await env.ckpt(args, { env: { ...SECRETS, ...extra }, timeoutMs: 90_000 });
   printed.push(res.stdout, res.stderr);
   return res;
 }
@@ -131,6 +136,19 @@ describe('the metrics endpoint (ckpt worker --metrics-host)', () => {
 });
 
 describe('credentials never appear', () => {
+  it('an S3 server refusing the credentials, with --debug stack traces (a failing path)', async () => {
+    const res = await ckpt(['list', `s3://${s3.bucket}/runs`, '--debug'], {
+      AWS_ENDPOINT_URL: s3.endpoint,
+      AWS_REGION: s3.region,
+      CKPT_LOG_LEVEL: 'debug',
+    });
+    // versitygw checks credentials (moto takes any): then the refusal, exit 2, with its stack trace.
+    if (s3.checksCredentials) {
+      assert.equal(res.code, 2, res.stderr);
+      assert.match(res.stderr, /StoreError: cannot list .*access key[\s\S]*\n\s+at /);
+    }
+  });
+
   it('a run of a program no worker has fails (a failing path too)', async () => {
     const id = await startPipeline(allowed, 'noprogram', ['--program=nosuch', '--steps=2']);
     assert.equal((await failureOf(id)).type, 'ProgramNotRegisteredError');
