@@ -9,6 +9,7 @@
  * header is not exactly that value is refused (401) before any payload is read. Like the metrics, it
  * listens on this host only unless told otherwise.
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Payload, PayloadCodec } from '@temporalio/common';
@@ -51,6 +52,13 @@ const toJson = (p: Payload): JsonPayload => ({
   data: Buffer.from(p.data ?? new Uint8Array()).toString('base64'),
 });
 
+/** Compared in constant time: how long a refusal takes says nothing about how much of the value matched. */
+function sameSecret(given: string, expected: string): boolean {
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
+}
+
 async function body(req: IncomingMessage): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of req) chunks.push(chunk as Buffer);
@@ -75,7 +83,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, options: CodecS
   if (req.method !== 'POST' || (path !== '/decode' && path !== '/encode')) {
     return void res.writeHead(404, { 'content-type': 'text/plain' }).end('POST /decode or /encode\n');
   }
-  if (options.auth !== undefined && req.headers.authorization !== options.auth) {
+  if (options.auth !== undefined && !sameSecret(req.headers.authorization ?? '', options.auth)) {
     return void res.writeHead(401, { 'content-type': 'text/plain' }).end('unauthorized\n');
   }
   let payloads: Payload[];
