@@ -15,9 +15,16 @@
  *   CKPT_WRITER_TTL_MS   length of a writer lease (checkpoint/writer.ts reads it), ms          default 30000
  *   CKPT_CLOCK_SKEW_MS   clock allowance between hosts for writer leases, ms                 default 2000
  *
+ * What a worker may touch (docs/security.md); entries separated by commas:
+ *   CKPT_ALLOWED_ROOTS   checkpoint locations activities may read and write: folders, s3://bucket/prefix
+ *                        default CKPT_ROOT (the configured store root)
+ *   CKPT_ALLOWED_PROGRAM_ROOTS  folders whose modules a pipeline may name as its program by path
+ *                        default none (only programs built in or registered on the worker by name)
+ *
  * Worker metrics (docs/observability.md):
  *   CKPT_METRICS_PORT    `ckpt worker` serves Prometheus metrics at GET /metrics on this port   default off
  *   CKPT_SDK_METRICS_PORT  `ckpt worker` exports the Temporal SDK's own metrics on this port    default off
+ *   CKPT_METRICS_HOST    the address both listen on (0.0.0.0: every interface)    default 127.0.0.1
  *
  * S3 (s3:// locations; S3 credentials are never read here: the AWS SDK's chain finds them, i.e.
  * AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile or an instance role, so they never enter our
@@ -40,10 +47,17 @@
  *   CKPT_TRAIN_SLOTS          segments one training worker runs at once (GPUs/slots)       default 1
  *   CKPT_WARM_CHILD           0: no warm standby child on training workers (activities/child.ts) default on
  *   CKPT_UI_ADDRESS           Temporal Web UI base address, for links                      default http://localhost:8233
+ *
+ * Payload encryption (activities/payload-codec.ts, docs/security.md):
+ *   CKPT_CODEC_KEYS      "id:base64key,id2:base64key" (32-byte AES-256 keys); the first encrypts, all decrypt
+ *   CKPT_CODEC_KEY_FILE  a file of such entries, one a line (# comments); used when CKPT_CODEC_KEYS is unset
+ *   CKPT_CODEC_AUTH      `ckpt codec-server` answers only requests whose Authorization header is this value
  */
+import { readFileSync } from 'node:fs';
 import { loadClientConnectConfig, type ClientConnectConfig } from '@temporalio/envconfig';
 import * as checkpointApi from './checkpoint';
 import {
+  absoluteLocation,
   checkLocation,
   errorClasses,
   InvalidArgumentError,
@@ -74,6 +88,10 @@ export interface CkptConfig {
   metricsPort?: number;
   /** Port of the Temporal SDK's own Prometheus exporter in a worker; unset: none. */
   sdkMetricsPort?: number;
+  /** Address both metrics endpoints listen on; unset: workers/metrics.ts's default (this host only). */
+  metricsHost?: string;
+  /** The Authorization header value `ckpt codec-server` requires (CKPT_CODEC_AUTH); unset: none required. */
+  codecAuth?: string;
   gcGraceMs: number;
   /** Used by pipelines and `ckpt prune` when no policy flag is given. */
   retention: RetentionPolicy;
@@ -92,8 +110,16 @@ export interface ActivityPolicy {
   maximumRetryMs: number;
 }
 
+/** Payload encryption keys by id; `active` encrypts, every key decrypts (rotation by id). */
+export interface CodecKeys {
+  active: string;
+  keys: Record<string, Buffer>;
+}
+
 export interface TemporalSettings {
   connect: ClientConnectConfig;
+  /** Encrypt payloads (activities/payload-codec.ts); unset: payloads go in clear. */
+  codecKeys?: CodecKeys;
   namespace: string;
   taskQueues: { train: string; control: string };
   activities: ActivityPolicy;
@@ -170,8 +196,52 @@ export function loadTemporalSettings(env: NodeJS.ProcessEnv = process.env): Temp
       maximumRetryMs: duration('CKPT_RETRY_MAX', '30s'),
     },
     trainSlots: positiveInt(env, 'CKPT_TRAIN_SLOTS', 1),
+    codecKeys: loadCodecKeys(env),
     uiAddress: (env.CKPT_UI_ADDRESS?.trim() || 'http://localhost:8233').replace(/\/+$/, ''),
   };
+}
+
+/**
+ * The payload encryption keys of CKPT_CODEC_KEYS, else of the file CKPT_CODEC_KEY_FILE; undefined when
+ * neither is set. An error names the entry, never a key's value.
+ */
+export function loadCodecKeys(env: NodeJS.ProcessEnv = process.env): CodecKeys | undefined {
+  let field = 'CKPT_CODEC_KEYS';
+  let text = env.CKPT_CODEC_KEYS?.trim();
+  if (!text && env.CKPT_CODEC_KEY_FILE?.trim()) {
+    field = 'CKPT_CODEC_KEY_FILE';
+    try {
+      text = readFileSync(env.CKPT_CODEC_KEY_FILE.trim(), 'utf8');
+    } catch (err) {
+      throw new InvalidArgumentError(
+        `${field}: cannot read ${env.CKPT_CODEC_KEY_FILE}: ${(err as Error).message}`,
+        {
+          field,
+        },
+      );
+    }
+  }
+  if (!text) return undefined;
+  const entries = text
+    .split(/[,\n]/)
+    .map((line) => line.replace(/#.*/, '').trim())
+    .filter(Boolean);
+  const keys: Record<string, Buffer> = {};
+  for (const [i, entry] of entries.entries()) {
+    const colon = entry.indexOf(':');
+    const id = entry.slice(0, colon).trim();
+    const key = Buffer.from(entry.slice(colon + 1).trim(), 'base64');
+    if (colon <= 0 || !/^[\w.-]+$/.test(id) || key.length !== 32) {
+      throw new InvalidArgumentError(
+        `${field}: entry ${i + 1}${colon > 0 ? ` (key id "${id}")` : ''} must be ID:KEY with a 32-byte key in base64 (openssl rand -base64 32)`,
+        { field },
+      );
+    }
+    if (keys[id]) throw new InvalidArgumentError(`${field}: key id "${id}" is listed twice`, { field });
+    keys[id] = key;
+  }
+  if (entries.length === 0) return undefined;
+  return { active: Object.keys(keys)[0]!, keys };
 }
 
 export interface S3Config {
@@ -182,6 +252,38 @@ export interface S3Config {
   sse?: S3Sse;
   /** Limit of one attempt of one S3 call (S3StoreOptions.requestTimeoutMs). */
   requestTimeoutMs: number;
+}
+
+const DEFAULT_STORE_ROOT = './checkpoints';
+
+/** What a worker's activities may touch, whoever started the workflow (activities/allowed-roots.ts). */
+export interface AllowedRoots {
+  /** Checkpoint locations (local folders made absolute, or URLs). */
+  checkpoints: string[];
+  /** Folders (absolute) whose modules a pipeline may name as its program by path. */
+  programs: string[];
+}
+
+function locationList(text: string, field: string): string[] {
+  return text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((entry) => absoluteLocation(entry, field));
+}
+
+export function loadAllowedRoots(env: NodeJS.ProcessEnv = process.env): AllowedRoots {
+  const checkpoints = env.CKPT_ALLOWED_ROOTS?.trim()
+    ? locationList(env.CKPT_ALLOWED_ROOTS, 'CKPT_ALLOWED_ROOTS')
+    : [absoluteLocation(env.CKPT_ROOT?.trim() || DEFAULT_STORE_ROOT, 'CKPT_ROOT')];
+  const programs = locationList(env.CKPT_ALLOWED_PROGRAM_ROOTS ?? '', 'CKPT_ALLOWED_PROGRAM_ROOTS');
+  const url = programs.find((p) => /^[a-z][a-z0-9+.-]*:\/\//i.test(p));
+  if (url) {
+    throw new InvalidArgumentError(`CKPT_ALLOWED_PROGRAM_ROOTS: "${url}" is not a local folder`, {
+      field: 'CKPT_ALLOWED_PROGRAM_ROOTS',
+    });
+  }
+  return { checkpoints, programs };
 }
 
 export const DEFAULT_SOURCES: Readonly<Record<string, string>> = {
@@ -233,7 +335,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CkptConfig {
     });
   }
   return {
-    storeRoot: checkLocation(env.CKPT_ROOT?.trim() || './checkpoints', 'CKPT_ROOT'),
+    storeRoot: checkLocation(env.CKPT_ROOT?.trim() || DEFAULT_STORE_ROOT, 'CKPT_ROOT'),
     sources: env.CKPT_SOURCES ? parseSources(env.CKPT_SOURCES) : { ...DEFAULT_SOURCES },
     backend: (backend as BackendName) || undefined,
     logLevel: env.CKPT_LOG_LEVEL?.trim() || 'info',
@@ -242,6 +344,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CkptConfig {
     logFormatExplicit: !!env.CKPT_LOG_FORMAT?.trim(),
     metricsPort: port(env, 'CKPT_METRICS_PORT'),
     sdkMetricsPort: port(env, 'CKPT_SDK_METRICS_PORT'),
+    metricsHost: env.CKPT_METRICS_HOST?.trim() || undefined,
+    codecAuth: env.CKPT_CODEC_AUTH?.trim() || undefined,
     gcGraceMs: env.CKPT_GC_GRACE ? parseDuration(env.CKPT_GC_GRACE, 'CKPT_GC_GRACE') : 3_600_000,
     retention: { keepLast: 3 },
     s3: loadS3Config(env),

@@ -2,6 +2,8 @@
 import { Client, Connection } from '@temporalio/client';
 import { CheckpointError } from '../checkpoint/errors';
 import type { TemporalSettings } from '../temporal.config';
+import { diagnoseConnection, type ConnectAttempt } from './connection-diagnosis';
+import { codecConverter } from './payload-codec';
 
 /**
  * How long a connection to the Temporal server may take. The SDK retries a refused connection until its
@@ -26,12 +28,20 @@ function reason(err: unknown): string {
   return (inner ?? message).replace(/\s*\n\s*/g, ' ');
 }
 
-/** The typed error for a failed connection to `address` (also for the worker's native connection). */
-export function connectionError(address: string, namespace: string, err: unknown): TemporalConnectionError {
+/**
+ * The typed error for a failed connection to `address` (also for the worker's native connection): what
+ * the SDK said, and why when the settings or a TLS handshake tell (connection-diagnosis.ts).
+ */
+export async function connectionError(
+  attempt: ConnectAttempt,
+  namespace: string,
+  err: unknown,
+): Promise<TemporalConnectionError> {
+  const why = await diagnoseConnection(attempt, err);
   return new TemporalConnectionError(
-    `cannot connect to the Temporal server at ${address} (namespace ${namespace}): ${reason(err)}; ` +
-      'is it running there? (TEMPORAL_ADDRESS sets the address)',
-    { field: 'TEMPORAL_ADDRESS', cause: err },
+    `cannot connect to the Temporal server at ${attempt.address} (namespace ${namespace}): ${reason(err)}; ` +
+      (why ?? 'is it running there? (TEMPORAL_ADDRESS sets the address)'),
+    { field: why ? 'TEMPORAL_TLS' : 'TEMPORAL_ADDRESS', cause: err },
   );
 }
 
@@ -54,8 +64,12 @@ export async function connectClient(settings: TemporalSettings): Promise<Client>
       metadata,
       connectTimeout: CONNECT_TIMEOUT_MS,
     });
-    return new Client({ connection, namespace: settings.namespace });
+    return new Client({ connection, namespace: settings.namespace, ...codecConverter(settings.codecKeys) });
   } catch (err) {
-    throw connectionError(address ?? 'localhost:7233', settings.namespace, err);
+    throw await connectionError(
+      { address: address ?? 'localhost:7233', tls: tls as ConnectAttempt['tls'], apiKey },
+      settings.namespace,
+      err,
+    );
   }
 }

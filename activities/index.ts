@@ -21,6 +21,7 @@ import {
   type VerifyResult,
   type RetentionPolicy,
 } from '../checkpoint';
+import { withAllowedRoots } from './allowed-roots';
 import { runCkpt, segmentResult } from './child';
 import { activityFailure, childFailure } from './failure';
 import type { DoneEvent } from '../train/events';
@@ -31,6 +32,7 @@ import { programForChild } from './programs';
 import { confirmAttempt, writerSettings } from './writer-gate';
 export { trainingOf, trainRequest };
 export { registerPrograms, workerProgramNames } from './programs';
+export { configureAllowedRoots } from './allowed-roots';
 import type {
   CheckpointSummary,
   EvalInput,
@@ -220,10 +222,12 @@ export async function releasePipelineClaim(input: { dir: string; workflowId: str
   }
 }
 
+// What workers register (workers/, the plugin): each activity refuses a location outside the worker's
+// allowed roots before it runs (allowed-roots.ts).
 /** Activities that need a training slot (model compute). */
-export const trainActivities = { trainSegment, trainRank, evaluateCheckpoint };
+export const trainActivities = withAllowedRoots({ trainSegment, trainRank, evaluateCheckpoint });
 /** Light activities for the control worker. */
-export const controlActivities = {
+export const controlActivities = withAllowedRoots({
   stepsWithoutEval,
   findLargestModel,
   findLastStep,
@@ -232,6 +236,6 @@ export const controlActivities = {
   verifyCheckpoint,
   copyCheckpoints,
   releasePipelineClaim,
-};
+});
 export type TrainActivities = typeof trainActivities;
 export type ControlActivities = typeof controlActivities;

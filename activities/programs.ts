@@ -10,6 +10,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { TrainingProgram } from '../program/contract';
 import { ProgramLoadError } from '../program/errors';
 import { BUILTIN_PROGRAMS, isProgramPath, programModule } from '../program/load';
+import { checkProgramPath } from './allowed-roots';
 
 const registered = new Map<string, string>();
 
@@ -38,7 +39,8 @@ export function workerProgramNames(): string[] {
 
 /**
  * What to pass a child for a pipeline's program: a registered name's path, a built-in name, or the absolute
- * path the client resolved. A program this worker lacks fails the activity for good, naming both.
+ * path the client resolved, when it lies under the worker's allowed program roots. A program this worker
+ * lacks or does not allow fails the activity for good, naming both.
  */
 export function programForChild(spec: string): string {
   const path = registered.get(spec);
@@ -46,6 +48,7 @@ export function programForChild(spec: string): string {
   if (BUILTIN_PROGRAMS[spec]) return spec;
   const worker = `${process.pid}@${hostname()}`;
   if (isProgramPath(spec)) {
+    checkProgramPath(spec);
     if (isAbsolute(spec) && existsSync(spec)) return spec;
     throw ApplicationFailure.nonRetryable(
       `program ${spec} does not exist on worker ${worker}; register it by name on the workers (ckpt worker --program NAME=PATH)`,

@@ -12,6 +12,7 @@ export {
   joinLocation,
   type Location,
 } from './location';
+export { checkWithinRoots, OutsideAllowedRootsError } from './allowed-roots';
 export * from './manifest';
 export * from './checkpoint';
 export * from './coordinator';

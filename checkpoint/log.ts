@@ -73,31 +73,69 @@ function textDestination(out: pino.DestinationStream, withFields = false): pino.
   };
 }
 
-const REDACT = [
+/**
+ * Fields whose values are credentials, wherever they sit in a record (top level or one object down):
+ * S3 credentials, Temporal API keys and authorization headers, payload codec keys, passwords.
+ * A whole `env` is never logged either: it holds all of them.
+ */
+const SECRET_FIELDS = [
   'secretAccessKey',
   'accessKeyId',
   'sessionToken',
   'apiKey',
   'password',
-  '*.secretAccessKey',
-  '*.accessKeyId',
-  '*.sessionToken',
-  '*.apiKey',
-  '*.password',
   'credentials',
-  '*.credentials',
+  'authorization',
+  'codecKey',
+  'codecKeys',
+  'env',
 ];
+const REDACT = [
+  ...SECRET_FIELDS,
+  ...SECRET_FIELDS.map((f) => `*.${f}`),
+  'headers.authorization',
+  '*.headers.authorization',
+  '*.metadata.authorization',
+];
+
+/**
+ * The signing parts of presigned URLs (S3's query-string authentication, v4 and v2), wherever a URL is
+ * written in a message or a field: the URL stays readable, the part that grants access does not.
+ */
+const SIGNED_URL_PARAMS =
+  /([?&](?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|AWSAccessKeyId)=)[^&\s"']*/gi;
+
+export function redactText(text: string): string {
+  return text.replace(SIGNED_URL_PARAMS, '$1[redacted]');
+}
+
+function redactStrings(value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') return redactText(value);
+  // Plain records only: an Error (or any class instance) passes whole, for pino's own serialisation.
+  if (depth > 2 || typeof value !== 'object' || value === null) return value;
+  if (Object.getPrototypeOf(value) !== Object.prototype) return value;
+  return Object.fromEntries(
+    Object.entries(value as object).map(([k, v]) => [k, redactStrings(v, depth + 1)]),
+  );
+}
+
+/** What every logger of the process is made with: redacted fields, and signed URLs cut in every string. */
+const REDACTING: pino.LoggerOptions = {
+  base: undefined,
+  redact: { paths: REDACT, censor: '[redacted]' },
+  hooks: {
+    logMethod(args, method) {
+      method.apply(this, args.map((a) => redactStrings(a)) as Parameters<typeof method>);
+    },
+  },
+};
 
 let allRanks = false;
 let logger: Logger = makeLogger({});
 
 function makeLogger(options: LogOptions): Logger {
   return pino(
-    {
-      level: options.level ?? 'info',
-      base: undefined,
-      redact: { paths: REDACT, censor: '[redacted]' },
-    },
+    { ...REDACTING, level: options.level ?? 'info' },
     options.format === 'text'
       ? textDestination(options.destination ?? process.stderr, options.textFields)
       : (options.destination ?? pino.destination({ fd: 2, sync: true })),
@@ -162,7 +200,7 @@ export type LogRecord = Record<string, unknown> & { level: number; msg: string; 
 export function forwardLogging(send: (record: LogRecord) => void): void {
   allRanks = true;
   logger = pino(
-    { level: 'debug', base: undefined, redact: { paths: REDACT, censor: '[redacted]' } },
+    { ...REDACTING, level: 'debug' },
     { write: (line: string) => send(JSON.parse(line) as LogRecord) },
   );
 }

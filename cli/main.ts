@@ -64,6 +64,10 @@ export const COMMAND_MODULES: ReadonlyArray<{ first: readonly string[]; load: ()
     load: () => (require('./pipeline-commands') as typeof import('./pipeline-commands')).pipelineCommands,
   },
   {
+    first: ['codec-server'],
+    load: () => [(require('./codec-command') as typeof import('./codec-command')).codecServerCommand],
+  },
+  {
     first: ['schedule'],
     load: () => (require('./schedule-commands') as typeof import('./schedule-commands')).scheduleCommands,
   },

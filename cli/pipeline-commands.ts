@@ -437,10 +437,11 @@ const workerCommand: Command = {
   summary: 'Run a worker: train (training/eval activities), control (workflows, light activities) or all.',
   usage:
     'ckpt worker [--role train|control|all] [--task-queue Q] [--slots N] [--program NAME=PATH]...\n' +
-    '            [--metrics-port P] [--sdk-metrics-port P2]\n\n' +
+    '            [--metrics-port P] [--sdk-metrics-port P2] [--metrics-host ADDR]\n\n' +
     '--program registers a training program by name: pipelines started with --program NAME run it here.\n' +
     'N: concurrent segments/ranks (GPUs). --metrics-port serves Prometheus metrics at GET /metrics (CKPT_METRICS_PORT);\n' +
-    "--sdk-metrics-port exports the Temporal SDK's own metrics (CKPT_SDK_METRICS_PORT). Logs go to stderr: text\n" +
+    "--sdk-metrics-port exports the Temporal SDK's own metrics (CKPT_SDK_METRICS_PORT). Both listen on 127.0.0.1\n" +
+    'unless --metrics-host says otherwise (CKPT_METRICS_HOST; 0.0.0.0: every interface). Logs go to stderr: text\n' +
     'lines on a terminal, JSON lines otherwise (CKPT_LOG_FORMAT=text|json decides).',
   options: {
     role: { type: 'string' },
@@ -448,6 +449,7 @@ const workerCommand: Command = {
     slots: { type: 'string' },
     'metrics-port': { type: 'string' },
     'sdk-metrics-port': { type: 'string' },
+    'metrics-host': { type: 'string' },
     program: { type: 'string', multiple: true },
   },
   async run(args) {
@@ -475,15 +477,16 @@ const workerCommand: Command = {
       str(args, name) !== undefined ? parsePort(str(args, name)!, `--${name}`) : undefined;
     const metricsPort = portArg('metrics-port') ?? config.metricsPort;
     const sdkMetricsPort = portArg('sdk-metrics-port') ?? config.sdkMetricsPort;
+    const metricsHost = str(args, 'metrics-host') ?? config.metricsHost;
     // One format on stderr for our lines, the SDK's and the activities': text for a person at a terminal,
     // JSON lines for a log pipeline; CKPT_LOG_FORMAT decides when it is set.
     const format = config.logFormatExplicit ? config.logFormat : process.stderr.isTTY ? 'text' : 'json';
     configureLogging({ level: config.logLevel, allRanks: config.logAllRanks, format, textFields: true });
     const logger = getLogger();
-    installWorkerRuntime({ logger, level: config.logLevel, sdkMetricsPort });
+    installWorkerRuntime({ logger, level: config.logLevel, sdkMetricsPort, metricsHost });
     const address = config.temporal.connect.connectionOptions.address;
     logger.info(
-      { role, address, namespace: config.temporal.namespace, metricsPort, sdkMetricsPort },
+      { role, address, namespace: config.temporal.namespace, metricsPort, sdkMetricsPort, metricsHost },
       `worker (${role}) connecting to ${address}, namespace ${config.temporal.namespace}`,
     );
     await runWorkers({
@@ -491,6 +494,7 @@ const workerCommand: Command = {
       settings: config.temporal,
       taskQueue,
       metricsPort,
+      metricsHost,
       programs,
     });
     return 0;

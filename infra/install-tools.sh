@@ -3,7 +3,9 @@
 #   - the Temporal CLI (its dev server is a real Temporal server), from the Go module proxy;
 #   - versitygw, an S3-compatible server (posix backend), from the Go module proxy;
 #   - Python's safetensors + numpy, for the format interoperability tests;
-#   - Chromium (Debian's package, /usr/bin/chromium), for the report test that renders the page headless.
+#   - Chromium (Debian's package, /usr/bin/chromium), for the report test that renders the page headless;
+#   - nginx (Debian's package), the TLS-terminating proxy in front of the dev server in the TLS test;
+#   - openssl, which makes that test's certificates.
 # Prints where each tool is. Safe to run repeatedly.
 set -euo pipefail
 
@@ -69,8 +71,24 @@ if [ ! -x "$CHROMIUM" ]; then
   fi
 fi
 
+# The TLS test puts nginx in front of the dev server (TLS, mTLS and API keys) and makes its certificates
+# with openssl.
+missing_debs=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing_debs+=(nginx)
+command -v openssl >/dev/null 2>&1 || missing_debs+=(openssl)
+if [ "${#missing_debs[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "install-tools: apt-get install ${missing_debs[*]}" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing_debs[@]}"; } >&2 ||
+      echo "install-tools: could not install ${missing_debs[*]}; the TLS test will fail" >&2
+  else
+    echo "install-tools: ${missing_debs[*]} missing and cannot be installed here (needs root and apt-get)" >&2
+  fi
+fi
+
 echo "temporal: $(find_tool temporal)"
 echo "versitygw: $(find_tool versitygw || echo missing)"
 echo "moto_server: $(find_tool moto_server || echo missing)"
 echo "chromium: $([ -x "$CHROMIUM" ] && echo "$CHROMIUM" || echo missing)"
+echo "nginx: $(command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || echo missing)"
 echo "python safetensors: $(python3 -c 'import safetensors; print(safetensors.__version__)')"

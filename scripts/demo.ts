@@ -32,6 +32,8 @@ async function main(): Promise<void> {
     process.env.CKPT_UI_ADDRESS = server.uiAddress;
   }
   process.env.CKPT_HEARTBEAT_TIMEOUT ??= '10s';
+  // The demo's worker acts on the demo's root only (docs/security.md).
+  process.env.CKPT_ALLOWED_ROOTS ??= root;
   configureLogging({ format: 'text', level: 'warn' });
   Runtime.install({ logger: new DefaultLogger('WARN') });
   const config = loadConfig();

@@ -153,17 +153,25 @@ export class WorkerMetrics {
   }
 }
 
+/**
+ * Where metrics endpoints listen unless told otherwise: this host only. Metrics name directories, programs
+ * and hosts; an operator who wants them scraped from elsewhere says so (--metrics-host, CKPT_METRICS_HOST).
+ */
+export const DEFAULT_METRICS_HOST = '127.0.0.1';
+
 export interface MetricsServer {
+  /** The address it listens on. */
+  host: string;
   /** The port it listens on (the one asked for, or the one the system chose for 0). */
   port: number;
   close(): Promise<void>;
 }
 
-/** Serve `registry` in the Prometheus text format at GET /metrics on host:port (all interfaces by default). */
+/** Serve `registry` in the Prometheus text format at GET /metrics on host:port (this host only by default). */
 export async function serveMetrics(
   registry: Registry,
   port: number,
-  host = '0.0.0.0',
+  host = DEFAULT_METRICS_HOST,
 ): Promise<MetricsServer> {
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -184,8 +192,10 @@ export async function serveMetrics(
   });
   // Scrapes must not keep a worker that is shutting down alive.
   server.unref();
+  const address = server.address() as AddressInfo;
   return {
-    port: (server.address() as AddressInfo).port,
+    host: address.address,
+    port: address.port,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

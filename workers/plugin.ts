@@ -11,8 +11,12 @@
 import { SimplePlugin } from '@temporalio/plugin';
 import type { WorkerOptions } from '@temporalio/worker';
 import { prewarmChild } from '../activities/child';
+import { configureAllowedRoots } from '../activities/allowed-roots';
 import { registerPrograms } from '../activities/programs';
 import type { TrainingProgram } from '../program/contract';
+import type { DataConverter } from '@temporalio/common';
+import { ENCODED_FAILURES_PATH, EncryptionCodec } from '../activities/payload-codec';
+import { loadCodecKeys, type AllowedRoots, type CodecKeys } from '../temporal.config';
 import type { WorkerMetrics } from './metrics';
 import { HEARTBEAT_THROTTLE, workerParts, type WorkerRole } from './worker';
 
@@ -38,6 +42,20 @@ export interface TrainingPluginOptions {
   metrics?: WorkerMetrics;
   /** Keep a warm standby training child, so segments skip the start-up (default true for train and all). */
   warmChild?: boolean;
+  /**
+   * What this worker's activities may touch (docs/security.md): `checkpoints`, the locations (folders,
+   * s3://bucket/prefix) whose checkpoints they read and write; `programs`, the folders whose modules a
+   * pipeline may name as its program by path. Each part left out comes from the environment
+   * (CKPT_ALLOWED_ROOTS, default the store root; CKPT_ALLOWED_PROGRAM_ROOTS, default none).
+   */
+  allowedRoots?: Partial<AllowedRoots>;
+  /**
+   * Encrypt payloads (inputs, results, memos, heartbeat details) in the history with AES-256-GCM, on the
+   * Worker, the Client and the Replayer the plugin is given to: keys by id, the first encrypts
+   * (docs/security.md). Default: the keys of CKPT_CODEC_KEYS or CKPT_CODEC_KEY_FILE, if set; `false`:
+   * none. Every client and worker of the namespace needs the same keys.
+   */
+  codecKeys?: CodecKeys | false;
 }
 
 /**
@@ -61,10 +79,22 @@ export function trainingPlugin(options: TrainingPluginOptions = {}): SimplePlugi
   const role = options.role ?? 'all';
   // Checked when the plugin is made: a worker that cannot run a program it names should not start.
   registerPrograms(options.programs ?? {});
+  if (options.allowedRoots) configureAllowedRoots(options.allowedRoots);
   const parts = workerParts(role);
   const trains = role !== 'control';
+  const keys = options.codecKeys === false ? undefined : (options.codecKeys ?? loadCodecKeys());
   return new TrainingPlugin({
     name: 'temporal-ckpt',
+    ...(keys
+      ? {
+          // Added to the codecs the user's own options have (each runs in order on encode).
+          dataConverter: (own?: DataConverter): DataConverter => ({
+            ...own,
+            payloadCodecs: [...(own?.payloadCodecs ?? []), new EncryptionCodec(keys)],
+            failureConverterPath: own?.failureConverterPath ?? ENCODED_FAILURES_PATH,
+          }),
+        }
+      : {}),
     activities: parts.activities,
     // A Worker has one workflowsPath. The user's own, when they give one, is kept: SimplePlugin would
     // otherwise replace it with ours, and their workflows would be missing from the worker without a word.

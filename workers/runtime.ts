@@ -6,6 +6,7 @@
  */
 import { DefaultLogger, Runtime, type LogLevel, type LogMetadata } from '@temporalio/worker';
 import type { Logger } from 'pino';
+import { DEFAULT_METRICS_HOST } from './metrics';
 
 const SDK_LEVELS: Record<string, LogLevel> = {
   trace: 'TRACE',
@@ -49,6 +50,8 @@ export interface WorkerRuntimeOptions {
   level?: string;
   /** Export the SDK's own metrics (task slots, poll latencies, workflow and activity task counts...) here. */
   sdkMetricsPort?: number;
+  /** The address the SDK's metrics listen on; default DEFAULT_METRICS_HOST (this host only). */
+  metricsHost?: string;
 }
 
 export function installWorkerRuntime(options: WorkerRuntimeOptions): void {
@@ -58,7 +61,13 @@ export function installWorkerRuntime(options: WorkerRuntimeOptions): void {
       // The Rust core's own messages (warnings and errors) through the same logger, not straight to stderr.
       logging: { forward: {} },
       ...(options.sdkMetricsPort !== undefined
-        ? { metrics: { prometheus: { bindAddress: `0.0.0.0:${options.sdkMetricsPort}` } } }
+        ? {
+            metrics: {
+              prometheus: {
+                bindAddress: `${options.metricsHost ?? DEFAULT_METRICS_HOST}:${options.sdkMetricsPort}`,
+              },
+            },
+          }
         : {}),
     },
   });

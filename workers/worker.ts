@@ -13,12 +13,14 @@ import {
 } from '../activities';
 import { prewarmChild } from '../activities/child';
 import { connectionError } from '../activities/client';
+import type { ConnectAttempt } from '../activities/connection-diagnosis';
+import { codecConverter } from '../activities/payload-codec';
 import { registerPrograms } from '../activities/programs';
 import type { TrainingProgram } from '../program/contract';
 import type { TemporalSettings } from '../temporal.config';
 import { serveMetrics, WorkerMetrics } from './metrics';
 
-export { serveMetrics, WorkerMetrics, type MetricsServer } from './metrics';
+export { DEFAULT_METRICS_HOST, serveMetrics, WorkerMetrics, type MetricsServer } from './metrics';
 export { installWorkerRuntime, sdkLogger, type WorkerRuntimeOptions } from './runtime';
 
 export type WorkerRole = 'train' | 'control' | 'all';
@@ -74,8 +76,10 @@ export interface WorkerSetup {
   identity?: string;
   /** Count this worker's activities into these metrics (an activity interceptor; see workers/metrics.ts). */
   metrics?: WorkerMetrics;
-  /** runWorkers: serve Prometheus metrics at GET /metrics on this port (all interfaces). */
+  /** runWorkers: serve Prometheus metrics at GET /metrics on this port. */
   metricsPort?: number;
+  /** The address the metrics endpoint listens on; default DEFAULT_METRICS_HOST (this host only). */
+  metricsHost?: string;
   /** Training programs this worker runs by name (module paths, or program objects whose module is known). */
   programs?: Record<string, string | TrainingProgram<unknown>>;
 }
@@ -92,8 +96,13 @@ export async function connectWorkerConnection(settings: TemporalSettings): Promi
   try {
     return await NativeConnection.connect(settings.connect.connectionOptions);
   } catch (err) {
-    throw connectionError(
-      settings.connect.connectionOptions.address ?? 'localhost:7233',
+    const options = settings.connect.connectionOptions;
+    throw await connectionError(
+      {
+        address: options.address ?? 'localhost:7233',
+        tls: options.tls as ConnectAttempt['tls'],
+        apiKey: options.apiKey,
+      },
       settings.namespace,
       err,
     );
@@ -112,6 +121,8 @@ export async function createWorkers(setup: WorkerSetup, connection: NativeConnec
     // boundary and saves nothing half-done; what it committed before stays.
     shutdownGraceTime: '2s',
     ...HEARTBEAT_THROTTLE,
+    // Encrypted payloads (CKPT_CODEC_KEYS): inputs, results and heartbeat details, in both directions.
+    ...codecConverter(settings.codecKeys),
     ...(setup.metrics ? { interceptors: { activity: [setup.metrics.activityInterceptor()] } } : {}),
   } satisfies Partial<WorkerOptions>;
   if (setup.role === 'train' || setup.role === 'all') {
@@ -143,7 +154,9 @@ export async function createWorkers(setup: WorkerSetup, connection: NativeConnec
 export async function runWorkers(setup: WorkerSetup, signal?: AbortSignal): Promise<void> {
   const metrics = setup.metrics ?? (setup.metricsPort !== undefined ? new WorkerMetrics() : undefined);
   const server =
-    setup.metricsPort !== undefined ? await serveMetrics(metrics!.registry, setup.metricsPort) : undefined;
+    setup.metricsPort !== undefined
+      ? await serveMetrics(metrics!.registry, setup.metricsPort, setup.metricsHost)
+      : undefined;
   const unobserve = metrics?.observe();
   try {
     const connection = await connectWorkerConnection(setup.settings);

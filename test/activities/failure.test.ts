@@ -51,6 +51,8 @@ const EXPECTED: Record<string, boolean> = {
   StoreError: false,
   AccessDeniedError: false,
   TransientStoreError: true,
+  // A location outside a worker's allowed roots is refused by every worker.
+  OutsideAllowedRootsError: false,
   // Races with a pruner, leases, commits that timed out: a retry looks again.
   MissingFileError: true,
   LeaseLostError: true,

@@ -24,6 +24,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { createServer, connect, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { committedSteps, configureS3, openStore, verifyCheckpoint } from '../../checkpoint';
@@ -225,7 +226,10 @@ test('pipeline fault campaign', { timeout: 3_600_000 }, async () => {
   if (PHASES.includes('s3')) {
     s3 = await startS3Server();
     proxy = await startPutProxy(Number(new URL(s3.endpoint).port));
-    Object.assign(extraEnv, s3.env(), { AWS_ENDPOINT_URL: proxy.endpoint });
+    Object.assign(extraEnv, s3.env(), {
+      AWS_ENDPOINT_URL: proxy.endpoint,
+      CKPT_ALLOWED_ROOTS: `${tmpdir()},s3://${s3.bucket}`,
+    });
     configureS3(s3.options({ endpoint: proxy.endpoint }));
   }
   env = await T.start();

@@ -190,6 +190,8 @@ export function temporalEnv(
       CKPT_RETRY_INITIAL: '200ms',
       CKPT_RETRY_MAX: '2s',
       CKPT_UI_ADDRESS: server.uiAddress,
+      // Tests keep their checkpoints in temp folders (their own or this file's).
+      CKPT_ALLOWED_ROOTS: tmpdir(),
       ...options.env,
     };
     const temporal = loadConfig(env).temporal;

@@ -130,6 +130,8 @@ before(
       TEMPORAL_NAMESPACE: 'default',
       CKPT_TASK_QUEUE_TRAIN: queue,
       CKPT_TASK_QUEUE_CONTROL: queue,
+      // The pipeline's root (--root runs): the worker's default allowed root is ./checkpoints.
+      CKPT_ALLOWED_ROOTS: join(consumer, 'runs'),
     };
     writeFileSync(join(consumer, 'program.js'), PROGRAM);
     writeFileSync(join(consumer, 'worker.js'), WORKER);

@@ -36,6 +36,7 @@ describe('ckpt report --workflow', () => {
       CKPT_TASK_QUEUE_TRAIN: `report-train-${suffix}`,
       CKPT_TASK_QUEUE_CONTROL: `report-control-${suffix}`,
       CKPT_UI_ADDRESS: server.uiAddress,
+      CKPT_ALLOWED_ROOTS: root,
     };
     worker = spawn(process.execPath, [join(ROOT, 'bin', 'ckpt.js'), 'worker', '--role', 'all'], {
       cwd: ROOT,

@@ -55,7 +55,7 @@ async function withWorker<T>(workflowsPath: string, taskQueue: string, fn: () =>
       connection,
       taskQueue,
       workflowsPath,
-      plugins: [trainingPlugin({ role: 'all' })],
+      plugins: [trainingPlugin({ role: 'all', allowedRoots: { checkpoints: [root, env.dir] } })],
     });
     return await worker.runUntil(fn);
   } finally {

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { committedSteps, configureS3, openStore } from '../../checkpoint';
@@ -27,7 +28,7 @@ const STEPS = 400;
 
 before(async () => {
   s3 = await startS3Server();
-  Object.assign(extraEnv, s3.env());
+  Object.assign(extraEnv, s3.env(), { CKPT_ALLOWED_ROOTS: `${tmpdir()},s3://${s3.bucket}` });
   configureS3(s3.options());
   env = await T.start();
 });
