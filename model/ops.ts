@@ -52,12 +52,9 @@ export function oneHotF32(tf: TF, indices: TfTensor, depth: number): TfTensor {
   return tf.cast(tf.oneHot(indices as tfjs.Tensor1D, depth), 'float32');
 }
 
-/** Same epsilon as torch's F.rms_norm default for float32. */
-const RMS_EPS = 1.1920928955078125e-7;
-
-/** RMSNorm over the last axis, no learnable scale (as nanochat). */
-export function rmsNorm(tf: TF, x: TfTensor): TfTensor {
-  return tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), RMS_EPS)));
+/** RMSNorm over the last axis, no learnable scale (as nanochat); eps is the model's norm_eps. */
+export function rmsNorm(tf: TF, x: TfTensor, eps: number): TfTensor {
+  return tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), eps)));
 }
 
 /**
@@ -79,10 +76,10 @@ export interface RotaryTables {
 }
 
 /**
- * Rotary tables for positions 0..T-1 (base 10000), computed in float64 and rounded once: cos and sin [T, D]
+ * Rotary tables for positions 0..T-1 (base: the model's rotary_base), computed in float64 and rounded once: cos and sin [T, D]
  * with each half repeated, and the [D, D] matrix mapping [x1, x2] to [x2, -x1].
  */
-export function rotaryTables(T: number, headDim: number, base = 10000) {
+export function rotaryTables(T: number, headDim: number, base: number) {
   const half = headDim / 2;
   const cos = new Float32Array(T * headDim);
   const sin = new Float32Array(T * headDim);

@@ -32,7 +32,7 @@ function trainedOn(
 
 export const gptProgram: TrainingProgram<GPTProgramConfig> = {
   name: 'gpt',
-  version: 1,
+  version: 2,
   description: "nanochat's GPT on the bytes of a text file (--data), AdamW and a learning-rate schedule",
   metric: { name: 'val_bpb', mode: 'min' },
   optimizer: 'loop',
