@@ -6,7 +6,13 @@
  */
 import { readFileSync } from 'node:fs';
 import { importSafetensors, type Meta, type NamedTensors, type SaveDtype } from '../checkpoint';
-import { normalizeConfig, parameterShapes, type GPTConfig } from '../model/config';
+import {
+  ARCHITECTURES,
+  NANOCHAT_ARCHITECTURE,
+  normalizeConfig,
+  parameterShapes,
+  type GPTConfig,
+} from '../model/config';
 import { checkTensorSet } from '../model/tensors';
 import { BYTE_VOCAB, BOS_ID } from '../model/tokenizer';
 // The GPT's checkpoint migrations: the import checks tensors as a load will see them.
@@ -65,6 +71,35 @@ export function modelConfigArg(value: string): Record<string, unknown> {
   return obj;
 }
 
+/**
+ * The model config to record: the given one with every architecture constant it lacks taken from the named
+ * architecture (default: nanochat's current one), so that the checkpoint says what it computes. A constant
+ * the config gives that contradicts an architecture named with --architecture is refused.
+ */
+export function completeArchitecture(
+  given: Record<string, unknown>,
+  name: string | undefined,
+): Record<string, unknown> {
+  const names = Object.keys(ARCHITECTURES);
+  if (name !== undefined && !Object.hasOwn(ARCHITECTURES, name)) {
+    throw new UsageError(`--architecture must be one of ${names.join(', ')}, got "${name}"`, {
+      field: 'architecture',
+    });
+  }
+  const architecture = name === undefined ? NANOCHAT_ARCHITECTURE : ARCHITECTURES[name]!;
+  const out = { ...given };
+  for (const [key, value] of Object.entries(architecture)) {
+    if (out[key] === undefined) out[key] = value;
+    else if (name !== undefined && out[key] !== value) {
+      throw new UsageError(
+        `--config sets ${key} = ${JSON.stringify(out[key])}, but --architecture ${name} has ${JSON.stringify(value)}`,
+        { field: `model_config.${key}` },
+      );
+    }
+  }
+  return out;
+}
+
 /** Refuse tensors that would not build the GPT of `meta.model_config` (every name, every shape). */
 export function checkGptTensors(tensors: NamedTensors, meta: Meta): void {
   const config = normalizeConfig(meta.model_config as Partial<GPTConfig>);
@@ -103,16 +138,19 @@ export const importCommand: Command = {
   summary:
     'Commit the tensors of a safetensors file (e.g. converted from PyTorch) as a checkpoint; pickles are never read.',
   usage:
-    'ckpt import FILE.safetensors DIR --step N [--config JSON|FILE] [--meta JSON|FILE]\n' +
+    'ckpt import FILE.safetensors DIR --step N [--config JSON|FILE [--architecture NAME]] [--meta JSON|FILE]\n' +
     '           [--save-dtype keep|f32|bf16|f16] [--json]\n' +
     '\n' +
     '--config: the model config (nanochat keys), inline or a JSON file; a meta file with a "model_config" works\n' +
     'too. With it, every tensor name and shape is checked against that GPT before anything is written; without\n' +
     'it, the tensors are committed as they are and load with loadCheckpoint, but build no model.\n' +
+    `--architecture: which GPT the weights were trained as (${Object.keys(ARCHITECTURES).join(', ')});\n` +
+    "default nanochat's current one. It fills the constants --config lacks (rotary base, q/k scale, ...).\n" +
     '--save-dtype: default keep (each tensor as stored in the file). Refused if step N is already committed.',
   options: {
     step: { type: 'string' },
     config: { type: 'string' },
+    architecture: { type: 'string' },
     meta: { type: 'string' },
     'save-dtype': { type: 'string' },
     json: { type: 'boolean' },
@@ -131,7 +169,14 @@ export const importCommand: Command = {
     }
     const configText = str(args, 'config');
     const metaText = str(args, 'meta');
-    const modelConfig = configText === undefined ? undefined : modelConfigArg(configText);
+    const architecture = str(args, 'architecture');
+    if (architecture !== undefined && configText === undefined) {
+      throw new UsageError('--architecture describes the model of --config: give --config too', {
+        field: 'architecture',
+      });
+    }
+    const modelConfig =
+      configText === undefined ? undefined : completeArchitecture(modelConfigArg(configText), architecture);
     const result = await importSafetensors(file, dir, {
       step,
       modelConfig,

@@ -27,6 +27,9 @@ export const SHORT_WINDOW_RULES = {
 } as const;
 export type ShortWindowRule = keyof typeof SHORT_WINDOW_RULES;
 
+export const ROTARY_DTYPES = ['float32', 'bfloat16'] as const;
+export type RotaryDtype = (typeof ROTARY_DTYPES)[number];
+
 /**
  * The architecture's constants that no tensor carries. A checkpoint records them in its model_config, so a
  * model is never built with constants other than the ones it was trained with: code that does not know a key
@@ -35,6 +38,8 @@ export type ShortWindowRule = keyof typeof SHORT_WINDOW_RULES;
 export interface GPTArchitecture {
   /** Rotary embedding base (theta). */
   rotary_base: number;
+  /** The rotary tables' precision: nanochat kept them in bfloat16 until 2026-03-04. */
+  rotary_dtype: RotaryDtype;
   /** q and k are each multiplied by this after the QK norm. */
   qk_scale: number;
   short_window: ShortWindowRule;
@@ -78,6 +83,7 @@ export function gateWidths(config: GPTConfig): { smear: number; valueEmbedding: 
  */
 export const NANOCHAT_ARCHITECTURE: Readonly<GPTArchitecture> = Object.freeze({
   rotary_base: 100000,
+  rotary_dtype: 'float32',
   qk_scale: 1.2,
   short_window: 'quarter-ceil128',
   logit_softcap: 15,
@@ -96,6 +102,7 @@ export const NANOCHAT_ARCHITECTURE: Readonly<GPTArchitecture> = Object.freeze({
  */
 export const LEGACY_ARCHITECTURE: Readonly<GPTArchitecture> = Object.freeze({
   rotary_base: 10000,
+  rotary_dtype: 'float32',
   qk_scale: 1,
   short_window: 'half',
   logit_softcap: 15,
@@ -110,6 +117,51 @@ export const LEGACY_ARCHITECTURE: Readonly<GPTArchitecture> = Object.freeze({
 
 /** Head size the n_head default aims for: small, because the default models are small. */
 export const DEFAULT_HEAD_DIM = 16;
+
+/**
+ * Named architectures: what nanochat's GPT computed in each span of its history (first commit of the span,
+ * and its date), and this project's own before the constants were recorded. `ckpt import --architecture`
+ * takes these names; docs/import.md lists the commits each covers.
+ */
+export const ARCHITECTURES: Readonly<Record<string, Readonly<GPTArchitecture>>> = Object.freeze({
+  /** a825e63 (2026-03-14) .. 92d63d4 (2026-07-03): smear, backout, q/k scale 1.2, quarter windows. */
+  'nanochat-2026-03-14': NANOCHAT_ARCHITECTURE,
+  /** 6ed7d1d (2026-03-09): rotary base 100000, q/k scale 1.15, third windows, gates on 12 channels, range 3. */
+  'nanochat-2026-03-09': Object.freeze({
+    ...NANOCHAT_ARCHITECTURE,
+    qk_scale: 1.15,
+    short_window: 'third-ceil128',
+    smear: false,
+    backout: false,
+  }),
+  /** 1076f97 (2026-03-04): rotary tables in the compute dtype (float32 here), no longer bfloat16. */
+  'nanochat-2026-03-04': Object.freeze({
+    ...LEGACY_ARCHITECTURE,
+    vocab_multiple: 64,
+    value_embeds: true,
+    logit_softcap: 20,
+  }),
+  /** aba30cb (2026-03-02): the 2026-01-16 model with logit softcap 20. */
+  'nanochat-2026-03-02': Object.freeze({
+    ...LEGACY_ARCHITECTURE,
+    rotary_dtype: 'bfloat16',
+    vocab_multiple: 64,
+    value_embeds: true,
+    logit_softcap: 20,
+  }),
+  /**
+   * e85db6b (2026-01-16): value embeddings on alternating layers, gates on 32 channels, range 2; rotary
+   * tables in bfloat16.
+   */
+  'nanochat-2026-01-16': Object.freeze({
+    ...LEGACY_ARCHITECTURE,
+    rotary_dtype: 'bfloat16',
+    vocab_multiple: 64,
+    value_embeds: true,
+  }),
+  /** This project's checkpoints written before the constants were recorded. */
+  legacy: LEGACY_ARCHITECTURE,
+});
 
 /**
  * Default demo model ("d2"): 2 layers, 64 wide, 4 heads of 16, 64 tokens of context, byte vocabulary plus BOS.
@@ -144,6 +196,7 @@ const KEYS: readonly string[] = [
   ...BOOLEAN_KEYS,
   'window_pattern',
   'short_window',
+  'rotary_dtype',
 ];
 
 /**
@@ -190,6 +243,13 @@ export function normalizeConfig(partial: Partial<GPTConfig> = {}): GPTConfig {
         field: key,
       });
     }
+  }
+  const rd = given.rotary_dtype;
+  if (rd !== undefined && !ROTARY_DTYPES.includes(rd as RotaryDtype)) {
+    throw new ConfigError(
+      `model config rotary_dtype must be one of ${ROTARY_DTYPES.join(', ')}, got ${JSON.stringify(rd)}`,
+      { field: 'rotary_dtype' },
+    );
   }
   const sw = given.short_window;
   if (sw !== undefined && !(typeof sw === 'string' && Object.hasOwn(SHORT_WINDOW_RULES, sw))) {

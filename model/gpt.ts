@@ -358,7 +358,12 @@ export class GPT {
     if (!entry) {
       const tf = this.tf;
       const D = headDim(this.config);
-      const { cos, sin, swap } = rotaryTables(T, D, this.config.rotary_base);
+      const { cos, sin, swap } = rotaryTables(
+        T,
+        D,
+        this.config.rotary_base,
+        this.config.rotary_dtype === 'bfloat16',
+      );
       // keep(): first use may happen inside a caller's tidy, but the tables are cached across calls.
       entry = {
         cos: tf.keep(tf.tensor2d(cos, [T, D])),

@@ -7,6 +7,7 @@
  * the product a custom gradient that does the same. Other backends handle transposes natively and use tf.matMul.
  */
 import type * as tfjs from '@tensorflow/tfjs';
+import { bf16BitsToF32, f32ToBf16Bits } from '../checkpoint/dtype';
 
 type TF = typeof tfjs;
 type TfTensor = tfjs.Tensor;
@@ -76,10 +77,11 @@ export interface RotaryTables {
 }
 
 /**
- * Rotary tables for positions 0..T-1 (base: the model's rotary_base), computed in float64 and rounded once: cos and sin [T, D]
+ * Rotary tables for positions 0..T-1 (base: the model's rotary_base), computed in float64 and rounded once
+ * (to float32, or on to bfloat16 as nanochat stored them before 2026-03-04): cos and sin [T, D]
  * with each half repeated, and the [D, D] matrix mapping [x1, x2] to [x2, -x1].
  */
-export function rotaryTables(T: number, headDim: number, base: number) {
+export function rotaryTables(T: number, headDim: number, base: number, bfloat16 = false) {
   const half = headDim / 2;
   const cos = new Float32Array(T * headDim);
   const sin = new Float32Array(T * headDim);
@@ -89,6 +91,9 @@ export function rotaryTables(T: number, headDim: number, base: number) {
       cos[t * headDim + i] = cos[t * headDim + half + i] = Math.cos(angle);
       sin[t * headDim + i] = sin[t * headDim + half + i] = Math.sin(angle);
     }
+  }
+  if (bfloat16) {
+    for (const table of [cos, sin]) table.forEach((v, i) => (table[i] = bf16BitsToF32(f32ToBf16Bits(v))));
   }
   const swap = new Float32Array(headDim * headDim);
   for (let j = 0; j < half; j++) {
