@@ -71,6 +71,10 @@ export function modelConfigArg(value: string): Record<string, unknown> {
   return obj;
 }
 
+const DEFAULT_ARCHITECTURE = Object.keys(ARCHITECTURES).find(
+  (name) => ARCHITECTURES[name] === NANOCHAT_ARCHITECTURE,
+)!;
+
 /**
  * The model config to record: the given one with every architecture constant it lacks taken from the named
  * architecture (default: nanochat's current one), so that the checkpoint says what it computes. A constant
@@ -86,7 +90,7 @@ export function completeArchitecture(
       field: 'architecture',
     });
   }
-  const architecture = name === undefined ? NANOCHAT_ARCHITECTURE : ARCHITECTURES[name]!;
+  const architecture = ARCHITECTURES[name ?? DEFAULT_ARCHITECTURE]!;
   const out = { ...given };
   for (const [key, value] of Object.entries(architecture)) {
     if (out[key] === undefined) out[key] = value;
@@ -144,8 +148,9 @@ export const importCommand: Command = {
     '--config: the model config (nanochat keys), inline or a JSON file; a meta file with a "model_config" works\n' +
     'too. With it, every tensor name and shape is checked against that GPT before anything is written; without\n' +
     'it, the tensors are committed as they are and load with loadCheckpoint, but build no model.\n' +
-    `--architecture: which GPT the weights were trained as (${Object.keys(ARCHITECTURES).join(', ')});\n` +
-    "default nanochat's current one. It fills the constants --config lacks (rotary base, q/k scale, ...).\n" +
+    '--architecture: the GPT the weights were trained as; it fills the constants --config lacks (rotary base,\n' +
+    `q/k scale, ...). One of: ${Object.keys(ARCHITECTURES).join(', ')}.\n` +
+    `Default ${DEFAULT_ARCHITECTURE}, nanochat's current GPT.\n` +
     '--save-dtype: default keep (each tensor as stored in the file). Refused if step N is already committed.',
   options: {
     step: { type: 'string' },

@@ -5,43 +5,28 @@
  * builds with buildModel, and its logits must agree within 1e-4 with the same argmax at every position.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { createReadStream, readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
-import { readSafetensorsStream } from '../../checkpoint/safetensors';
 import { initBackend, type BackendChoice } from '../../model/backend';
 import { buildModel } from '../../model/build';
 import { GPT, normalizeConfig, type GPTConfig } from '../../model/gpt';
-import { readF32 } from '../../model/tensors';
-import type { NamedTensors } from '../../checkpoint/tensors';
 import { installed } from '../helpers/installed';
+import {
+  importNanochatFixture,
+  NANOCHAT_META,
+  NANOCHAT_MODEL,
+  nanochatReference,
+  readTensors,
+} from '../helpers/nanochat-fixture';
 import { tempDir } from '../helpers/tmp';
 
-const ROOT = join(__dirname, '..', '..');
-const FIXTURE = join(ROOT, 'test', 'fixtures', 'nanochat');
 const TOLERANCE = 1e-4;
-
 const BACKENDS: BackendChoice[] = [
   'cpu',
   'wasm',
   ...(installed('@tensorflow/tfjs-node') ? ['tensorflow' as const] : []),
 ];
-
-async function readTensors(file: string): Promise<NamedTensors> {
-  return (await readSafetensorsStream(createReadStream(file), statSync(file).size, { file })).tensors;
-}
-
-interface Reference {
-  tokens: number[];
-  logits: Float32Array;
-}
-
-async function reference(): Promise<Reference> {
-  const tensors = await readTensors(join(FIXTURE, 'reference.safetensors'));
-  const tokens = Array.from(tensors.tokens!.data as BigInt64Array, Number);
-  return { tokens, logits: readF32(tensors.logits!, 'logits') };
-}
 
 /** max |Δ| over all logits, and the positions whose argmax differs. */
 function compare(
@@ -68,27 +53,12 @@ function compare(
 
 describe("nanochat parity: a nanochat checkpoint imports and computes nanochat's logits", () => {
   const dir = join(tempDir(), 'base_checkpoints', 'd4');
-  let ref: Reference;
+  let ref: { tokens: number[]; logits: Float32Array };
 
   before(async () => {
-    ref = await reference();
-    const res = spawnSync(
-      process.execPath,
-      [
-        join(ROOT, 'bin', 'ckpt.js'),
-        'import',
-        join(FIXTURE, 'model_000000.safetensors'),
-        dir,
-        '--step',
-        '0',
-        '--config',
-        join(FIXTURE, 'meta_000000.json'),
-      ],
-      { cwd: ROOT, encoding: 'utf8', timeout: 120_000 },
-    );
-    assert.equal(res.status, 0, res.stderr);
+    ref = await nanochatReference();
+    importNanochatFixture(dir);
   });
-
   for (const backend of BACKENDS) {
     it(`max |Δlogit| <= ${TOLERANCE} and the same argmax everywhere (${backend})`, async (t) => {
       const { model } = await buildModel(dir, 0, { phase: 'eval', backend });
@@ -130,15 +100,11 @@ describe("nanochat parity: a nanochat checkpoint imports and computes nanochat's
   ] as Partial<GPTConfig>[]) {
     it(`a model built with ${JSON.stringify(change)} instead is refused by the comparison`, async () => {
       const { tf } = await initBackend({ force: 'wasm', log: () => undefined });
-      const meta = JSON.parse(readFileSync(join(FIXTURE, 'meta_000000.json'), 'utf8')) as {
+      const meta = JSON.parse(readFileSync(NANOCHAT_META, 'utf8')) as {
         model_config: Partial<GPTConfig>;
       };
       const config = normalizeConfig({ ...meta.model_config, ...change });
-      const model = GPT.fromNamedTensors(
-        tf,
-        config,
-        await readTensors(join(FIXTURE, 'model_000000.safetensors')),
-      );
+      const model = GPT.fromNamedTensors(tf, config, await readTensors(NANOCHAT_MODEL));
       try {
         const T = ref.tokens.length;
         const logits = tf.tidy(() =>
