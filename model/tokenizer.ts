@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { TokenizerMismatchError } from './errors';
 
 export interface TokenizerIdentity {
-  kind: 'byte';
+  kind: 'byte' | 'bpe';
   vocab_size: number;
   /** sha256 (hex) of the canonical JSON description of the id mapping. */
   hash: string;
