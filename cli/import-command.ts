@@ -14,7 +14,7 @@ import {
   type GPTConfig,
 } from '../model/config';
 import { checkTensorSet } from '../model/tensors';
-import { BYTE_VOCAB, BOS_ID } from '../model/tokenizer';
+import { ByteTokenizer, loadTokenizer, tokenizerRecord } from '../model/tokenizer';
 // The GPT's checkpoint migrations: the import checks tensors as a load will see them.
 import '../model/migrations';
 import {
@@ -107,13 +107,12 @@ export function completeArchitecture(
 /** Refuse tensors that would not build the GPT of `meta.model_config` (every name, every shape). */
 export function checkGptTensors(tensors: NamedTensors, meta: Meta): void {
   const config = normalizeConfig(meta.model_config as Partial<GPTConfig>);
-  const vocab = BYTE_VOCAB + 1; // bytes and BOS
-  if (config.vocab_size <= BOS_ID) {
+  const recorded = meta.tokenizer as { kind?: string; vocab_size?: number } | undefined;
+  const vocab = recorded?.vocab_size ?? new ByteTokenizer().vocabSize;
+  if (config.vocab_size < vocab) {
     throw new UsageError(
-      `model_config.vocab_size ${config.vocab_size} is smaller than the byte tokenizer's ${vocab}`,
-      {
-        field: 'model_config.vocab_size',
-      },
+      `model_config.vocab_size ${config.vocab_size} is smaller than the ${recorded?.kind ?? 'byte'} tokenizer's ${vocab}`,
+      { field: 'model_config.vocab_size' },
     );
   }
   const expected = Object.fromEntries(
@@ -143,7 +142,7 @@ export const importCommand: Command = {
     'Commit the tensors of a safetensors file (e.g. converted from PyTorch) as a checkpoint; pickles are never read.',
   usage:
     'ckpt import FILE.safetensors DIR --step N [--config JSON|FILE [--architecture NAME]] [--meta JSON|FILE]\n' +
-    '           [--save-dtype keep|f32|bf16|f16] [--json]\n' +
+    '           [--tokenizer FILE.json] [--save-dtype keep|f32|bf16|f16] [--json]\n' +
     '\n' +
     '--config: the model config (nanochat keys), inline or a JSON file; a meta file with a "model_config" works\n' +
     'too. With it, every tensor name and shape is checked against that GPT before anything is written; without\n' +
@@ -151,12 +150,15 @@ export const importCommand: Command = {
     '--architecture: the GPT the weights were trained as; it fills the constants --config lacks (rotary base,\n' +
     `q/k scale, ...). One of: ${Object.keys(ARCHITECTURES).join(', ')}.\n` +
     `Default ${DEFAULT_ARCHITECTURE}, nanochat's current GPT.\n` +
+    '--tokenizer: a nanochat tokenizer converted by scripts/nanochat-tokenizer.py; eval, sample and logits of\n' +
+    'the checkpoint then use it (its path and identity go into the meta). Default: the byte tokenizer.\n' +
     '--save-dtype: default keep (each tensor as stored in the file). Refused if step N is already committed.',
   options: {
     step: { type: 'string' },
     config: { type: 'string' },
     architecture: { type: 'string' },
     meta: { type: 'string' },
+    tokenizer: { type: 'string' },
     'save-dtype': { type: 'string' },
     json: { type: 'boolean' },
   },
@@ -182,10 +184,15 @@ export const importCommand: Command = {
     }
     const modelConfig =
       configText === undefined ? undefined : completeArchitecture(modelConfigArg(configText), architecture);
+    const tokenizerFile = str(args, 'tokenizer');
+    const tokenizer =
+      tokenizerFile === undefined
+        ? {}
+        : { tokenizer: tokenizerRecord(loadTokenizer(tokenizerFile), tokenizerFile) };
     const result = await importSafetensors(file, dir, {
       step,
       modelConfig,
-      meta: metaText === undefined ? undefined : jsonObjectArg(metaText, 'meta'),
+      meta: { ...(metaText === undefined ? {} : jsonObjectArg(metaText, 'meta')), ...tokenizer },
       saveDtype: DTYPES[dtypeName],
       check: modelConfig ? checkGptTensors : undefined,
     });

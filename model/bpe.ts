@@ -199,6 +199,11 @@ export class BpeTokenizer {
     return out;
   }
 
+  /** How many bytes of text a token stands for (0 for a special token): the denominator of bits per byte. */
+  byteLength(id: number): number {
+    return this.tokens[id]?.length ?? 0;
+  }
+
   /** Text for `ids`: special tokens as their names, invalid UTF-8 as U+FFFD (tiktoken's errors="replace"). */
   decode(ids: ArrayLike<number>): string {
     const parts: Buffer[] = [];
