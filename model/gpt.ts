@@ -45,6 +45,7 @@ import { normalArray, Rng, uniformArray } from './random';
 import { checkTensorSet, f32Copy, toTfTensors } from './tensors';
 
 export {
+  ARCHITECTURES,
   DEFAULT_CONFIG,
   defaultHeads,
   headDim,
