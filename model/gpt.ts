@@ -12,7 +12,9 @@
  * - Embedding lookup is one-hot @ wte (forward and gradient are plain matmuls). Chosen over tf.gather because
  *   the wasm backend lacks UnsortedSegmentSum (gather's gradient) and, measured on wasm for 512 tokens at
  *   vocab 257 x 64, one-hot fwd+bwd takes ~3.7 ms against ~4.6 ms for gather plus a registered JS scatter-add
- *   kernel; both are deterministic. Cost grows with the vocabulary: fine for bytes, revisit for a 50k BPE.
+ *   kernel; both are deterministic. Cost grows with the vocabulary, so logits() (no gradient) gathers rows
+ *   instead: the same values (each one-hot product is one row times 1 plus exact zeros), without a
+ *   [tokens, vocabulary] matrix, which for nanochat's 65536 tokens would not fit.
  * - Rotary tables and attention masks are derived from the config, computed lazily on first use, cached per
  *   sequence length and never parameters.
  * - Targets < 0 are ignored by loss() (nanochat's ignore_index=-1); the mean is over the other positions.
@@ -182,7 +184,18 @@ export class GPT {
   /** Next-token logits [B, T, vocab_size] for int32 tokens [B, T] (T <= sequence_len). */
   logits(tokens: tfjs.Tensor2D): tfjs.Tensor3D {
     const [B, T] = this.checkTokens(tokens, 'tokens');
-    return this.tf.tidy(() => this.forward(tokens, B, T).reshape([B, T, this.config.vocab_size]));
+    // Rows are gathered, and a gather past the table reads what is not there: refuse such ids.
+    const V = this.config.vocab_size;
+    const outside = (tokens.dataSync() as Int32Array).findIndex((id) => id < 0 || id >= V);
+    if (outside >= 0) {
+      throw new ModelInputError(
+        `tokens: id ${tokens.dataSync()[outside]} is outside the vocabulary (0..${V - 1})`,
+        {
+          field: 'tokens',
+        },
+      );
+    }
+    return this.tf.tidy(() => this.forward(tokens, B, T, 'gather').reshape([B, T, this.config.vocab_size]));
   }
 
   /** Mean next-token cross-entropy in nats; targets int32 [B, T], entries < 0 are ignored. */
@@ -196,7 +209,7 @@ export class GPT {
     }
     const tf = this.tf;
     return tf.tidy(() => {
-      const logp = tf.logSoftmax(this.forward(tokens, B, T));
+      const logp = tf.logSoftmax(this.forward(tokens, B, T, 'one-hot'));
       const onehot = oneHotF32(tf, targets.reshape([B * T]), this.config.vocab_size);
       const count = tf.maximum(tf.sum(onehot), 1);
       return tf.div(tf.neg(tf.sum(tf.mul(onehot, logp))), count) as tfjs.Scalar;
@@ -261,11 +274,14 @@ export class GPT {
   }
 
   /** Logits [B*T, vocab_size] for tokens [B, T]. */
-  private forward(tokens: tfjs.Tensor2D, B: number, T: number): TfTensor {
+  private forward(tokens: tfjs.Tensor2D, B: number, T: number, lookup: 'one-hot' | 'gather'): TfTensor {
     const tf = this.tf;
     const config = this.config;
-    const onehot = oneHotF32(tf, tokens.reshape([B * T]), paddedVocab(config));
-    let x = this.norm(matmul(tf, onehot, this.p('transformer.wte.weight')));
+    const ids = tokens.reshape([B * T]);
+    const onehot = lookup === 'one-hot' ? oneHotF32(tf, ids, paddedVocab(config)) : null;
+    const embed = (table: string) =>
+      onehot ? matmul(tf, onehot, this.p(table)) : tf.gather(this.p(table), ids as tfjs.Tensor1D);
+    let x = this.norm(embed('transformer.wte.weight'));
     if (config.smear && T > 1) x = this.smear(x, B, T);
     const x0 = x;
     // slice, not unstack: tfjs's Unpack gradient fails when there is a single layer (one output).
@@ -273,7 +289,7 @@ export class GPT {
     let backout: TfTensor | undefined;
     for (let i = 0; i < config.n_layer; i++) {
       x = tf.add(tf.mul(x, lambda('resid_lambdas', i)), tf.mul(x0, lambda('x0_lambdas', i)));
-      const ve = hasValueEmbedding(config, i) ? matmul(tf, onehot, this.p(`value_embeds.${i}.weight`)) : null;
+      const ve = hasValueEmbedding(config, i) ? embed(`value_embeds.${i}.weight`) : null;
       x = tf.add(x, this.attention(this.norm(x), i, B, T, ve));
       x = tf.add(x, this.mlp(this.norm(x), i));
       if (config.backout && i === backoutLayer(config)) backout = x;

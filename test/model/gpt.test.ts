@@ -187,6 +187,10 @@ test('logits: shape, causality, and loss ignores targets < 0', () => {
   assert.ok(Number.isFinite(full) && full > 0);
   assert.throws(() => model.logits(tokens(1, 17)), /sequence_len/);
   assert.throws(() => model.logits(tf.zeros([1, 4]) as ReturnType<TF['tensor2d']>), /int32/);
+  assert.throws(
+    () => model.logits(tf.tensor2d([[1, 257]], [1, 2], 'int32')),
+    /id 257 is outside the vocabulary/,
+  );
   model.dispose();
 });
 
