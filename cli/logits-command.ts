@@ -21,16 +21,8 @@ import {
   UsageError,
 } from './args';
 
-/** Token ids from `--tokens 1,2,3` or `--tokens-file` (a JSON array of integers). */
+/** Token ids from `--tokens 1,2,3` or (when that is not given) `--tokens-file` (a JSON array of integers). */
 export function tokensArg(list: string | undefined, file: string | undefined): number[] {
-  if ((list === undefined) === (file === undefined)) {
-    throw new UsageError(
-      'logits: give the tokens with exactly one of --tokens 1,2,3 or --tokens-file FILE.json',
-      {
-        field: 'tokens',
-      },
-    );
-  }
   let values: unknown[];
   const field = list !== undefined ? 'tokens' : 'tokens-file';
   if (list !== undefined) {
@@ -73,7 +65,9 @@ export const logitsCommand: Command = {
   summary:
     "The built-in GPT's logits at every position of a token sequence (to check parity with another implementation).",
   usage:
-    'ckpt logits DIR [--step N] (--tokens 1,2,3 | --tokens-file FILE.json) [--json]\n\n' +
+    'ckpt logits DIR [--step N] (--tokens 1,2,3 | --tokens-file FILE.json | --text TEXT) [--json]\n\n' +
+    "--text: the ids the checkpoint's tokenizer gives for TEXT, after BOS (as nanochat's encode with\n" +
+    'prepend=BOS).\n' +
     '--json prints one JSON array of arrays: positions × vocab_size float32 logits. Without it, one line per\n' +
     'position (after a header): the position, its token, the most likely next token and its logit. The step\n' +
     'defaults to the last committed one; the sequence must fit sequence_len and every id be below vocab_size.',
@@ -81,18 +75,27 @@ export const logitsCommand: Command = {
     step: { type: 'string' },
     tokens: { type: 'string' },
     'tokens-file': { type: 'string' },
+    text: { type: 'string' },
     json: { type: 'boolean' },
   },
   async run(args) {
     expectPositionals(args, 1, 'logits');
     const dir = positional(args, 0, 'DIR', 'logits');
-    const tokens = tokensArg(str(args, 'tokens'), str(args, 'tokens-file'));
+    const given = (['tokens', 'tokens-file', 'text'] as const).filter((f) => str(args, f) !== undefined);
+    if (given.length !== 1) {
+      throw new UsageError(
+        'logits: give the tokens with exactly one of --tokens 1,2,3, --tokens-file FILE.json or --text TEXT',
+        { field: 'tokens' },
+      );
+    }
+    const field = given[0]!;
+    const ids = field === 'text' ? undefined : tokensArg(str(args, 'tokens'), str(args, 'tokens-file'));
     const step = stepArg(args) ?? (await findLastStep(dir));
     const backend = loadConfig().backend;
-    const { model } = await buildModel(dir, step, { phase: 'eval', backend });
+    const { model, tokenizer } = await buildModel(dir, step, { phase: 'eval', backend });
     try {
       const { vocab_size: V, sequence_len } = model.config;
-      const field = str(args, 'tokens') !== undefined ? 'tokens' : 'tokens-file';
+      const tokens = ids ?? tokenizer.encode(str(args, 'text')!, { bos: true });
       const outside = tokens.findIndex((t) => t >= V);
       if (outside >= 0) {
         throw new UsageError(

@@ -73,10 +73,17 @@ describe('ckpt logits', () => {
     assert.ok(Math.abs(Number(logit) - Math.max(...row)) < 1e-4);
   });
 
+  it("--text: the checkpoint's tokenizer ids after BOS (here bytes)", () => {
+    const text = ckpt(['logits', dir, '--text', 'Hi', '--json']);
+    assert.equal(text.code, 0, text.error);
+    const ids = ckpt(['logits', dir, '--tokens', '256,72,105', '--json']);
+    assert.equal(text.stdout, ids.stdout);
+  });
+
   it('refuses bad tokens with exit 2, naming the flag', () => {
     assert.match(ckpt(['logits', dir]).error, /^2: logits: give the tokens with exactly one of/);
     assert.match(
-      ckpt(['logits', dir, '--tokens', '1,2', '--tokens-file', tokensFile]).error,
+      ckpt(['logits', dir, '--tokens', '1,2', '--text', 'x']).error,
       /^2: logits: give the tokens with exactly one of/,
     );
     assert.match(
