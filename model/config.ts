@@ -269,12 +269,6 @@ export function normalizeConfig(partial: Partial<GPTConfig> = {}): GPTConfig {
   const n_embd = partial.n_embd ?? DEFAULT_CONFIG.n_embd;
   const n_head = partial.n_head ?? defaultHeads(n_embd);
   const config: GPTConfig = {
-    ...NANOCHAT_ARCHITECTURE,
-    ...(Object.fromEntries(
-      Object.keys(NANOCHAT_ARCHITECTURE)
-        .filter((k) => given[k] !== undefined)
-        .map((k) => [k, given[k]]),
-    ) as Partial<GPTArchitecture>),
     sequence_len: partial.sequence_len ?? DEFAULT_CONFIG.sequence_len,
     vocab_size: partial.vocab_size ?? DEFAULT_CONFIG.vocab_size,
     n_layer: partial.n_layer ?? DEFAULT_CONFIG.n_layer,
@@ -282,6 +276,12 @@ export function normalizeConfig(partial: Partial<GPTConfig> = {}): GPTConfig {
     n_kv_head: partial.n_kv_head ?? n_head,
     n_embd,
     window_pattern: partial.window_pattern ?? DEFAULT_CONFIG.window_pattern,
+    ...NANOCHAT_ARCHITECTURE,
+    ...(Object.fromEntries(
+      Object.keys(NANOCHAT_ARCHITECTURE)
+        .filter((k) => given[k] !== undefined)
+        .map((k) => [k, given[k]]),
+    ) as Partial<GPTArchitecture>),
   };
   if (config.n_embd % config.n_head !== 0) {
     throw new ConfigError(
