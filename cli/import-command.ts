@@ -6,9 +6,15 @@
  */
 import { readFileSync } from 'node:fs';
 import { importSafetensors, type Meta, type NamedTensors, type SaveDtype } from '../checkpoint';
-import { normalizeConfig, parameterShapes, type GPTConfig } from '../model/config';
+import {
+  ARCHITECTURES,
+  NANOCHAT_ARCHITECTURE,
+  normalizeConfig,
+  parameterShapes,
+  type GPTConfig,
+} from '../model/config';
 import { checkTensorSet } from '../model/tensors';
-import { BYTE_VOCAB, BOS_ID } from '../model/tokenizer';
+import { ByteTokenizer, loadTokenizer, tokenizerRecord } from '../model/tokenizer';
 // The GPT's checkpoint migrations: the import checks tensors as a load will see them.
 import '../model/migrations';
 import {
@@ -65,16 +71,48 @@ export function modelConfigArg(value: string): Record<string, unknown> {
   return obj;
 }
 
+const DEFAULT_ARCHITECTURE = Object.keys(ARCHITECTURES).find(
+  (name) => ARCHITECTURES[name] === NANOCHAT_ARCHITECTURE,
+)!;
+
+/**
+ * The model config to record: the given one with every architecture constant it lacks taken from the named
+ * architecture (default: nanochat's current one), so that the checkpoint says what it computes. A constant
+ * the config gives that contradicts an architecture named with --architecture is refused.
+ */
+export function completeArchitecture(
+  given: Record<string, unknown>,
+  name: string | undefined,
+): Record<string, unknown> {
+  const names = Object.keys(ARCHITECTURES);
+  if (name !== undefined && !Object.hasOwn(ARCHITECTURES, name)) {
+    throw new UsageError(`--architecture must be one of ${names.join(', ')}, got "${name}"`, {
+      field: 'architecture',
+    });
+  }
+  const architecture = ARCHITECTURES[name ?? DEFAULT_ARCHITECTURE]!;
+  const out = { ...given };
+  for (const [key, value] of Object.entries(architecture)) {
+    if (out[key] === undefined) out[key] = value;
+    else if (name !== undefined && out[key] !== value) {
+      throw new UsageError(
+        `--config sets ${key} = ${JSON.stringify(out[key])}, but --architecture ${name} has ${JSON.stringify(value)}`,
+        { field: `model_config.${key}` },
+      );
+    }
+  }
+  return out;
+}
+
 /** Refuse tensors that would not build the GPT of `meta.model_config` (every name, every shape). */
 export function checkGptTensors(tensors: NamedTensors, meta: Meta): void {
   const config = normalizeConfig(meta.model_config as Partial<GPTConfig>);
-  const vocab = BYTE_VOCAB + 1; // bytes and BOS
-  if (config.vocab_size <= BOS_ID) {
+  const recorded = meta.tokenizer as { kind?: string; vocab_size?: number } | undefined;
+  const vocab = recorded?.vocab_size ?? new ByteTokenizer().vocabSize;
+  if (config.vocab_size < vocab) {
     throw new UsageError(
-      `model_config.vocab_size ${config.vocab_size} is smaller than the byte tokenizer's ${vocab}`,
-      {
-        field: 'model_config.vocab_size',
-      },
+      `model_config.vocab_size ${config.vocab_size} is smaller than the ${recorded?.kind ?? 'byte'} tokenizer's ${vocab}`,
+      { field: 'model_config.vocab_size' },
     );
   }
   const expected = Object.fromEntries(
@@ -103,17 +141,24 @@ export const importCommand: Command = {
   summary:
     'Commit the tensors of a safetensors file (e.g. converted from PyTorch) as a checkpoint; pickles are never read.',
   usage:
-    'ckpt import FILE.safetensors DIR --step N [--config JSON|FILE] [--meta JSON|FILE]\n' +
-    '           [--save-dtype keep|f32|bf16|f16] [--json]\n' +
+    'ckpt import FILE.safetensors DIR --step N [--config JSON|FILE [--architecture NAME]] [--meta JSON|FILE]\n' +
+    '           [--tokenizer FILE.json] [--save-dtype keep|f32|bf16|f16] [--json]\n' +
     '\n' +
     '--config: the model config (nanochat keys), inline or a JSON file; a meta file with a "model_config" works\n' +
     'too. With it, every tensor name and shape is checked against that GPT before anything is written; without\n' +
     'it, the tensors are committed as they are and load with loadCheckpoint, but build no model.\n' +
+    '--architecture: the GPT the weights were trained as; it fills the constants --config lacks (rotary base,\n' +
+    `q/k scale, ...). One of: ${Object.keys(ARCHITECTURES).join(', ')}.\n` +
+    `Default ${DEFAULT_ARCHITECTURE}, nanochat's current GPT.\n` +
+    '--tokenizer: a nanochat tokenizer converted by scripts/nanochat-tokenizer.py; eval, sample and logits of\n' +
+    'the checkpoint then use it (its path and identity go into the meta). Default: the byte tokenizer.\n' +
     '--save-dtype: default keep (each tensor as stored in the file). Refused if step N is already committed.',
   options: {
     step: { type: 'string' },
     config: { type: 'string' },
+    architecture: { type: 'string' },
     meta: { type: 'string' },
+    tokenizer: { type: 'string' },
     'save-dtype': { type: 'string' },
     json: { type: 'boolean' },
   },
@@ -131,11 +176,23 @@ export const importCommand: Command = {
     }
     const configText = str(args, 'config');
     const metaText = str(args, 'meta');
-    const modelConfig = configText === undefined ? undefined : modelConfigArg(configText);
+    const architecture = str(args, 'architecture');
+    if (architecture !== undefined && configText === undefined) {
+      throw new UsageError('--architecture describes the model of --config: give --config too', {
+        field: 'architecture',
+      });
+    }
+    const modelConfig =
+      configText === undefined ? undefined : completeArchitecture(modelConfigArg(configText), architecture);
+    const tokenizerFile = str(args, 'tokenizer');
+    const tokenizer =
+      tokenizerFile === undefined
+        ? {}
+        : { tokenizer: tokenizerRecord(loadTokenizer(tokenizerFile), tokenizerFile) };
     const result = await importSafetensors(file, dir, {
       step,
       modelConfig,
-      meta: metaText === undefined ? undefined : jsonObjectArg(metaText, 'meta'),
+      meta: { ...(metaText === undefined ? {} : jsonObjectArg(metaText, 'meta')), ...tokenizer },
       saveDtype: DTYPES[dtypeName],
       check: modelConfig ? checkGptTensors : undefined,
     });

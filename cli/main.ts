@@ -56,6 +56,10 @@ export const COMMAND_MODULES: ReadonlyArray<{ first: readonly string[]; load: ()
     load: () => [(require('./import-command') as typeof import('./import-command')).importCommand],
   },
   {
+    first: ['logits'],
+    load: () => [(require('./logits-command') as typeof import('./logits-command')).logitsCommand],
+  },
+  {
     first: ['report'],
     load: () => [(require('./report-command') as typeof import('./report-command')).reportCommand],
   },

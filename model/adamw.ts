@@ -4,8 +4,9 @@
  *   per parameter  `<param>.exp_avg` (m) and `<param>.exp_avg_sq` (v), F32, same shape as the parameter;
  *   `step`         the number of updates applied, an I64 scalar.
  *
- * Weight decay applies only to matrices (rank 2) other than the token embedding: the per-layer scalar vectors
- * (resid_lambdas, x0_lambdas) and the embedding table are not decayed; lm_head is a matrix and is decayed.
+ * Weight decay applies only to matrices (rank 2) other than the embedding tables: the per-layer scalar vectors
+ * (resid_lambdas, x0_lambdas, ...), the token embedding and the value embeddings are not decayed; lm_head is a
+ * matrix and is decayed.
  *
  * `owned` restricts which parameters this instance updates and keeps state for (one shard of a multi-rank
  * run); gradients for parameters it does not own are ignored. Every op is elementwise in float32 with the
@@ -35,9 +36,9 @@ export const STEP_KEY = 'step';
 export const expAvgKey = (param: string) => `${param}.exp_avg`;
 export const expAvgSqKey = (param: string) => `${param}.exp_avg_sq`;
 
-/** Whether weight decay applies to a parameter: matrices only, never the token embedding. */
+/** Whether weight decay applies to a parameter: matrices only, never an embedding table. */
 export function decays(name: string, shape: readonly number[]): boolean {
-  return shape.length === 2 && name !== 'transformer.wte.weight';
+  return shape.length === 2 && name !== 'transformer.wte.weight' && !name.startsWith('value_embeds.');
 }
 
 export class AdamW {

@@ -34,7 +34,7 @@ import { recordedProgram } from '../program/meta';
 // The GPT's checkpoint migrations, applied by every load below.
 import './migrations';
 import { GPT, normalizeConfig, type GPTConfig } from './gpt';
-import { ByteTokenizer, checkTokenizer } from './tokenizer';
+import { checkTokenizer, loadTokenizer, type Tokenizer } from './tokenizer';
 
 type TfTensor = tfjs.Tensor;
 
@@ -43,11 +43,13 @@ export interface BuildOptions {
   backend?: BackendChoice;
   /** Verify every byte against the manifest (default true). */
   verify?: boolean;
+  /** A tokenizer file to use instead of the one the meta records (its identity must match). */
+  tokenizer?: string;
 }
 
 export interface BuiltModel {
   model: GPT;
-  tokenizer: ByteTokenizer;
+  tokenizer: Tokenizer;
   meta: Meta;
   step: number;
   /** Migrations applied while loading. */
@@ -113,8 +115,7 @@ export async function buildModel(
       );
     }
     const config = normalizeConfig(migrated.meta.model_config as Partial<GPTConfig>);
-    const tokenizer = new ByteTokenizer();
-    if (migrated.meta.tokenizer !== undefined) checkTokenizer(migrated.meta.tokenizer, tokenizer);
+    const tokenizer = recordedTokenizer(migrated.meta, file, step, options.tokenizer);
     if (config.vocab_size < tokenizer.vocabSize) {
       throw new InvalidArgumentError(
         `${file}: model vocab_size ${config.vocab_size} is smaller than the tokenizer's ${tokenizer.vocabSize}`,
@@ -134,6 +135,24 @@ export async function buildModel(
   } finally {
     for (const t of adopted.values()) if (!t.isDisposed) t.dispose();
   }
+}
+
+/** The tokenizer a checkpoint's meta records (the byte tokenizer when it records none), checked by identity. */
+function recordedTokenizer(meta: Meta, file: string, step: number, override: string | undefined): Tokenizer {
+  const recorded = meta.tokenizer as { kind?: unknown; path?: unknown } | undefined;
+  let path = override;
+  if (recorded?.kind === 'bpe' && path === undefined) {
+    if (typeof recorded.path !== 'string') {
+      throw new InvalidArgumentError(
+        `${file}: the model's tokenizer is a BPE tokenizer, and the meta records no file for it`,
+        { file, field: 'tokenizer.path', step },
+      );
+    }
+    path = recorded.path;
+  }
+  const tokenizer = loadTokenizer(path);
+  if (recorded !== undefined) checkTokenizer(recorded, tokenizer);
+  return tokenizer;
 }
 
 export interface LoadModelOptions extends BuildOptions {

@@ -1,7 +1,9 @@
 /**
  * A small GPT in tfjs that follows nanochat's model: token embedding, RMSNorm without parameters, rotary
  * position embeddings, QK norm, grouped-query attention with per-layer full or sliding windows, relu^2 MLP,
- * per-layer residual scalars (resid_lambdas, x0_lambdas), untied lm_head with a tanh logit softcap, no biases.
+ * per-layer residual scalars (resid_lambdas, x0_lambdas), untied lm_head with a tanh logit softcap, no biases;
+ * and, as the config's architecture constants say (config.ts), value embeddings, smear, backout, q/k scaling
+ * and a vocabulary padded to a multiple (logits are cut back to vocab_size).
  *
  * Conventions:
  * - Parameter names and layout are nanochat's state_dict: matrices are [out_features, in_features]
@@ -10,14 +12,26 @@
  * - Embedding lookup is one-hot @ wte (forward and gradient are plain matmuls). Chosen over tf.gather because
  *   the wasm backend lacks UnsortedSegmentSum (gather's gradient) and, measured on wasm for 512 tokens at
  *   vocab 257 x 64, one-hot fwd+bwd takes ~3.7 ms against ~4.6 ms for gather plus a registered JS scatter-add
- *   kernel; both are deterministic. Cost grows with the vocabulary: fine for bytes, revisit for a 50k BPE.
+ *   kernel; both are deterministic. Cost grows with the vocabulary, so logits() (no gradient) gathers rows
+ *   instead: the same values (each one-hot product is one row times 1 plus exact zeros), without a
+ *   [tokens, vocabulary] matrix, which for nanochat's 65536 tokens would not fit.
  * - Rotary tables and attention masks are derived from the config, computed lazily on first use, cached per
  *   sequence length and never parameters.
  * - Targets < 0 are ignored by loss() (nanochat's ignore_index=-1); the mean is over the other positions.
  */
 import type * as tfjs from '@tensorflow/tfjs';
 import { elementCount, type NamedTensors } from '../checkpoint/tensors';
-import { headDim, layerWindows, normalizeConfig, parameterShapes, type GPTConfig } from './config';
+import {
+  backoutLayer,
+  hasValueEmbedding,
+  headDim,
+  layerWindows,
+  normalizeConfig,
+  paddedVocab,
+  parameterShapes,
+  gateWidths,
+  type GPTConfig,
+} from './config';
 import { ModelInputError } from './errors';
 import {
   attentionMask,
@@ -33,9 +47,13 @@ import { normalArray, Rng, uniformArray } from './random';
 import { checkTensorSet, f32Copy, toTfTensors } from './tensors';
 
 export {
+  ARCHITECTURES,
   DEFAULT_CONFIG,
   defaultHeads,
   headDim,
+  LEGACY_ARCHITECTURE,
+  NANOCHAT_ARCHITECTURE,
+  paddedVocab,
   layerWindows,
   modelTag,
   normalizeConfig,
@@ -45,9 +63,6 @@ export {
 
 type TF = typeof tfjs;
 type TfTensor = tfjs.Tensor;
-
-/** nanochat's logit softcap: logits = 15 * tanh(logits / 15). */
-export const LOGIT_SOFTCAP = 15;
 
 let initCount = 0;
 /** How many parameter tensors have been filled by the initializer so far (fromTensors fills none). */
@@ -60,7 +75,9 @@ let instanceCount = 0;
 /**
  * nanochat's init, from an own PRNG stream per (seed, parameter name): wte ~ N(0, 1), lm_head ~ N(0, 0.001),
  * c_q/c_k/c_v/c_fc ~ U(-s, s) with s = sqrt(3/n_embd) (std 1/sqrt(n_embd), no outliers), every c_proj zero
- * (each block starts as the identity), resid_lambdas 1 and x0_lambdas 0 (neutral).
+ * (each block starts as the identity), resid_lambdas 1 and x0_lambdas 0 (neutral); as nanochat 92d63d4 does
+ * for the newer parameters: value embeddings like c_v, gates (ve_gate, smear_gate) ~ U(0, 0.02), smear_lambda 0
+ * and backout_lambda 0.2.
  */
 function initialValues(
   name: string,
@@ -74,7 +91,13 @@ function initialValues(
   if (name === 'transformer.wte.weight') return normalArray(rng(), n, 1);
   if (name === 'lm_head.weight') return normalArray(rng(), n, 0.001);
   if (name === 'resid_lambdas') return new Float32Array(n).fill(1);
-  if (name === 'x0_lambdas' || name.endsWith('.c_proj.weight')) return new Float32Array(n);
+  if (name === 'x0_lambdas' || name === 'smear_lambda' || name.endsWith('.c_proj.weight')) {
+    return new Float32Array(n);
+  }
+  if (name === 'backout_lambda') return new Float32Array(n).fill(0.2);
+  if (name === 'smear_gate.weight' || name.endsWith('.ve_gate.weight')) {
+    return uniformArray(rng(), n, 0.01).map((v) => v + 0.01);
+  }
   return uniformArray(rng(), n, Math.sqrt(3 / config.n_embd));
 }
 
@@ -161,7 +184,18 @@ export class GPT {
   /** Next-token logits [B, T, vocab_size] for int32 tokens [B, T] (T <= sequence_len). */
   logits(tokens: tfjs.Tensor2D): tfjs.Tensor3D {
     const [B, T] = this.checkTokens(tokens, 'tokens');
-    return this.tf.tidy(() => this.forward(tokens).reshape([B, T, this.config.vocab_size]));
+    // Rows are gathered, and a gather past the table reads what is not there: refuse such ids.
+    const V = this.config.vocab_size;
+    const outside = (tokens.dataSync() as Int32Array).findIndex((id) => id < 0 || id >= V);
+    if (outside >= 0) {
+      throw new ModelInputError(
+        `tokens: id ${tokens.dataSync()[outside]} is outside the vocabulary (0..${V - 1})`,
+        {
+          field: 'tokens',
+        },
+      );
+    }
+    return this.tf.tidy(() => this.forward(tokens, B, T, 'gather').reshape([B, T, this.config.vocab_size]));
   }
 
   /** Mean next-token cross-entropy in nats; targets int32 [B, T], entries < 0 are ignored. */
@@ -175,7 +209,7 @@ export class GPT {
     }
     const tf = this.tf;
     return tf.tidy(() => {
-      const logp = tf.logSoftmax(this.forward(tokens));
+      const logp = tf.logSoftmax(this.forward(tokens, B, T, 'one-hot'));
       const onehot = oneHotF32(tf, targets.reshape([B * T]), this.config.vocab_size);
       const count = tf.maximum(tf.sum(onehot), 1);
       return tf.div(tf.neg(tf.sum(tf.mul(onehot, logp))), count) as tfjs.Scalar;
@@ -239,23 +273,55 @@ export class GPT {
     return v;
   }
 
-  /** Logits [B*T, vocab] for tokens [B, T]. */
-  private forward(tokens: tfjs.Tensor2D): TfTensor {
+  /** Logits [B*T, vocab_size] for tokens [B, T]. */
+  private forward(tokens: tfjs.Tensor2D, B: number, T: number, lookup: 'one-hot' | 'gather'): TfTensor {
     const tf = this.tf;
-    const [B, T] = tokens.shape;
-    const { vocab_size: V, n_layer } = this.config;
-    const onehot = oneHotF32(tf, tokens.reshape([B * T]), V);
-    let x = rmsNorm(tf, matmul(tf, onehot, this.p('transformer.wte.weight')));
+    const config = this.config;
+    const ids = tokens.reshape([B * T]);
+    const onehot = lookup === 'one-hot' ? oneHotF32(tf, ids, paddedVocab(config)) : null;
+    const embed = (table: string) =>
+      onehot ? matmul(tf, onehot, this.p(table)) : tf.gather(this.p(table), ids as tfjs.Tensor1D);
+    let x = this.norm(embed('transformer.wte.weight'));
+    if (config.smear && T > 1) x = this.smear(x, B, T);
     const x0 = x;
     // slice, not unstack: tfjs's Unpack gradient fails when there is a single layer (one output).
     const lambda = (name: string, i: number) => tf.reshape(tf.slice(this.p(name), [i], [1]), []);
-    for (let i = 0; i < n_layer; i++) {
+    let backout: TfTensor | undefined;
+    for (let i = 0; i < config.n_layer; i++) {
       x = tf.add(tf.mul(x, lambda('resid_lambdas', i)), tf.mul(x0, lambda('x0_lambdas', i)));
-      x = tf.add(x, this.attention(rmsNorm(tf, x), i, B, T));
-      x = tf.add(x, this.mlp(rmsNorm(tf, x), i));
+      const ve = hasValueEmbedding(config, i) ? embed(`value_embeds.${i}.weight`) : null;
+      x = tf.add(x, this.attention(this.norm(x), i, B, T, ve));
+      x = tf.add(x, this.mlp(this.norm(x), i));
+      if (config.backout && i === backoutLayer(config)) backout = x;
     }
-    const logits = linear(tf, rmsNorm(tf, x), this.p('lm_head.weight'));
-    return tf.mul(tf.tanh(tf.div(logits, LOGIT_SOFTCAP)), LOGIT_SOFTCAP);
+    if (backout) x = tf.sub(x, tf.mul(this.p('backout_lambda'), backout));
+    let logits = linear(tf, this.norm(x), this.p('lm_head.weight'));
+    if (paddedVocab(config) !== config.vocab_size)
+      logits = tf.slice(logits, [0, 0], [B * T, config.vocab_size]);
+    const cap = config.logit_softcap;
+    return tf.mul(tf.tanh(tf.div(logits, cap)), cap);
+  }
+
+  private norm(x: TfTensor): TfTensor {
+    return rmsNorm(this.tf, x, this.config.norm_eps);
+  }
+
+  /** x[t] += smear_lambda * sigmoid(smear_gate(x[t][:24])) * x[t-1] for t >= 1, on x [B*T, C]. */
+  private smear(x: TfTensor, B: number, T: number): TfTensor {
+    const tf = this.tf;
+    const C = this.config.n_embd;
+    const x3 = tf.reshape(x, [B, T, C]);
+    const previous = tf.slice(x3, [0, 0, 0], [B, T - 1, C]);
+    const current = tf.slice(x3, [0, 1, 0], [B, T - 1, C]);
+    const G = gateWidths(this.config).smear;
+    const gateInput = tf.reshape(tf.slice(current, [0, 0, 0], [B, T - 1, G]), [B * (T - 1), G]);
+    const gate = tf.mul(
+      this.p('smear_lambda'),
+      tf.sigmoid(linear(tf, gateInput, this.p('smear_gate.weight'))),
+    );
+    const mixed = tf.add(current, tf.mul(tf.reshape(gate, [B, T - 1, 1]), previous));
+    const first = tf.slice(x3, [0, 0, 0], [B, 1, C]);
+    return tf.reshape(tf.concat([first, mixed], 1), [B * T, C]);
   }
 
   private mlp(x: TfTensor, i: number): TfTensor {
@@ -264,19 +330,35 @@ export class GPT {
     return linear(tf, tf.square(tf.relu(h)), this.p(`transformer.h.${i}.mlp.c_proj.weight`));
   }
 
-  /** Causal self-attention on x [B*T, C]; returns [B*T, C]. */
-  private attention(x: TfTensor, i: number, B: number, T: number): TfTensor {
+  /** Causal self-attention on x [B*T, C], with the layer's value embedding ve [B*T, kv] if any; returns [B*T, C]. */
+  private attention(x: TfTensor, i: number, B: number, T: number, ve: TfTensor | null): TfTensor {
     const tf = this.tf;
-    const { n_head: H, n_kv_head: Hkv, n_embd: C } = this.config;
+    const { n_head: H, n_kv_head: Hkv, n_embd: C, qk_scale } = this.config;
     const D = headDim(this.config);
     const rep = H / Hkv;
     const w = (n: string) => this.p(`transformer.h.${i}.attn.${n}.weight`);
     // [B*T, n*D] -> [B, n, T, D]
     const heads = (t: TfTensor, n: number) => tf.transpose(tf.reshape(t, [B, T, n, D]), [0, 2, 1, 3]);
     const rot = this.rotaryFor(T);
-    const q = rmsNorm(tf, rotate(tf, heads(linear(tf, x, w('c_q')), H), rot));
-    const k = rmsNorm(tf, rotate(tf, heads(linear(tf, x, w('c_k')), Hkv), rot));
-    const v = heads(linear(tf, x, w('c_v')), Hkv);
+    let q = this.norm(rotate(tf, heads(linear(tf, x, w('c_q')), H), rot));
+    let k = this.norm(rotate(tf, heads(linear(tf, x, w('c_k')), Hkv), rot));
+    if (qk_scale !== 1) {
+      q = tf.mul(q, qk_scale);
+      k = tf.mul(k, qk_scale);
+    }
+    let vFlat = linear(tf, x, w('c_v'));
+    if (ve) {
+      // Value residual: v += gate * ve, one gate per kv head, read from the first channels of the input.
+      const G = gateWidths(this.config).valueEmbedding;
+      const { ve_gate_scale } = this.config;
+      const gate = tf.mul(
+        tf.sigmoid(linear(tf, tf.slice(x, [0, 0], [B * T, G]), w('ve_gate'))),
+        ve_gate_scale,
+      );
+      const gated = tf.mul(tf.reshape(ve, [B * T, Hkv, D]), tf.reshape(gate, [B * T, Hkv, 1]));
+      vFlat = tf.add(vFlat, tf.reshape(gated, [B * T, Hkv * D]));
+    }
+    const v = heads(vFlat, Hkv);
     // GQA without copying k/v: the `rep` query heads of one kv head are stacked along the time axis, so
     // q [B*Hkv, rep*T, D] meets k, v [B*Hkv, T, D] and the mask rows repeat per head.
     const q3 = tf.reshape(q, [B * Hkv, rep * T, D]);
@@ -293,7 +375,12 @@ export class GPT {
     if (!entry) {
       const tf = this.tf;
       const D = headDim(this.config);
-      const { cos, sin, swap } = rotaryTables(T, D);
+      const { cos, sin, swap } = rotaryTables(
+        T,
+        D,
+        this.config.rotary_base,
+        this.config.rotary_dtype === 'bfloat16',
+      );
       // keep(): first use may happen inside a caller's tidy, but the tables are cached across calls.
       entry = {
         cos: tf.keep(tf.tensor2d(cos, [T, D])),

@@ -4,6 +4,7 @@
  * for the registry). They claim checkpoints whose meta names no program: those were all written by the GPT.
  */
 import { registerMigration, SchemaError, type Meta } from '../checkpoint';
+import { LEGACY_ARCHITECTURE } from './config';
 
 function withConfig(meta: Meta, patch: Record<string, unknown>): Meta {
   return { ...meta, model_config: { ...(meta.model_config ?? {}), ...patch } };
@@ -51,6 +52,36 @@ registerMigration({
     typeof meta.model_config.n_head === 'number'
       ? withConfig(meta, { n_kv_head: meta.model_config.n_head })
       : null,
+});
+
+/** The architecture keys `config` lacks, with their legacy values; null when it lacks none (or is no GPT config). */
+function missingArchitecture(config: unknown): Record<string, unknown> | null {
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) return null;
+  const given = config as Record<string, unknown>;
+  if (given.n_layer === undefined) return null;
+  const missing = Object.entries(LEGACY_ARCHITECTURE).filter(([key]) => given[key] === undefined);
+  return missing.length > 0 ? Object.fromEntries(missing) : null;
+}
+
+// Checkpoints written before the architecture's constants were recorded computed with the legacy ones
+// (rotary base 10000, no q/k scaling, half-length short windows, no padding, value embeddings, smear or
+// backout). Both the model config and the program config (which a resumed run is configured from) get them.
+registerMigration({
+  program: 'gpt',
+  claimsUnnamed: true,
+  id: 'architecture-constants',
+  description:
+    'model_config lacked the architecture constants (rotary_base, qk_scale, ...); set to the legacy architecture',
+  patchMeta: (meta) => {
+    const model = missingArchitecture(meta.model_config);
+    const program = missingArchitecture(meta.config);
+    if (!model && !program) return null;
+    return {
+      ...meta,
+      ...(model ? { model_config: { ...meta.model_config, ...model } } : {}),
+      ...(program ? { config: { ...(meta.config as Record<string, unknown>), ...program } } : {}),
+    };
+  },
 });
 
 // The per-layer residual and input-skip scalars came later; their neutral values make the model behave

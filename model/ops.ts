@@ -7,6 +7,7 @@
  * the product a custom gradient that does the same. Other backends handle transposes natively and use tf.matMul.
  */
 import type * as tfjs from '@tensorflow/tfjs';
+import { bf16BitsToF32, f32ToBf16Bits } from '../checkpoint/dtype';
 
 type TF = typeof tfjs;
 type TfTensor = tfjs.Tensor;
@@ -52,12 +53,9 @@ export function oneHotF32(tf: TF, indices: TfTensor, depth: number): TfTensor {
   return tf.cast(tf.oneHot(indices as tfjs.Tensor1D, depth), 'float32');
 }
 
-/** Same epsilon as torch's F.rms_norm default for float32. */
-const RMS_EPS = 1.1920928955078125e-7;
-
-/** RMSNorm over the last axis, no learnable scale (as nanochat). */
-export function rmsNorm(tf: TF, x: TfTensor): TfTensor {
-  return tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), RMS_EPS)));
+/** RMSNorm over the last axis, no learnable scale (as nanochat); eps is the model's norm_eps. */
+export function rmsNorm(tf: TF, x: TfTensor, eps: number): TfTensor {
+  return tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), eps)));
 }
 
 /**
@@ -79,10 +77,11 @@ export interface RotaryTables {
 }
 
 /**
- * Rotary tables for positions 0..T-1 (base 10000), computed in float64 and rounded once: cos and sin [T, D]
+ * Rotary tables for positions 0..T-1 (base: the model's rotary_base), computed in float64 and rounded once
+ * (to float32, or on to bfloat16 as nanochat stored them before 2026-03-04): cos and sin [T, D]
  * with each half repeated, and the [D, D] matrix mapping [x1, x2] to [x2, -x1].
  */
-export function rotaryTables(T: number, headDim: number, base = 10000) {
+export function rotaryTables(T: number, headDim: number, base: number, bfloat16 = false) {
   const half = headDim / 2;
   const cos = new Float32Array(T * headDim);
   const sin = new Float32Array(T * headDim);
@@ -92,6 +91,9 @@ export function rotaryTables(T: number, headDim: number, base = 10000) {
       cos[t * headDim + i] = cos[t * headDim + half + i] = Math.cos(angle);
       sin[t * headDim + i] = sin[t * headDim + half + i] = Math.sin(angle);
     }
+  }
+  if (bfloat16) {
+    for (const table of [cos, sin]) table.forEach((v, i) => (table[i] = bf16BitsToF32(f32ToBf16Bits(v))));
   }
   const swap = new Float32Array(headDim * headDim);
   for (let j = 0; j < half; j++) {

@@ -1,8 +1,8 @@
 /**
- * The built-in GPT as a training program (program/contract.ts): nanochat's model trained on bytes of a
- * text file, with the loop's AdamW (ZeRO-1 over ranks) and learning-rate schedule. Its checkpoints keep the
- * keys nanochat-style tools and `buildModel` read: `model_config`, `tokenizer`, `run` (with the data's
- * identity) and `data`.
+ * The built-in GPT as a training program (program/contract.ts): nanochat's model trained on a text file's
+ * tokens (its bytes, or the ids of a nanochat tokenizer given with --tokenizer), with the loop's AdamW
+ * (ZeRO-1 over ranks) and learning-rate schedule. Its checkpoints keep the keys nanochat-style tools and
+ * `buildModel` read: `model_config`, `tokenizer`, `run` (with the data's identity) and `data`.
  */
 import { resolve } from 'node:path';
 import { InvalidArgumentError, registeredMigrations } from '../checkpoint';
@@ -13,14 +13,28 @@ import { ConfigError } from './errors';
 import { GPT, modelTag, normalizeConfig, type GPTConfig } from './gpt';
 import './migrations';
 import { Rng } from './random';
-import { ByteTokenizer } from './tokenizer';
+import { checkTokenizer, loadTokenizer, tokenizerRecord, type Tokenizer } from './tokenizer';
 
-/** The GPT's config: nanochat's model_config keys, and the training text (absolute path; default corpus). */
-export type GPTProgramConfig = GPTConfig & { data?: string };
+/**
+ * The GPT's config: nanochat's model_config keys, the training text (absolute path; default corpus) and the
+ * tokenizer file (absolute path; default the byte tokenizer).
+ */
+export type GPTProgramConfig = GPTConfig & { data?: string; tokenizer?: string };
 
-function splitConfig(config: GPTProgramConfig): { model: GPTConfig; data: string | undefined } {
-  const { data, ...model } = config;
-  return { model, data };
+function splitConfig(config: GPTProgramConfig): {
+  model: GPTConfig;
+  data: string | undefined;
+  tokenizer: string | undefined;
+} {
+  const { data, tokenizer, ...model } = config;
+  return { model, data, tokenizer };
+}
+
+/** How many bytes of text target tokens stand for (the denominator of bits per byte). */
+function targetByteCount(targets: Int32Array, tokenizer: Tokenizer): number {
+  let bytes = 0;
+  for (const id of targets) bytes += tokenizer.byteLength(id);
+  return bytes;
 }
 
 /** The data a checkpoint was trained on, as its meta records it. */
@@ -32,8 +46,9 @@ function trainedOn(
 
 export const gptProgram: TrainingProgram<GPTProgramConfig> = {
   name: 'gpt',
-  version: 1,
-  description: "nanochat's GPT on the bytes of a text file (--data), AdamW and a learning-rate schedule",
+  version: 2,
+  description:
+    "nanochat's GPT on a text file (--data) as bytes or nanochat tokens (--tokenizer), AdamW and a learning-rate schedule",
   metric: { name: 'val_bpb', mode: 'min' },
   optimizer: 'loop',
   defaultBatch: 8,
@@ -56,26 +71,49 @@ export const gptProgram: TrainingProgram<GPTProgramConfig> = {
       // A moved file is fine; its content is checked against the checkpoint's sha256.
       mayChangeOnResume: true,
     },
+    tokenizer: {
+      key: 'tokenizer',
+      type: 'string',
+      help: 'a nanochat tokenizer converted by scripts/nanochat-tokenizer.py (default: bytes)',
+      path: true,
+      // Checked against the checkpoint's tokenizer identity.
+      mayChangeOnResume: true,
+    },
   },
   get migrations() {
     return registeredMigrations().filter((m) => m.program === 'gpt');
   },
 
   configure(given) {
-    const { data, ...model } = given as Record<string, unknown>;
-    if (data !== undefined && typeof data !== 'string') {
-      throw new ConfigError(`config data must be a file path, got ${JSON.stringify(data)}`, {
-        field: 'data',
-      });
+    const { data, tokenizer, ...model } = given as Record<string, unknown>;
+    for (const [field, value] of Object.entries({ data, tokenizer })) {
+      if (value !== undefined && typeof value !== 'string') {
+        throw new ConfigError(`config ${field} must be a file path, got ${JSON.stringify(value)}`, { field });
+      }
     }
-    return { ...normalizeConfig(model as Partial<GPTConfig>), ...(data ? { data: resolve(data) } : {}) };
+    // A model for a tokenizer has its vocabulary unless the config says otherwise.
+    if (tokenizer !== undefined && model.vocab_size === undefined) {
+      model.vocab_size = loadTokenizer(tokenizer as string).vocabSize;
+    }
+    return {
+      ...normalizeConfig(model as Partial<GPTConfig>),
+      ...(data ? { data: resolve(data as string) } : {}),
+      ...(tokenizer ? { tokenizer: resolve(tokenizer as string) } : {}),
+    };
   },
 
   defaultTag: (config) => modelTag(config),
 
   start({ tf, config, loop, restore }): GradientSession {
-    const { model: modelConfig, data: dataFile } = splitConfig(config);
-    const data = TextData.fromFile(dataFile, modelConfig.sequence_len, loop.seed);
+    const { model: modelConfig, data: dataFile, tokenizer: tokenizerFile } = splitConfig(config);
+    const tokenizer = loadTokenizer(tokenizerFile);
+    if (restore?.meta.tokenizer !== undefined) checkTokenizer(restore.meta.tokenizer, tokenizer);
+    const data = TextData.fromFile(
+      dataFile,
+      modelConfig.sequence_len,
+      loop.seed,
+      tokenizer.kind === 'bpe' ? (text) => tokenizer.encode(text) : undefined,
+    );
     const recorded = restore ? trainedOn(restore.meta) : undefined;
     if (recorded && recorded.sha256 !== data.identity.sha256) {
       throw new InvalidArgumentError(
@@ -84,7 +122,6 @@ export const gptProgram: TrainingProgram<GPTProgramConfig> = {
         { field: 'data' },
       );
     }
-    const tokenizer = new ByteTokenizer();
     if (modelConfig.vocab_size < tokenizer.vocabSize) {
       throw new InvalidArgumentError(
         `vocab_size ${modelConfig.vocab_size} is smaller than the tokenizer's ${tokenizer.vocabSize}`,
@@ -124,7 +161,7 @@ export const gptProgram: TrainingProgram<GPTProgramConfig> = {
           schedule: settings.schedule,
           data: identity,
         },
-        tokenizer: tokenizer.identity(),
+        tokenizer: tokenizerRecord(tokenizer, tokenizerFile),
         data: data.identity,
       }),
       dispose: () => model.dispose(),
@@ -132,7 +169,10 @@ export const gptProgram: TrainingProgram<GPTProgramConfig> = {
   },
 
   async evaluate({ tf, dir, step, data: dataOverride, backend, onProgress, log }) {
-    const { model, meta } = await buildModel(dir, step, { phase: 'eval', backend: backend as never });
+    const { model, meta, tokenizer } = await buildModel(dir, step, {
+      phase: 'eval',
+      backend: backend as never,
+    });
     try {
       const run = meta.run as
         { seed: number; data: { name: string; sha256: string; path?: string } } | undefined;
@@ -140,6 +180,7 @@ export const gptProgram: TrainingProgram<GPTProgramConfig> = {
         dataOverride ?? run?.data.path,
         model.config.sequence_len,
         run?.seed ?? 0,
+        tokenizer.kind === 'bpe' ? (text) => tokenizer.encode(text) : undefined,
       );
       if (run && run.data.sha256 !== data.identity.sha256) {
         throw new InvalidArgumentError(
@@ -150,6 +191,7 @@ export const gptProgram: TrainingProgram<GPTProgramConfig> = {
       const windows = data.heldOutWindows(64);
       let totalLoss = 0;
       let tokens = 0;
+      let targetBytes = 0;
       const T = model.config.sequence_len;
       for (let i = 0; i < windows.length; i += 16) {
         const chunk = windows.slice(i, i + 16);
@@ -161,12 +203,16 @@ export const gptProgram: TrainingProgram<GPTProgramConfig> = {
         });
         totalLoss += loss * chunk.length * T;
         tokens += chunk.length * T;
+        targetBytes += targetByteCount(targets, tokenizer);
         onProgress?.(i + chunk.length, windows.length);
       }
       const valLoss = totalLoss / tokens;
-      // One token is one byte with the byte-level tokenizer, so bits per byte is the loss in bits per token.
-      const valBpb = valLoss / Math.LN2;
-      log(`step ${step}: val_bpb ${valBpb.toFixed(4)} over ${tokens} held-out bytes (${data.identity.name})`);
+      // Bits per byte: the summed loss over the bytes the targets stand for. With the byte tokenizer each
+      // target is one byte, so this is the loss in bits per token, computed as before.
+      const valBpb = tokenizer.kind === 'byte' ? valLoss / Math.LN2 : totalLoss / Math.LN2 / targetBytes;
+      log(
+        `step ${step}: val_bpb ${valBpb.toFixed(4)} over ${tokens} held-out tokens (${data.identity.name})`,
+      );
       return { val_bpb: valBpb, val_loss: valLoss, tokens };
     } finally {
       model.dispose();

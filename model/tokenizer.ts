@@ -7,13 +7,31 @@
  * is never resumed or evaluated with a tokenizer whose ids mean something else.
  */
 import { createHash } from 'node:crypto';
+import { resolve } from 'node:path';
+import { BpeTokenizer } from './bpe';
 import { TokenizerMismatchError } from './errors';
 
 export interface TokenizerIdentity {
-  kind: 'byte';
+  kind: 'byte' | 'bpe';
   vocab_size: number;
   /** sha256 (hex) of the canonical JSON description of the id mapping. */
   hash: string;
+}
+
+/** What a checkpoint's meta records: the identity, and for a tokenizer read from a file, where it was. */
+export type TokenizerRecord = TokenizerIdentity & { path?: string };
+
+/** The byte tokenizer (the default) or nanochat's BPE tokenizer read from a converted file. */
+export type Tokenizer = ByteTokenizer | BpeTokenizer;
+
+/** The tokenizer of `file` (a file scripts/nanochat-tokenizer.py wrote), or the byte tokenizer without one. */
+export function loadTokenizer(file: string | undefined): Tokenizer {
+  return file === undefined ? new ByteTokenizer() : BpeTokenizer.fromFile(file);
+}
+
+/** The meta record of a tokenizer: its identity, plus the file's absolute path when there is one. */
+export function tokenizerRecord(tokenizer: Tokenizer, file: string | undefined): TokenizerRecord {
+  return { ...tokenizer.identity(), ...(file !== undefined ? { path: resolve(file) } : {}) };
 }
 
 export const BYTE_VOCAB = 256;
@@ -32,6 +50,11 @@ export class ByteTokenizer {
   identity(): TokenizerIdentity {
     const hash = createHash('sha256').update(this.description()).digest('hex');
     return { kind: this.kind, vocab_size: this.vocabSize, hash };
+  }
+
+  /** How many bytes of text a token stands for: 1, and 0 for BOS. */
+  byteLength(id: number): number {
+    return id === this.bos ? 0 : 1;
   }
 
   /** UTF-8 bytes of `text`, with the BOS id first when `bos` is set. */
@@ -68,8 +91,8 @@ export class ByteTokenizer {
  * TokenizerMismatchError whose `field` names the first property that differs (tokenizer.kind,
  * tokenizer.vocab_size, tokenizer.hash), or `tokenizer` when the record is not an object.
  */
-export function checkTokenizer(recorded: unknown, tokenizer: ByteTokenizer | TokenizerIdentity): void {
-  const actual = tokenizer instanceof ByteTokenizer ? tokenizer.identity() : tokenizer;
+export function checkTokenizer(recorded: unknown, tokenizer: Tokenizer | TokenizerIdentity): void {
+  const actual = 'identity' in tokenizer ? tokenizer.identity() : tokenizer;
   if (typeof recorded !== 'object' || recorded === null || Array.isArray(recorded)) {
     throw new TokenizerMismatchError(
       `recorded tokenizer identity is not an object: ${JSON.stringify(recorded)}`,

@@ -4,7 +4,8 @@
  * loader's whole state is the global sample index, resuming at any step gives exactly the batches an
  * uninterrupted run would have seen, and W ranks can split a global batch without changing the order.
  *
- * The held-out split is fixed: the last 10% of the file's bytes (cut at a byte boundary), never trained on.
+ * The held-out split is fixed: the last 10% of the file's tokens, never trained on. Tokens are the file's
+ * bytes, or the ids a tokenizer gives for its text (`encode`).
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
@@ -31,10 +32,13 @@ export interface LoaderState {
   sample_index: number;
 }
 
+/** Token ids: a file's bytes as they are, or a tokenizer's ids. */
+export type TokenIds = Uint8Array | Uint32Array;
+
 export class TextData {
   readonly identity: DataIdentity;
-  readonly train: Uint8Array;
-  readonly heldOut: Uint8Array;
+  readonly train: TokenIds;
+  readonly heldOut: TokenIds;
   private permutationEpoch = -1;
   private permutation: Uint32Array = new Uint32Array(0);
 
@@ -43,20 +47,27 @@ export class TextData {
     name: string,
     readonly seqLen: number,
     readonly seed: number,
+    tokens: TokenIds = bytes,
   ) {
-    const cut = Math.floor(bytes.length * (1 - HELD_OUT_FRACTION));
-    this.train = bytes.subarray(0, cut);
-    this.heldOut = bytes.subarray(cut);
+    const cut = Math.floor(tokens.length * (1 - HELD_OUT_FRACTION));
+    this.train = tokens.subarray(0, cut);
+    this.heldOut = tokens.subarray(cut);
     this.identity = { name, sha256: createHash('sha256').update(bytes).digest('hex'), bytes: bytes.length };
     if (this.windowCount() < 1 || this.heldOutWindows().length < 1) {
       throw new InvalidArgumentError(
-        `${name}: ${bytes.length} bytes is too small for sequence length ${seqLen} (need a training and a held-out window)`,
+        `${name}: ${tokens.length} tokens is too small for sequence length ${seqLen} (need a training and a held-out window)`,
         { file: name, field: 'data' },
       );
     }
   }
 
-  static fromFile(path: string | undefined, seqLen: number, seed: number): TextData {
+  /** The file's bytes as tokens, or, with `encode`, the ids it gives for the file's text (UTF-8). */
+  static fromFile(
+    path: string | undefined,
+    seqLen: number,
+    seed: number,
+    encode?: (text: string) => number[],
+  ): TextData {
     const file = path ?? DEFAULT_DATA;
     let bytes: Buffer;
     try {
@@ -67,7 +78,8 @@ export class TextData {
         field: 'data',
       });
     }
-    return new TextData(bytes, basename(file), seqLen, seed);
+    const tokens = encode ? Uint32Array.from(encode(bytes.toString('utf8'))) : bytes;
+    return new TextData(bytes, basename(file), seqLen, seed, tokens);
   }
 
   /** Non-overlapping windows of seqLen + 1 tokens (inputs and next-token targets) in the training split. */

@@ -27,6 +27,7 @@ import {
 } from '../../checkpoint';
 // The GPT's migrations are registered by its program's module.
 import '../../model/migrations';
+import { LEGACY_ARCHITECTURE } from '../../model/config';
 import { tempDir } from '../helpers/tmp';
 
 function weights(): NamedTensors {
@@ -141,7 +142,7 @@ describe('importSafetensors', () => {
         modelConfig: { n_layer: 1 },
         check: (tensors, meta) => {
           seen = Object.keys(tensors);
-          assert.deepEqual(meta.model_config, { n_layer: 1, window_pattern: 'L' });
+          assert.deepEqual(meta.model_config, { n_layer: 1, window_pattern: 'L', ...LEGACY_ARCHITECTURE });
           throw new InvalidArgumentError('refused by the check');
         },
       }),

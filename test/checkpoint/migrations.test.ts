@@ -29,9 +29,16 @@ import {
 } from '../../checkpoint';
 // The GPT's migrations are registered by its program's module.
 import '../../model/migrations';
+import { LEGACY_ARCHITECTURE, NANOCHAT_ARCHITECTURE } from '../../model/config';
 
 // In registry order: the core's own first, then the GPT's (registered when its module loads).
-const IDS = ['strip-wrapper-prefixes', 'window-pattern-default', 'n-kv-head-default', 'per-layer-scalars'];
+const IDS = [
+  'strip-wrapper-prefixes',
+  'window-pattern-default',
+  'n-kv-head-default',
+  'architecture-constants',
+  'per-layer-scalars',
+];
 /** program-record applies only to the trainer's own checkpoints (meta with `run`), not to these. */
 const REGISTERED = [...IDS, 'program-record'];
 
@@ -48,7 +55,14 @@ function meta(modelConfig?: Record<string, unknown>, step = 100): Meta {
 }
 
 /** A model_config today's code writes: nothing for the meta migrations to add. */
-const CURRENT_CONFIG = { n_layer: 2, n_head: 4, n_kv_head: 2, n_embd: 8, window_pattern: 'SSSL' };
+const CURRENT_CONFIG = {
+  n_layer: 2,
+  n_head: 4,
+  n_kv_head: 2,
+  n_embd: 8,
+  window_pattern: 'SSSL',
+  ...NANOCHAT_ARCHITECTURE,
+};
 /** One written before sliding windows and grouped-query attention. */
 const OLD_CONFIG = { n_layer: 2, n_head: 4, n_embd: 8 };
 
@@ -133,7 +147,7 @@ function tests(): void {
   before(() => configureLogging({ destination: quiet }));
 
   describe('the registry', () => {
-    it('holds the five migrations, in the order they are applied', () => {
+    it('holds the six migrations, in the order they are applied', () => {
       assert.deepEqual(
         registeredMigrations().map((m) => m.id),
         REGISTERED,
@@ -299,6 +313,28 @@ function tests(): void {
     });
   });
 
+  describe('architecture-constants', () => {
+    const m = migration('architecture-constants');
+
+    it('gives a config without the constants the legacy ones, in model_config and the program config', () => {
+      const patched = m.patchMeta!({
+        ...meta({ ...OLD_CONFIG }),
+        config: { ...OLD_CONFIG, data: '/d.txt' },
+      })!;
+      assert.deepEqual(patched.model_config, { ...OLD_CONFIG, ...LEGACY_ARCHITECTURE });
+      assert.deepEqual(patched.config, { ...OLD_CONFIG, data: '/d.txt', ...LEGACY_ARCHITECTURE });
+    });
+
+    it('fills only what is missing, and leaves current and non-GPT configs alone', () => {
+      const partial = m.patchMeta!(meta({ ...OLD_CONFIG, rotary_base: 5 }))!;
+      assert.equal(partial.model_config!.rotary_base, 5);
+      assert.equal(partial.model_config!.qk_scale, LEGACY_ARCHITECTURE.qk_scale);
+      assert.equal(m.patchMeta!(meta({ ...CURRENT_CONFIG })), null);
+      assert.equal(m.patchMeta!({ ...meta(), config: { hidden: 3 } }), null);
+      assert.equal(m.patchMeta!(meta()), null);
+    });
+  });
+
   describe('per-layer-scalars', () => {
     const m = migration('per-layer-scalars');
 
@@ -409,6 +445,7 @@ function tests(): void {
             assert.deepEqual(tensors ? sortedKeys(tensors) : null, keys);
             // And the first pass left the checkpoint in today's shape.
             assert.ok(first.meta.model_config!.window_pattern !== undefined);
+            assert.equal(first.meta.model_config!.rotary_base, LEGACY_ARCHITECTURE.rotary_base);
             if (cfg.n_head !== undefined) assert.ok(first.meta.model_config!.n_kv_head !== undefined);
             if (tensors) {
               assert.ok(
@@ -449,6 +486,7 @@ function tests(): void {
         ...OLD_CONFIG,
         window_pattern: 'L',
         n_kv_head: OLD_CONFIG.n_head,
+        ...LEGACY_ARCHITECTURE,
       });
       assert.deepEqual(sortedKeys(loaded.model!), [
         'lm_head.weight',
@@ -479,7 +517,11 @@ function tests(): void {
     it('without the model, applies only the meta migrations', async () => {
       const loaded = await loadCheckpoint(dir, 10, { loadModel: false });
       assert.equal(loaded.model, null);
-      assert.deepEqual(loaded.migrations, ['window-pattern-default', 'n-kv-head-default']);
+      assert.deepEqual(loaded.migrations, [
+        'window-pattern-default',
+        'n-kv-head-default',
+        'architecture-constants',
+      ]);
     });
 
     it('reports no migrations for a current checkpoint', async () => {

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { metaFile } from '../../checkpoint';
 import { buildModel } from '../../model/build';
-import { normalizeConfig, parameterShapes } from '../../model/config';
+import { ARCHITECTURES, normalizeConfig, parameterShapes } from '../../model/config';
 import { tempDir } from '../helpers/tmp';
 
 const PYTHON = process.env.PYTHON ?? 'python3';
@@ -191,5 +191,50 @@ describe('ckpt import', () => {
       /^2: .*neither inline JSON nor a readable file/,
     );
     assert.ok(!existsSync(join(dir, metaFile(2))));
+  });
+
+  it('--architecture names the nanochat version; an unknown one or a contradicting constant is refused', () => {
+    const work = tempDir();
+    const file = join(work, 'model.safetensors');
+    const config = JSON.stringify({ ...CONFIG, qk_scale: 1.2 });
+    assert.match(
+      runImport([file, work, '--step', '1', '--config', config, '--architecture', 'nanochat-2026-03-09'])
+        .error,
+      /^2: --config sets qk_scale = 1\.2, but --architecture nanochat-2026-03-09 has 1\.15/,
+    );
+    assert.match(
+      runImport([file, work, '--step', '1', '--config', config, '--architecture', 'gpt2']).error,
+      /^2: --architecture must be one of nanochat-2026-03-14, nanochat-2026-03-09, .*, got "gpt2"/,
+    );
+    assert.match(
+      runImport([file, work, '--step', '1', '--architecture', 'legacy']).error,
+      /^2: --architecture describes the model of --config/,
+    );
+  });
+
+  it('records the architecture it was given, which the built model then has', async () => {
+    const work = tempDir();
+    const file = join(work, 'model.safetensors');
+    const legacy = normalizeConfig({ ...CONFIG, ...ARCHITECTURES['nanochat-2026-01-16']! });
+    pythonStateDict(file, parameterShapes(legacy), '');
+    const dir = join(work, 'ckpt');
+    const run = runImport([
+      file,
+      dir,
+      '--step',
+      '3',
+      '--config',
+      JSON.stringify(CONFIG),
+      '--architecture',
+      'nanochat-2026-01-16',
+    ]);
+    assert.equal(run.code, 0, run.error);
+    const built = await buildModel(dir, 3);
+    try {
+      assert.deepEqual(built.model.config, { ...legacy, window_pattern: 'L' });
+      assert.ok(!built.migrations.includes('architecture-constants'));
+    } finally {
+      built.model.dispose();
+    }
   });
 });

@@ -2,15 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { backendName, initBackend } from '../../model/backend';
 import { BackendUnavailableError } from '../../model/errors';
+import { installed } from '../helpers/installed';
 
-function installed(pkg: string): boolean {
-  try {
-    require.resolve(pkg);
-    return true;
-  } catch {
-    return false;
-  }
-}
 const nativeInstalled = installed('@tensorflow/tfjs-node') || installed('@tensorflow/tfjs-node-gpu');
 
 // One process per test file: these run in order against a fresh backend state.

@@ -130,7 +130,8 @@ test('fromTensors rejects missing, unexpected and mis-shaped names in one error'
   // The same check on checkpoint tensors, before anything is copied to the backend.
   const named = src.namedTensors();
   delete named['resid_lambdas'];
-  named['transformer.wte.weight'] = { dtype: 'F16', shape: [257, 32], data: new Uint16Array(257 * 32) };
+  const wteShape = parameterShapes(tiny)['transformer.wte.weight']!;
+  named['transformer.wte.weight'] = { dtype: 'F16', shape: wteShape, data: new Uint16Array(320 * 32) };
   assert.throws(
     () => GPT.fromNamedTensors(tf, tiny, named),
     /missing: resid_lambdas; mismatched: transformer\.wte\.weight \(expected F32, got F16\)/,
@@ -186,6 +187,10 @@ test('logits: shape, causality, and loss ignores targets < 0', () => {
   assert.ok(Number.isFinite(full) && full > 0);
   assert.throws(() => model.logits(tokens(1, 17)), /sequence_len/);
   assert.throws(() => model.logits(tf.zeros([1, 4]) as ReturnType<TF['tensor2d']>), /int32/);
+  assert.throws(
+    () => model.logits(tf.tensor2d([[1, 257]], [1, 2], 'int32')),
+    /id 257 is outside the vocabulary/,
+  );
   model.dispose();
 });
 
@@ -198,9 +203,10 @@ test('sliding-window mask: S sees the last sequence_len/2 tokens, L sees all, GQ
   assert.ok(at(l, 5, 0) && !at(l, 0, 1) && at(l, T + 5, 0) && !at(l, T, 1));
 });
 
-test('an S layer attends to the current and previous sequence_len/2 tokens only', () => {
-  // Layer 1 (always full) gets a zero attention projection, so only layer 0 mixes positions.
-  const config = normalizeConfig({ ...tiny, window_pattern: 'S' }); // sequence_len 16: window 8
+test('an S layer attends to the current and previous sequence_len/2 tokens only (short_window half)', () => {
+  // Layer 1 (always full) gets a zero attention projection, so only layer 0 mixes positions; no smear, which
+  // mixes each token's previous one in before the first layer.
+  const config = normalizeConfig({ ...tiny, window_pattern: 'S', short_window: 'half', smear: false }); // window 8
   const model = GPT.initialize(tf, config, 9);
   model
     .parameters()
