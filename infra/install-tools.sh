@@ -3,9 +3,19 @@
 #   - the Temporal CLI (its dev server is a real Temporal server), from the Go module proxy;
 #   - versitygw, an S3-compatible server (posix backend), from the Go module proxy;
 #   - Python's safetensors + numpy, for the format interoperability tests;
-#   - Chromium (Debian's package, /usr/bin/chromium), for the report test that renders the page headless.
+#   - Chromium (Debian's package, /usr/bin/chromium), for the report test that renders the page headless;
+#   - with --native (or --gpu), the native TensorFlow backend: infra/install-native.sh (--gpu: with CUDA).
 # Prints where each tool is. Safe to run repeatedly.
 set -euo pipefail
+
+native=()
+for arg in "$@"; do
+  case "$arg" in
+    --native) native=(bash "$(dirname "$0")/install-native.sh") ;;
+    --gpu) native=(bash "$(dirname "$0")/install-native.sh" --gpu) ;;
+    *) echo "install-tools: unknown option $arg (--native or --gpu)" >&2; exit 2 ;;
+  esac
+done
 
 gobin() {
   local bin
@@ -62,6 +72,8 @@ if [ ! -x "$CHROMIUM" ]; then
     echo "install-tools:   sudo apt-get install chromium, or set CHROMIUM_PATH; the report test fails without it" >&2
   fi
 fi
+
+if [ ${#native[@]} -gt 0 ]; then "${native[@]}"; fi
 
 echo "temporal: $(find_tool temporal)"
 echo "versitygw: $(find_tool versitygw || echo missing)"
