@@ -54,7 +54,7 @@ log() { echo "install-native: $*" >&2; }
 
 # Loads the package in a fresh process and runs one op; prints the backend and TensorFlow's version.
 probe() {
-  TF_CPP_MIN_LOG_LEVEL=3 node -e "
+  TF_CPP_MIN_LOG_LEVEL=3 TF_ENABLE_ONEDNN_OPTS=${TF_ENABLE_ONEDNN_OPTS:-0} node -e "
     const tf = require('$package');
     if (tf.add(tf.scalar(1), 1).dataSync()[0] !== 2) throw new Error('1 + 1 != 2');
     console.log(tf.getBackend() + ', TensorFlow ' + tf.backend().binding.TF_Version);
