@@ -130,14 +130,14 @@ function loadOptional(pkg: string): void {
 }
 
 /**
- * TensorFlow's C++ start-up lines (CPU features, oneDNN) go straight to stderr. Keep its log to warnings and
- * up (TF_CPP_MIN_LOG_LEVEL=2) unless the user set a level (`ckpt --debug` sets 0). The oneDNN notice is
- * printed before that level applies, whenever oneDNN's custom ops are on: they are off unless the user turns
- * them on (TF_ENABLE_ONEDNN_OPTS=1), which measured no faster on these models (BENCHMARKS.md).
+ * TensorFlow's C++ start-up lines (CPU features, devices) go straight to stderr. Keep its log to warnings and
+ * up (TF_CPP_MIN_LOG_LEVEL=2) unless the user set a level (`ckpt --debug` sets 0). One notice escapes any
+ * level: the "oneDNN custom operations are on" line that libtensorflow_framework prints while it is being
+ * loaded. Only TF_ENABLE_ONEDNN_OPTS=0 removes it, and that costs speed on larger models (BENCHMARKS.md), so
+ * it stays the user's choice.
  */
 function quietNativeStartup(): void {
   process.env.TF_CPP_MIN_LOG_LEVEL ??= '2';
-  process.env.TF_ENABLE_ONEDNN_OPTS ??= '0';
 }
 
 async function setBackend(name: string): Promise<void> {
