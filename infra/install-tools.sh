@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the external tools the tests and the local pipeline need, when missing:
-#   - the Temporal CLI (its dev server is a real Temporal server), from the Go module proxy;
+#   - the Temporal CLI (its dev server is a real Temporal server): the Temporal SDK's download where Temporal's
+#     release host is reachable, else `go install` from the Go module proxy (infra/temporal.ts says which);
 #   - versitygw, an S3-compatible server (posix backend), from the Go module proxy;
 #   - Python's safetensors + numpy, for the format interoperability tests;
 #   - Chromium (Debian's package, /usr/bin/chromium), for the report test that renders the page headless;
@@ -45,11 +46,7 @@ install_go_tool() {
   return 1
 }
 
-# Later Temporal CLI tags carry `replace` directives and cannot be `go install`ed.
-install_go_tool temporal \
-  github.com/temporalio/cli/cmd/temporal@v1.5.1 \
-  github.com/temporalio/cli/cmd/temporal@v1.5.0 \
-  github.com/temporalio/cli/cmd/temporal@v1.4.1
+temporal=$(node --import tsx "$(dirname "$0")/temporal.ts")
 if [ "${SKIP_S3_SERVER:-0}" != 1 ]; then
   install_go_tool versitygw github.com/versity/versitygw/cmd/versitygw@v1.7.0 || \
     echo "install-tools: versitygw unavailable; S3 tests fall back to moto_server if present" >&2
@@ -75,7 +72,7 @@ fi
 
 if [ ${#native[@]} -gt 0 ]; then "${native[@]}"; fi
 
-echo "temporal: $(find_tool temporal)"
+echo "temporal: $temporal"
 echo "versitygw: $(find_tool versitygw || echo missing)"
 echo "chromium: $([ -x "$CHROMIUM" ] && echo "$CHROMIUM" || echo missing)"
 echo "python safetensors: $(python3 -c 'import safetensors; print(safetensors.__version__)')"
