@@ -51,6 +51,8 @@ stamp="$wheel==$TF_VERSION tfjs-node $TFJS_NODE_VERSION node-abi $(node -p proce
 log() { echo "install-native: $*" >&2; }
 
 [ "$(uname -sm)" = "Linux x86_64" ] || { log "only Linux x86_64 is supported (TensorFlow's wheels)"; exit 1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 
 # Loads the package in a fresh process and runs one op; prints the backend and TensorFlow's version.
 probe() {
@@ -76,8 +78,6 @@ if [ ! -f "$pkgdir/package.json" ]; then
   [ -f node_modules/@mapbox/node-pre-gyp/package.json ] ||
     { log "$package needs tfjs-node's dependencies: run npm ci first, or install $package yourself"; exit 1; }
   log "npm pack $package@$TFJS_NODE_VERSION"
-  tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' EXIT
   (cd "$tmp" && npm pack --silent "$package@$TFJS_NODE_VERSION" >/dev/null)
   mkdir -p "$pkgdir"
   tar xzf "$tmp"/*.tgz -C "$pkgdir" --strip-components=1
@@ -93,7 +93,8 @@ else
   log "downloading $wheel==$TF_VERSION with pip into the cache $cache"
   rm -rf "$cache"
   mkdir -p "$cache/lib" "$cache/include"
-  wheels=$(mktemp -d)
+  wheels="$tmp/wheels"
+  mkdir -p "$wheels"
   # The libraries do not depend on the Python version: pin one wheel (cp311, manylinux_2_27) for all hosts.
   pip_download() {
     python3 -m pip download --quiet --no-deps --no-cache-dir --only-binary=:all: \
@@ -152,7 +153,7 @@ with zipfile.ZipFile(wheel) as z:
 PY
     done
   fi
-  rm -rf "$wheels"
+  rm -rf "$wheels"  # 274 MB (the CUDA wheels: about 3 GB) that the cache does not need
   if command -v strip >/dev/null 2>&1; then
     strip --strip-unneeded "$cache"/lib/*.so.*
   else
@@ -163,7 +164,7 @@ fi
 
 # ---------------------------------------------------------------------------------------------- layout
 log "laying out $pkgdir/deps"
-rm -rf "$pkgdir/deps" "$pkgdir/lib" "$pkgdir/build"
+rm -rf "${pkgdir:?}/deps" "${pkgdir:?}/lib" "${pkgdir:?}/build"
 mkdir -p "$pkgdir/deps/lib"
 # Hard links when the cache is on the same file system (no copy, and the binding survives a cleared cache).
 cp -rl "$cache/include" "$pkgdir/deps/" 2>/dev/null || cp -r "$cache/include" "$pkgdir/deps/"
