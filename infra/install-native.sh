@@ -12,10 +12,10 @@
 # (stripped) and the headers are kept, in a cache outside the checkout ($TEMPORAL_CKPT_CACHE, default
 # ${XDG_CACHE_HOME:-~/.cache}/temporal-ckpt); `npm ci` or `npm install` deletes the package's deps/ and
 # binding, and a re-run then rebuilds from the cache without downloading. Safe to run repeatedly.
-# Needs: node and npm, python3 with pip, a C++ compiler and make, and Node's headers (found beside the node
-# executable; otherwise node-gyp fetches them).
+# Run it from the root of the project whose node_modules gets the binding (this checkout, or a project that
+# depends on temporal-ckpt). Needs: node and npm, python3 with pip, a C++ compiler and make, and Node's
+# headers (found beside the node executable; otherwise node-gyp fetches them).
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 TF_VERSION=2.21.0
 TFJS_NODE_VERSION=4.22.0
@@ -35,7 +35,7 @@ for arg in "$@"; do
   case "$arg" in
     --gpu) gpu=1 ;;
     --force) force=1 ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h | --help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "install-native: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -74,7 +74,7 @@ fi
 # is in node_modules after `npm ci`. tfjs-node-gpu is only an optional peer, which npm does not install
 # into the project that declares it; unpack it beside tfjs-node, whose dependencies are the same.
 if [ ! -f "$pkgdir/package.json" ]; then
-  [ "$gpu" = 1 ] || { log "$pkgdir is missing: run npm ci first"; exit 1; }
+  [ "$gpu" = 1 ] || { log "$PWD/$pkgdir is missing: run npm ci first (or npm install $package@$TFJS_NODE_VERSION --ignore-scripts)"; exit 1; }
   [ -f node_modules/@mapbox/node-pre-gyp/package.json ] ||
     { log "$package needs tfjs-node's dependencies: run npm ci first, or install $package yourself"; exit 1; }
   log "npm pack $package@$TFJS_NODE_VERSION"
