@@ -122,6 +122,8 @@ function mainUsage(commands: Command[]): string {
 
 export async function main(argv: string[]): Promise<number> {
   const debug = argv.includes('--debug');
+  // Read by native TensorFlow when it loads (model/backend.ts keeps it to warnings otherwise).
+  if (debug) process.env.TF_CPP_MIN_LOG_LEVEL ??= '0';
   try {
     const config = loadConfig();
     configureLogging({ level: config.logLevel, allRanks: config.logAllRanks, format: config.logFormat });

@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
 # Installs the external tools the tests and the local pipeline need, when missing:
-#   - the Temporal CLI (its dev server is a real Temporal server), from the Go module proxy;
+#   - the Temporal CLI (its dev server is a real Temporal server): the Temporal SDK's download where Temporal's
+#     release host is reachable, else `go install` from the Go module proxy (infra/temporal.ts says which);
 #   - versitygw, an S3-compatible server (posix backend), from the Go module proxy;
 #   - Python's safetensors + numpy, for the format interoperability tests;
 #   - Chromium (Debian's package, /usr/bin/chromium), for the report test that renders the page headless;
 #   - nginx (Debian's package), the TLS-terminating proxy in front of the dev server in the TLS test;
 #   - openssl, which makes that test's certificates.
+#   - with --native (or --gpu), the native TensorFlow backend: infra/install-native.sh (--gpu: with CUDA).
 # Prints where each tool is. Safe to run repeatedly.
 set -euo pipefail
+
+native=()
+for arg in "$@"; do
+  case "$arg" in
+    --native) native=(bash "$(dirname "$0")/install-native.sh") ;;
+    --gpu) native=(bash "$(dirname "$0")/install-native.sh" --gpu) ;;
+    *) echo "install-tools: unknown option $arg (--native or --gpu)" >&2; exit 2 ;;
+  esac
+done
 
 gobin() {
   local bin
@@ -37,11 +48,7 @@ install_go_tool() {
   return 1
 }
 
-# Later Temporal CLI tags carry `replace` directives and cannot be `go install`ed.
-install_go_tool temporal \
-  github.com/temporalio/cli/cmd/temporal@v1.5.1 \
-  github.com/temporalio/cli/cmd/temporal@v1.5.0 \
-  github.com/temporalio/cli/cmd/temporal@v1.4.1
+temporal=$(node --import tsx "$(dirname "$0")/temporal.ts")
 if [ "${SKIP_S3_SERVER:-0}" != 1 ]; then
   install_go_tool versitygw github.com/versity/versitygw/cmd/versitygw@v1.7.0 || \
     echo "install-tools: versitygw unavailable; S3 tests fall back to moto_server if present" >&2
@@ -86,7 +93,9 @@ if [ "${#missing_debs[@]}" -gt 0 ]; then
   fi
 fi
 
-echo "temporal: $(find_tool temporal)"
+if [ ${#native[@]} -gt 0 ]; then "${native[@]}"; fi
+
+echo "temporal: $temporal"
 echo "versitygw: $(find_tool versitygw || echo missing)"
 echo "moto_server: $(find_tool moto_server || echo missing)"
 echo "chromium: $([ -x "$CHROMIUM" ] && echo "$CHROMIUM" || echo missing)"

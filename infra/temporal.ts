@@ -1,11 +1,15 @@
 /**
  * A real Temporal server for development and tests: the Temporal CLI's dev server. Finds the `temporal`
- * binary (PATH, then Go's bin folder), installs it with `go install` when missing, and starts
+ * binary (PATH, Go's bin folder, the SDK's download in our cache), installs it when missing, and starts
  * `temporal server start-dev` on chosen ports with an in-memory or SQLite-file database.
+ * Installing tries the download that the Temporal SDK's test server uses (Temporal's own release host) first,
+ * then `go install` from the Go module proxy, and logs which route it took.
+ * Run directly (`node --import tsx infra/temporal.ts`), it installs the CLI if needed and prints its path.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
+import { homedir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { SEARCH_ATTRIBUTES } from '../workflows/visibility';
 
@@ -35,19 +39,74 @@ export function findTool(name: string): string | null {
   return bin && existsSync(join(bin, name)) ? join(bin, name) : null;
 }
 
-/** The temporal CLI, installed from the Go module proxy if missing. */
+/** Where the SDK's download of the CLI is kept: beside infra/install-native.sh's cache. */
+function cliDownloadDir(): string {
+  const cache =
+    process.env.TEMPORAL_CKPT_CACHE ??
+    join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'temporal-ckpt');
+  return join(cache, 'temporal-cli');
+}
+
+/** The newest executable the SDK left in the download folder, or null. */
+function downloadedCli(): string | null {
+  const dir = cliDownloadDir();
+  if (!existsSync(dir)) return null;
+  const found = readdirSync(dir)
+    .filter((name) => name.startsWith('temporal'))
+    .map((name) => join(dir, name))
+    .filter((path) => statSync(path).isFile() && (statSync(path).mode & 0o111) !== 0)
+    .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
+  return found[0] ?? null;
+}
+
+/**
+ * Lets @temporalio/testing download the CLI (it starts and stops a dev server to do so) into our cache.
+ * Runs in a child process because the SDK's API is asynchronous; fails fast where Temporal's release host is
+ * out of reach, and throws when the SDK's test package is not installed.
+ */
+function downloadWithSdk(): string {
+  const script = `
+    const { TestWorkflowEnvironment } = require('@temporalio/testing');
+    TestWorkflowEnvironment.createLocal({
+      server: { executable: { type: 'cached-download', downloadDir: process.argv[1] } },
+    }).then((env) => env.teardown()).catch((err) => { console.error(err.message); process.exit(1); });`;
+  execFileSync(process.execPath, ['-e', script, cliDownloadDir()], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    timeout: 300_000,
+  });
+  const path = downloadedCli();
+  if (!path) throw new Error(`the SDK ran but left no temporal executable in ${cliDownloadDir()}`);
+  return path;
+}
+
+/** The temporal CLI: found, else downloaded the SDK's way, else installed from the Go module proxy. */
 export function ensureTemporalCli(
   log: (msg: string) => void = (m) => process.stderr.write(m + '\n'),
 ): string {
-  const found = findTool('temporal');
+  const found = findTool('temporal') ?? downloadedCli();
   if (found) return found;
   const errors: string[] = [];
+  try {
+    log(`installing the Temporal CLI: Temporal SDK download into ${cliDownloadDir()}`);
+    const path = downloadWithSdk();
+    log(`Temporal CLI: downloaded by the Temporal SDK (${path})`);
+    return path;
+  } catch (err) {
+    const reason = String((err as { stderr?: Buffer }).stderr ?? (err as Error).message)
+      .trim()
+      .split('\n')[0];
+    errors.push(`SDK download: ${reason}`);
+    log(`Temporal CLI: the SDK download failed (${reason}); falling back to go install`);
+  }
   for (const module of CLI_MODULES) {
     log(`installing the Temporal CLI: go install ${module} (one time, a few minutes)`);
     try {
       execFileSync('go', ['install', module], { stdio: ['ignore', 'inherit', 'inherit'] });
       const path = findTool('temporal');
-      if (path) return path;
+      if (path) {
+        log(`Temporal CLI: built with go install ${module} (${path})`);
+        return path;
+      }
     } catch (err) {
       errors.push(`${module}: ${(err as Error).message}`);
     }
@@ -165,3 +224,5 @@ async function waitForPort(
   }
   throw new Error(`temporal server did not listen on ${host}:${port} within ${timeoutMs} ms`);
 }
+
+if (require.main === module) process.stdout.write(ensureTemporalCli() + '\n');

@@ -1,8 +1,8 @@
 /**
  * Picks the tfjs compute backend once per process: native TensorFlow with GPU, native TensorFlow on CPU,
  * WebAssembly (XNNPACK, SIMD, single-threaded in Node) and finally tfjs's pure-JS 'cpu' kernels. The first that
- * loads wins. The native packages are optional peers: they download libtensorflow at install time, so they are
- * only required when present and never declared as dependencies.
+ * loads wins. The native packages are optional peers (their binding is built by infra/install-native.sh or by
+ * their own install script), so they are only required when present.
  */
 import * as tfjs from '@tensorflow/tfjs';
 import { BackendUnavailableError } from './errors';
@@ -102,19 +102,42 @@ async function activate(choice: BackendChoice): Promise<void> {
 
 /** require() of an optional peer, with "not installed" told apart from "installed but failed to load". */
 function loadOptional(pkg: string): void {
-  // Native TensorFlow logs C++ info lines on load; keep them to warnings and up unless the user asked.
-  process.env.TF_CPP_MIN_LOG_LEVEL ??= '2';
+  quietNativeStartup();
+  const env = tfjs.env();
+  const prod = env.getBool('PROD');
+  // A native package registers its kernels before it loads its binding: when tfjs-node-gpu failed, tfjs-node
+  // registers the same kernels again, and tfjs would warn once per kernel.
+  env.set('PROD', true);
   try {
     // A variable, not a literal, so neither TypeScript nor a bundler tries to resolve the optional package.
     const name: string = pkg;
     require(name);
   } catch (err) {
     const code = (err as { code?: string }).code;
-    if (code === 'MODULE_NOT_FOUND' && String((err as Error).message).includes(pkg)) {
+    const message = String((err as Error).message);
+    if (code === 'MODULE_NOT_FOUND' && message.includes(pkg)) {
       throw new Error(`${pkg} is not installed`, { cause: err });
     }
-    throw new Error(`${pkg} failed to load: ${(err as Error).message}`, { cause: err });
+    if (message.includes('tfjs_binding.node')) {
+      throw new Error(`${pkg} has no native binding (build it: bash infra/install-native.sh)`, {
+        cause: err,
+      });
+    }
+    throw new Error(`${pkg} failed to load: ${message.split('\n')[0]}`, { cause: err });
+  } finally {
+    env.set('PROD', prod);
   }
+}
+
+/**
+ * TensorFlow's C++ start-up lines (CPU features, devices) go straight to stderr. Keep its log to warnings and
+ * up (TF_CPP_MIN_LOG_LEVEL=2) unless the user set a level (`ckpt --debug` sets 0). One notice escapes any
+ * level: the "oneDNN custom operations are on" line that libtensorflow_framework prints while it is being
+ * loaded. Only TF_ENABLE_ONEDNN_OPTS=0 removes it, and that costs speed on larger models (BENCHMARKS.md), so
+ * it stays the user's choice.
+ */
+function quietNativeStartup(): void {
+  process.env.TF_CPP_MIN_LOG_LEVEL ??= '2';
 }
 
 async function setBackend(name: string): Promise<void> {

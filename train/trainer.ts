@@ -269,6 +269,14 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
   };
   if (loaded) log0(`resuming ${store.location} from step ${startStep} (target ${target})`);
   else log0(`training ${store.location} from scratch to step ${target} on ${backend}`);
+  const savedOn = loaded?.meta.backend;
+  if (typeof savedOn === 'string' && savedOn !== backend) {
+    // Kernels differ in rounding and reduction order: same checkpoint, a different path from here on.
+    log0(
+      `step ${startStep} was saved on the ${savedOn} backend and resumes on ${backend}: the trajectory will ` +
+        `differ from a run on one backend`,
+    );
+  }
 
   const saved: number[] = [];
   const saveStarted = new Map<number, number>();

@@ -1,13 +1,14 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { AdamW, decays } from '../../model/adamw';
+import { TEST_BACKEND } from '../helpers/backend';
 import { initBackend, type TF } from '../../model/backend';
 import { ModelInputError, TensorSetMismatchError } from '../../model/errors';
 import type { Variable, Tensor as TfTensor } from '@tensorflow/tfjs';
 
 let tf: TF;
 before(async () => {
-  tf = (await initBackend({ force: 'wasm', log: () => undefined })).tf;
+  tf = (await initBackend({ force: TEST_BACKEND, log: () => undefined })).tf;
 });
 
 let uid = 0;

@@ -1,5 +1,6 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
+import { TEST_BACKEND } from '../helpers/backend';
 import { initBackend, type TF } from '../../model/backend';
 import { TensorSetMismatchError } from '../../model/errors';
 import { GPT, initializerCalls, normalizeConfig, parameterShapes, type GPTConfig } from '../../model/gpt';
@@ -8,7 +9,7 @@ import type { NamedTensors } from '../../checkpoint/tensors';
 
 let tf: TF;
 before(async () => {
-  tf = (await initBackend({ force: 'wasm', log: () => undefined })).tf;
+  tf = (await initBackend({ force: TEST_BACKEND, log: () => undefined })).tf;
 });
 
 const tiny: GPTConfig = normalizeConfig({

@@ -1,6 +1,7 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { AdamW } from '../../model/adamw';
+import { TEST_BACKEND } from '../helpers/backend';
 import { initBackend, type TF } from '../../model/backend';
 import { DEFAULT_CONFIG, GPT, normalizeConfig } from '../../model/gpt';
 import { ByteTokenizer } from '../../model/tokenizer';
@@ -8,7 +9,7 @@ import type { NamedTensors } from '../../checkpoint/tensors';
 
 let tf: TF;
 before(async () => {
-  tf = (await initBackend({ force: 'wasm', log: () => undefined })).tf;
+  tf = (await initBackend({ force: TEST_BACKEND, log: () => undefined })).tf;
 });
 
 const config = normalizeConfig(DEFAULT_CONFIG); // d2, n_embd 64, seq 64

@@ -137,7 +137,7 @@ describe('the published package', { timeout: 600_000 }, () => {
     { timeout: 600_000 },
   );
 
-  it('ships dist/ (JS, declarations, source maps), bin, data, the docs and the licence, and no TypeScript sources or tests', () => {
+  it('ships dist/ (JS, declarations, source maps), bin, data, the docs, the native installer and the licence, and no TypeScript sources or tests', () => {
     for (const f of [
       'package.json',
       'README.md',
@@ -155,6 +155,7 @@ describe('the published package', { timeout: 600_000 }, () => {
       'dist/workflows/index.js',
       'dist/workers/worker.js',
       'dist/temporal.config.js',
+      'infra/install-native.sh',
     ]) {
       assert.ok(files.includes(f), `${f} is not in the tarball`);
     }
@@ -177,6 +178,7 @@ describe('the published package', { timeout: 600_000 }, () => {
       'data',
       'dist',
       'docs',
+      'infra',
       'package.json',
     ]);
   });

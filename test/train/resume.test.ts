@@ -61,6 +61,7 @@ describe('exact resume', () => {
     ]);
     assert.equal(second.code, 0, second.stderr);
     assert.match(second.stderr, /resuming .* from step 8/);
+    assert.doesNotMatch(second.stderr, /trajectory will differ|from scratch/);
     assertSameState(dirOf(root, 'straight'), dirOf(root, 'resumed'), 12);
     // Saves every K steps and at the end, never at step 0 nor at the resume step.
     assert.deepEqual(await committedSteps(dirOf(root, 'resumed')), [4, 8, 12]);
@@ -112,6 +113,31 @@ describe('exact resume', () => {
     ]);
     assert.equal(resumed.code, 0, resumed.stderr);
     assertSameState(dirOf(root, 'straight'), dirOf(copy, 'straight'), 12);
+  });
+});
+
+describe('resume on another backend', () => {
+  it('continues from the checkpoint, records the new backend and says the trajectory will differ', async () => {
+    const root = tempDir();
+    const args = ['train', '--root', root, '--tag', 'moved', ...MODEL, '--save-every', '2'];
+    const first = ckpt([...args, '--steps', '2']);
+    assert.equal(first.code, 0, first.stderr);
+    const dir = dirOf(root, 'moved');
+    const savedOn = (await loadCheckpoint(dir, 2, { loadModel: false })).meta.backend;
+    const other = savedOn === 'cpu' ? 'wasm' : 'cpu';
+    const second = ckpt(['train', '--root', root, '--tag', 'moved', '--resume', '--steps', '4'], {
+      CKPT_BACKEND: other,
+    });
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stderr, /resuming .* from step 2/);
+    assert.doesNotMatch(second.stderr, /from scratch/);
+    assert.match(
+      second.stderr,
+      new RegExp(
+        `step 2 was saved on the ${savedOn} backend and resumes on ${other}: the trajectory will differ`,
+      ),
+    );
+    assert.equal((await loadCheckpoint(dir, 4, { loadModel: false })).meta.backend, other);
   });
 });
 
