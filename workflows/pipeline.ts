@@ -23,6 +23,7 @@ import {
   patched,
   proxyActivities,
   setHandler,
+  TemporalFailure,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { ControlActivities, TrainActivities } from '../activities';
@@ -51,6 +52,12 @@ export const PAUSE_WHILE_STARTING_PATCH = 'pipeline-pause-while-starting-v1';
  * upserts that runs cancelled before the fix do not have.
  */
 export const CANCELLED_STATE_PATCH = 'pipeline-cancelled-state-v1';
+
+/**
+ * A pipeline that failed (a segment's non-retryable error, retries exhausted) used to end with its memo,
+ * status and CkptState still 'running'; it now says 'failed' before it ends.
+ */
+export const FAILED_STATE_PATCH = 'pipeline-failed-state-v1';
 
 /**
  * A run that starts on a directory with checkpoints reads its best metric from their eval results (before,
@@ -105,7 +112,7 @@ export interface PipelineInput {
 }
 
 export type PipelineStateName =
-  'starting' | 'running' | 'paused' | 'stopping' | 'completed' | 'stopped' | 'cancelled';
+  'starting' | 'running' | 'paused' | 'stopping' | 'completed' | 'stopped' | 'cancelled' | 'failed';
 
 export interface PipelineState {
   state: PipelineStateName;
@@ -344,6 +351,10 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
         s.step = s.lastCheckpoint ?? s.step;
       });
       s.state = 'cancelled';
+      visibility.update(s);
+    } else if (err instanceof TemporalFailure && !isCancellation(err) && patched(FAILED_STATE_PATCH)) {
+      // What fails the workflow (not a bug in it, which fails only the task and is retried).
+      s.state = 'failed';
       visibility.update(s);
     }
     throw err;

@@ -195,6 +195,8 @@ describe('the claim on the directory', SUITE, () => {
     const err = await run.handle.result().catch((e: unknown) => e);
     assert.equal(applicationFailureOf(err).type, 'ProgramConfigError');
     assert.deepEqual(releases(run), [{ dir: DIR, workflowId: run.id }]);
+    // The memo says how it ended, as for a cancelled or completed pipeline.
+    assert.equal((await run.handle.describe()).memo?.state, 'failed');
   });
 
   it('is released when the pipeline is cancelled', async () => {
