@@ -1,22 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
 import { backendName, initBackend } from '../../model/backend';
 import { BackendUnavailableError } from '../../model/errors';
-import { installed } from '../helpers/installed';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { installed, loads } from '../helpers/installed';
 
 const ROOT = join(__dirname, '..', '..');
-
-/** Whether a package loads in a fresh process: the oracle, independent of model/backend.ts. */
-function loads(pkg: string): boolean {
-  const res = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(pkg)})`], {
-    cwd: ROOT,
-    env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '3', TF_ENABLE_ONEDNN_OPTS: '0' },
-    encoding: 'utf8',
-  });
-  return res.status === 0;
-}
 
 const NATIVE = { gpu: '@tensorflow/tfjs-node-gpu', cpu: '@tensorflow/tfjs-node' } as const;
 const gpuLoads = loads(NATIVE.gpu);

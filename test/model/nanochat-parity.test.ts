@@ -11,7 +11,7 @@ import { before, describe, it } from 'node:test';
 import { initBackend, type BackendChoice } from '../../model/backend';
 import { buildModel } from '../../model/build';
 import { GPT, normalizeConfig, type GPTConfig } from '../../model/gpt';
-import { installed } from '../helpers/installed';
+import { loads } from '../helpers/installed';
 import {
   importNanochatFixture,
   NANOCHAT_META,
@@ -25,7 +25,7 @@ const TOLERANCE = 1e-4;
 const BACKENDS: BackendChoice[] = [
   'cpu',
   'wasm',
-  ...(installed('@tensorflow/tfjs-node') ? ['tensorflow' as const] : []),
+  ...(loads('@tensorflow/tfjs-node') ? ['tensorflow' as const] : []),
 ];
 
 /** max |Δ| over all logits, and the positions whose argmax differs. */
