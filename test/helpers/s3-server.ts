@@ -8,7 +8,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -108,6 +108,23 @@ function exited(child: ChildProcess): Promise<void> {
 }
 
 /** The S3 server for the tests; `kind` asks for that one alone (a test that must run on both). */
+/**
+ * SIGSTOP, then wait until the kernel shows the process stopped: on a busy machine the signal can take a
+ * moment to land, and a request sent meanwhile would still be answered.
+ */
+function stopNow(child: ChildProcess): void {
+  child.kill('SIGSTOP');
+  const deadline = Date.now() + 2000;
+  while (Date.now() < deadline) {
+    try {
+      const stat = readFileSync(`/proc/${child.pid}/stat`, 'utf8');
+      if (/\) [Tt] /.test(stat)) return;
+    } catch {
+      return; // no /proc (not Linux): the signal alone
+    }
+  }
+}
+
 export async function startS3Server(kind?: 'versitygw' | 'moto'): Promise<S3TestServer> {
   const found = findS3Server(kind);
   if (!found) {
@@ -186,7 +203,7 @@ export async function startS3Server(kind?: 'versitygw' | 'moto'): Promise<S3Test
     },
     persistent: found.kind === 'versitygw',
     checksCredentials: found.kind === 'versitygw',
-    pause: () => void child.kill('SIGSTOP'),
+    pause: () => stopNow(child),
     resume: () => void child.kill('SIGCONT'),
   };
   const createBucket = async () => {
