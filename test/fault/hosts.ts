@@ -47,6 +47,7 @@ import {
   parseFileName,
   S3Connection,
   verifyCheckpoint,
+  writerEpochs,
   type Store,
 } from '../../checkpoint';
 import { ensureTemporalCli } from '../../infra/temporal';
@@ -131,7 +132,7 @@ async function outer(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('fault:hosts needs root (network namespaces)');
   const prefix = `ckh${randomBytes(3).toString('hex')}`;
   const work = mkdtempSync(join(tmpdir(), 'ckpt-fault-hosts-'));
-  let child: ChildProcess | undefined;
+  const running: { child?: ChildProcess } = {};
   const finish = (code: number) => {
     const n = cleanupRun(prefix);
     rmSync(work, { recursive: true, force: true });
@@ -143,7 +144,7 @@ async function outer(): Promise<void> {
     if (interrupted) return;
     interrupted = true;
     process.stderr.write(`${signal}: stopping the campaign and cleaning up\n`);
-    child?.kill('SIGTERM');
+    running.child?.kill('SIGTERM');
     setTimeout(() => finish(130), 5000).unref();
   };
   process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
@@ -155,7 +156,7 @@ async function outer(): Promise<void> {
     finish(1);
   }
   // nsenter --net keeps this mount namespace, so the campaign can make and remove namespaces itself.
-  child = spawn(
+  const child = spawn(
     'nsenter',
     [`--net=${nsPath(`${prefix}-obs`)}`, process.execPath, ...process.execArgv, process.argv[1]!],
     {
@@ -168,6 +169,7 @@ async function outer(): Promise<void> {
       stdio: 'inherit',
     },
   );
+  running.child = child;
   child.on('exit', (code, signal) => finish(interrupted ? 130 : (code ?? (signal ? 1 : 0))));
 }
 
@@ -388,6 +390,20 @@ class Watcher {
     }
   }
 
+  /** What the writer of `epoch` did after `cutAt`: its commits since, the last one's and its lease end's offsets. */
+  after(epoch: number, cutAt: number): string {
+    const late = [...this.manifests.values()].filter(
+      (m) => m.epoch === epoch && m.committedAt !== undefined && m.committedAt > cutAt,
+    );
+    const last = Math.max(...late.map((m) => m.committedAt!));
+    const until = this.expiry.get(epoch);
+    return (
+      `writer epoch ${epoch} (cut off): ${late.length} commit(s) after the cut` +
+      (late.length ? `, the last at +${last - cutAt} ms` : '') +
+      (until !== undefined ? `, lease ended at +${until - cutAt} ms` : '')
+    );
+  }
+
   /** Manifests committed by a writer after its lease's latest expiry seen; and those with no record seen. */
   zombies(): { zombie: string[]; noRecord: string[] } {
     const zombie: string[] = [];
@@ -399,7 +415,8 @@ class Watcher {
       }
       const until = this.expiry.get(m.epoch);
       if (until === undefined) noRecord.push(key);
-      else if (m.committedAt > until) zombie.push(`${key} (epoch ${m.epoch}, ${m.committedAt - until} ms late)`);
+      else if (m.committedAt > until)
+        zombie.push(`${key} (epoch ${m.epoch}, ${m.committedAt - until} ms late)`);
     }
     return { zombie, noRecord };
   }
@@ -617,15 +634,20 @@ async function inner(prefix: string, work: string): Promise<void> {
     dir: string,
     watcher: Watcher,
     note: string,
+    cut?: { epoch: number; at: number },
   ) => {
     const handle = client.workflow.getHandle(id);
     let state: PipelineState | undefined;
     let error = '';
     try {
-      await waitFor(`pipeline ${id} to end`, async () => (await handle.describe()).status.name !== 'RUNNING', {
-        timeoutMs: 300_000,
-        intervalMs: 500,
-      });
+      await waitFor(
+        `pipeline ${id} to end`,
+        async () => (await handle.describe()).status.name !== 'RUNNING',
+        {
+          timeoutMs: 300_000,
+          intervalMs: 500,
+        },
+      );
       state = (await handle.result()) as PipelineState;
     } catch (err) {
       const cause = (err as { cause?: { cause?: Error } }).cause?.cause;
@@ -639,9 +661,9 @@ async function inner(prefix: string, work: string): Promise<void> {
       bitwise = got.every((h, i) => h === reference[i]);
     }
     let torn = 0;
-    for (const m of watcher.manifests.values())
-      if (!(await verifyCheckpoint(store, m.step)).ok) torn++;
+    for (const m of watcher.manifests.values()) if (!(await verifyCheckpoint(store, m.step)).ok) torn++;
     const { zombie, noRecord } = watcher.zombies();
+    if (cut) note += `; ${watcher.after(cut.epoch, cut.at)}`;
     const rec: TrialRecord = {
       scenario,
       trial,
@@ -731,13 +753,18 @@ async function inner(prefix: string, work: string): Promise<void> {
         }
         const { id, watcher, delayMs, host } = await begin(tag);
         const at = `+${(delayMs / 1000).toFixed(1)} s`;
+        let cut: { epoch: number; at: number } | undefined;
         if (scenario === 'zombie' || scenario === 's3') {
           const link = scenario === 'zombie' ? host.links.tmp : host.links.s3;
           const outageMs = scenario === 'zombie' ? TTL_MS + 3000 + rng.int(3000) : 4000 + rng.int(6000);
+          const epoch = (await writerEpochs(openStore(dir))).at(-1) ?? 0;
           net.cut(link);
+          cut = { epoch, at: Date.now() };
           await sleep(outageMs);
           net.heal(link);
-          notes.push(`${host.name} cut from ${scenario === 'zombie' ? 'Temporal' : 'S3'} at ${at} for ${outageMs} ms`);
+          notes.push(
+            `${host.name} cut from ${scenario === 'zombie' ? 'Temporal' : 'S3'} at ${at} for ${outageMs} ms`,
+          );
         } else if (scenario === 'server') {
           const links = [...hosts, ctl, cli].map((h) => h.links.tmp);
           const outageMs = 4000 + rng.int(6000);
@@ -751,7 +778,7 @@ async function inner(prefix: string, work: string): Promise<void> {
           notes.push(`${host.name} lost at ${at}`);
           hosts.push(await trainHost());
         }
-        await finish(scenario, trial, id, dir, watcher, notes.join('; '));
+        await finish(scenario, trial, id, dir, watcher, notes.join('; '), cut);
       } catch (err) {
         records.push({
           scenario,
@@ -788,7 +815,12 @@ async function inner(prefix: string, work: string): Promise<void> {
         goal: 'all',
         ok: rs.every((r) => r.bitwise),
       },
-      { what: `${scenario}: torn checkpoints`, value: sum((r) => r.torn), goal: '0', ok: sum((r) => r.torn) === 0 },
+      {
+        what: `${scenario}: torn checkpoints`,
+        value: sum((r) => r.torn),
+        goal: '0',
+        ok: sum((r) => r.torn) === 0,
+      },
       {
         what: `${scenario}: committed files lost or overwritten`,
         value: sum((r) => r.lostOrOverwritten),
@@ -801,7 +833,12 @@ async function inner(prefix: string, work: string): Promise<void> {
         goal: '0',
         ok: sum((r) => r.zombie) === 0,
       },
-      { what: `${scenario}: segment retries (sum)`, value: sum((r) => r.retries), goal: '(counted)', ok: true },
+      {
+        what: `${scenario}: segment retries (sum)`,
+        value: sum((r) => r.retries),
+        goal: '(counted)',
+        ok: true,
+      },
     );
   }
   if (SCENARIOS.includes('twostarts')) {
