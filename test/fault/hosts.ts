@@ -55,8 +55,15 @@ import { SEARCH_ATTRIBUTES } from '../../workflows/visibility';
 import type { PipelineState } from '../../workflows/pipeline';
 import { ROOT } from '../helpers/cli';
 import { findS3Server } from '../helpers/s3-server';
-import { baseEnv, pendingActivities, sleep, SMALL_MODEL, waitFor, withTimeout } from '../helpers/temporal';
-import { envInt, report, Rng, SEED, type Goal } from './lib';
+import {
+  baseEnv,
+  pendingActivities,
+  sleep,
+  smallTrainFlags,
+  waitFor,
+  withTimeout,
+} from '../helpers/temporal';
+import { envInt, report, Rng, runGoals, SEED, zeroGoal, type Goal } from './lib';
 
 const BIN = join(ROOT, 'bin', 'ckpt.js');
 const TRIALS = envInt('FAULT_HOSTS_TRIALS', 10);
@@ -66,18 +73,10 @@ const SCENARIOS = (process.env.FAULT_HOSTS_SCENARIOS ?? ALL_SCENARIOS.join(','))
   .split(',')
   .filter(Boolean) as Scenario[];
 const TTL_MS = 5000;
-const STEPS = 300;
-const SEGMENT = 100;
+const STEPS = envInt('FAULT_HOSTS_STEPS', 300);
+const SEGMENT = envInt('FAULT_HOSTS_SEGMENT', 100);
 const SAVE_EVERY = 20;
-const TRAIN_FLAGS = [
-  ...SMALL_MODEL,
-  '--seed',
-  '7',
-  '--steps',
-  String(STEPS),
-  '--save-every',
-  String(SAVE_EVERY),
-];
+const TRAIN_FLAGS = smallTrainFlags(STEPS, SAVE_EVERY);
 const TEMPORAL_PORT = 7233;
 const S3_PORT = 7070;
 const pad = (step: number) => String(step).padStart(6, '0');
@@ -196,6 +195,10 @@ interface Worker {
   proc: ChildProcess;
   exited: Promise<void>;
   log(): string;
+  /** Bytes of stderr so far (a mark for since()). */
+  written(): number;
+  /** What it wrote since `mark` (at most the last 64 KiB). */
+  since(mark: number): string;
 }
 
 interface CliResult {
@@ -280,6 +283,21 @@ interface TrialRecord {
   retries: number;
   note: string;
 }
+
+/** A trial that did not get as far as a run to follow. */
+const notRun = (scenario: Scenario, trial: number, note: string): TrialRecord => ({
+  scenario,
+  trial,
+  completed: false,
+  bitwise: false,
+  torn: 0,
+  lostOrOverwritten: 0,
+  zombie: 0,
+  noRecord: 0,
+  committed: 0,
+  retries: -1,
+  note,
+});
 
 /**
  * Polls a checkpoint directory every ~200 ms: manifests and their files as first seen, writer records'
@@ -400,7 +418,7 @@ class Watcher {
     return (
       `writer epoch ${epoch} (cut off): ${late.length} commit(s) after the cut` +
       (late.length ? `, the last at +${last - cutAt} ms` : '') +
-      (until !== undefined ? `, lease ended at +${until - cutAt} ms` : '')
+      (until !== undefined ? `, its latest lease expiry seen +${until - cutAt} ms` : '')
     );
   }
 
@@ -516,15 +534,25 @@ async function inner(prefix: string, work: string): Promise<void> {
   const startWorker = async (host: Host, role: 'train' | 'control'): Promise<Worker> => {
     const proc = spawnIn(host.ns, process.execPath, [BIN, 'worker', '--role', role], hostEnv(host), 'pipe');
     let log = '';
+    let total = 0;
     let ready: () => void = () => undefined;
     const up = new Promise<void>((r) => (ready = r));
     proc.stderr!.on('data', (d: Buffer) => {
+      total += d.length;
       log = (log + d.toString()).slice(-65536);
       if (log.split('\n').some((l) => l.includes('Worker state changed') && /\bRUNNING\b/.test(l))) ready();
     });
     proc.stdout!.resume();
     const exited = exitedPromise(proc);
-    const worker: Worker = { role, pid: proc.pid!, proc, exited, log: () => log };
+    const worker: Worker = {
+      role,
+      pid: proc.pid!,
+      proc,
+      exited,
+      log: () => log,
+      written: () => total,
+      since: (mark) => log.slice(-Math.min(log.length, total - mark)),
+    };
     await withTimeout(
       Promise.race([
         up,
@@ -634,7 +662,7 @@ async function inner(prefix: string, work: string): Promise<void> {
     dir: string,
     watcher: Watcher,
     note: string,
-    cut?: { epoch: number; at: number },
+    cut?: { epoch: number; at: number; worker: Worker; mark: number },
   ) => {
     const handle = client.workflow.getHandle(id);
     let state: PipelineState | undefined;
@@ -663,7 +691,18 @@ async function inner(prefix: string, work: string): Promise<void> {
     let torn = 0;
     for (const m of watcher.manifests.values()) if (!(await verifyCheckpoint(store, m.step)).ok) torn++;
     const { zombie, noRecord } = watcher.zombies();
-    if (cut) note += `; ${watcher.after(cut.epoch, cut.at)}`;
+    if (cut) {
+      note += `; ${watcher.after(cut.epoch, cut.at)}`;
+      // How the cut-off writer stopped, in its worker's log (its training child logs there).
+      const said = cut.worker
+        .since(cut.mark)
+        .split('\n')
+        .filter((l) => /lease|taken over|fenced/i.test(l))
+        .map((l) => (/"msg":"([^"]*)"/.exec(l)?.[1] ?? l).slice(0, 240));
+      note += said.length
+        ? `; its worker logged: ${[...new Set(said)].join(' | ')}`
+        : '; its worker logged nothing about the lease';
+    }
     const rec: TrialRecord = {
       scenario,
       trial,
@@ -732,19 +771,7 @@ async function inner(prefix: string, work: string): Promise<void> {
           watcher.start();
           if (ok.length === 0) {
             await watcher.stop();
-            records.push({
-              scenario,
-              trial,
-              completed: false,
-              bitwise: false,
-              torn: 0,
-              lostOrOverwritten: 0,
-              zombie: 0,
-              noRecord: 0,
-              committed: 0,
-              retries: -1,
-              note: notes.join('; '),
-            });
+            records.push(notRun(scenario, trial, notes.join('; ')));
             continue;
           }
           // Both accepted: both run (counted above); the first is followed to the end.
@@ -753,13 +780,13 @@ async function inner(prefix: string, work: string): Promise<void> {
         }
         const { id, watcher, delayMs, host } = await begin(tag);
         const at = `+${(delayMs / 1000).toFixed(1)} s`;
-        let cut: { epoch: number; at: number } | undefined;
+        let cut: { epoch: number; at: number; worker: Worker; mark: number } | undefined;
         if (scenario === 'zombie' || scenario === 's3') {
           const link = scenario === 'zombie' ? host.links.tmp : host.links.s3;
           const outageMs = scenario === 'zombie' ? TTL_MS + 3000 + rng.int(3000) : 4000 + rng.int(6000);
           const epoch = (await writerEpochs(openStore(dir))).at(-1) ?? 0;
           net.cut(link);
-          cut = { epoch, at: Date.now() };
+          cut = { epoch, at: Date.now(), worker: host.worker!, mark: host.worker!.written() };
           await sleep(outageMs);
           net.heal(link);
           notes.push(
@@ -780,19 +807,13 @@ async function inner(prefix: string, work: string): Promise<void> {
         }
         await finish(scenario, trial, id, dir, watcher, notes.join('; '), cut);
       } catch (err) {
-        records.push({
-          scenario,
-          trial,
-          completed: false,
-          bitwise: false,
-          torn: 0,
-          lostOrOverwritten: 0,
-          zombie: 0,
-          noRecord: 0,
-          committed: 0,
-          retries: -1,
-          note: `${notes.join('; ')}; campaign error: ${(err as Error).message.slice(0, 500)}`,
-        });
+        records.push(
+          notRun(
+            scenario,
+            trial,
+            `${notes.join('; ')}; campaign error: ${(err as Error).message.slice(0, 500)}`,
+          ),
+        );
         process.stderr.write(`${scenario} ${trial}: campaign error: ${(err as Error).stack}\n`);
       }
     }
@@ -803,42 +824,17 @@ async function inner(prefix: string, work: string): Promise<void> {
     const rs = records.filter((r) => r.scenario === scenario);
     const sum = (f: (r: TrialRecord) => number) => rs.reduce((a, r) => a + f(r), 0);
     goals.push(
-      {
-        what: `${scenario}: runs completed`,
-        value: `${rs.filter((r) => r.completed).length}/${rs.length}`,
-        goal: `all of ≥ ${TRIALS}`,
-        ok: rs.length >= TRIALS && rs.every((r) => r.completed),
-      },
-      {
-        what: `${scenario}: final files bitwise equal`,
-        value: `${rs.filter((r) => r.bitwise).length}/${rs.length}`,
-        goal: 'all',
-        ok: rs.every((r) => r.bitwise),
-      },
-      {
-        what: `${scenario}: torn checkpoints`,
-        value: sum((r) => r.torn),
-        goal: '0',
-        ok: sum((r) => r.torn) === 0,
-      },
-      {
-        what: `${scenario}: committed files lost or overwritten`,
-        value: sum((r) => r.lostOrOverwritten),
-        goal: '0',
-        ok: sum((r) => r.lostOrOverwritten) === 0,
-      },
-      {
-        what: `${scenario}: zombie commits`,
-        value: `${sum((r) => r.zombie)} (of ${sum((r) => r.committed)} commits; ${sum((r) => r.noRecord)} without a record seen)`,
-        goal: '0',
-        ok: sum((r) => r.zombie) === 0,
-      },
-      {
-        what: `${scenario}: segment retries (sum)`,
-        value: sum((r) => r.retries),
-        goal: '(counted)',
-        ok: true,
-      },
+      ...runGoals(scenario, rs, TRIALS, [
+        zeroGoal(
+          `${scenario}: committed files lost or overwritten`,
+          sum((r) => r.lostOrOverwritten),
+        ),
+        zeroGoal(
+          `${scenario}: zombie commits`,
+          sum((r) => r.zombie),
+          `${sum((r) => r.zombie)} (of ${sum((r) => r.committed)} commits; ${sum((r) => r.noRecord)} without a record seen)`,
+        ),
+      ]),
     );
   }
   if (SCENARIOS.includes('twostarts')) {
