@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
-import { readClaim } from '../../checkpoint';
+import { createClaim, newClaim, readClaim, releaseClaim } from '../../checkpoint';
 import {
   SMALL_MODEL,
   temporalCli as temporalCliOf,
@@ -93,6 +93,52 @@ describe('one pipeline per directory', () => {
     assert.equal(taken.code, 0, taken.stderr);
     assert.match(taken.stderr, /taking .* over from pipeline claim-a \(--take-over; its claim was closed\)/);
     assert.equal((await readClaim(dir()))?.workflow_id, 'claim-c');
+  });
+
+  it('a claim whose workflow the server does not know yet is held (a start between its claim and its workflow), stale only after a minute', async () => {
+    const startingDir = join(root(), 'base_checkpoints', 'starting');
+    const args = (id: string, ...more: string[]) => [
+      'pipeline',
+      'start',
+      '--root',
+      root(),
+      '--tag',
+      'starting',
+      ...SMALL_MODEL,
+      '--steps',
+      '4',
+      '--id',
+      id,
+      ...more,
+    ];
+    assert.ok(await createClaim(startingDir, newClaim('claim-starting', 'default', env.address)));
+    const refused = await env.ckpt(args('claim-other', '--take-over'));
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(errorLine(refused.stderr), /is held by pipeline claim-starting, which is starting/);
+    const train = await env.ckpt([
+      'train',
+      '--root',
+      root(),
+      '--tag',
+      'starting',
+      ...SMALL_MODEL,
+      '--steps',
+      '2',
+    ]);
+    assert.equal(train.code, 2, train.stderr);
+    assert.match(errorLine(train.stderr), /is held by pipeline claim-starting, which is starting/);
+
+    // The same claim two minutes old: its start never got as far as the workflow, so it is stale.
+    await releaseClaim(startingDir, 'claim-starting');
+    const old = {
+      ...newClaim('claim-starting', 'default', env.address),
+      claimed_at: new Date(Date.now() - 120_000).toISOString(),
+    };
+    assert.ok(await createClaim(startingDir, old));
+    const stale = await env.ckpt(args('claim-other'));
+    assert.equal(stale.code, 2, stale.stderr);
+    assert.match(errorLine(stale.stderr), /stale claim by pipeline claim-starting.*--take-over/);
+    await releaseClaim(startingDir, 'claim-starting');
   });
 
   it('a pipeline that ends gives its claim back: the next start needs no --take-over', async () => {
