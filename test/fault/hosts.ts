@@ -58,6 +58,7 @@ import { findS3Server } from '../helpers/s3-server';
 import {
   baseEnv,
   pendingActivities,
+  pipelineStartArgs,
   sleep,
   smallTrainFlags,
   waitFor,
@@ -615,18 +616,8 @@ async function inner(prefix: string, work: string): Promise<void> {
 
   const root = `s3://${bucket}/runs`;
   const dirOf = (tag: string) => `${root}/base_checkpoints/${tag}`;
-  const startArgs = (tag: string, extra: string[] = []) => [
-    'pipeline',
-    'start',
-    '--root',
-    root,
-    '--tag',
-    tag,
-    ...TRAIN_FLAGS,
-    '--segment-steps',
-    String(SEGMENT),
-    ...extra,
-  ];
+  const startArgs = (tag: string, extra: string[] = []) =>
+    pipelineStartArgs(root, tag, TRAIN_FLAGS, SEGMENT, extra);
 
   const segmentWorker = async (id: string): Promise<string | undefined> =>
     (await pendingActivities(client, id)).find((a) => a.activityType === 'trainSegment' && a.worker !== '')

@@ -31,6 +31,7 @@ import type { PipelineState } from '../../workflows/pipeline';
 import { startS3Server, type S3TestServer } from '../helpers/s3-server';
 import {
   pendingActivities,
+  pipelineStartArgs,
   sleep,
   smallTrainFlags,
   temporalEnv,
@@ -92,17 +93,7 @@ async function audit(dir: string, before: number[]): Promise<{ torn: number[]; l
 const aliveWorker = (w: TestWorker) => w.process.exitCode === null && w.process.signalCode === null;
 
 async function startPipeline(root: string, tag: string): Promise<{ id: string; dir: string }> {
-  const res = await env.ckpt([
-    'pipeline',
-    'start',
-    '--root',
-    root,
-    '--tag',
-    tag,
-    ...TRAIN_FLAGS,
-    '--segment-steps',
-    String(SEGMENT),
-  ]);
+  const res = await env.ckpt(pipelineStartArgs(root, tag, TRAIN_FLAGS, SEGMENT));
   assert.equal(res.code, 0, res.stderr);
   return { id: res.stdout.trim(), dir: `${root}/base_checkpoints/${tag}` };
 }
