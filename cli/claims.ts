@@ -21,9 +21,18 @@ import { warn0 } from '../checkpoint/log';
 import { openStore as openStoreOf } from '../checkpoint/location';
 import type { TemporalSettings } from '../temporal.config';
 
-export type ClaimState = 'running' | 'closed' | 'unknown';
+export type ClaimState = 'running' | 'starting' | 'closed' | 'unknown';
 
-/** Whether the claim's workflow runs, asked of `client` (unknown: another server or namespace). */
+/**
+ * `pipeline start` claims the directory before it starts the workflow: for this long after a claim, a
+ * workflow the server does not know yet is one being started (held), not one that has ended.
+ */
+export const CLAIM_START_GRACE_MS = 60_000;
+
+/**
+ * Whether the claim's workflow runs, asked of `client` (unknown: another server or namespace; starting:
+ * not on the server yet, claimed less than CLAIM_START_GRACE_MS ago).
+ */
 async function claimState(client: Client, settings: TemporalSettings, claim: Claim): Promise<ClaimState> {
   if (claim.namespace !== settings.namespace) return 'unknown';
   // Loaded here: `ckpt train` loads the Temporal client only when a claim is there to ask about.
@@ -32,14 +41,17 @@ async function claimState(client: Client, settings: TemporalSettings, claim: Cla
     const description = await client.workflow.getHandle(claim.workflow_id).describe();
     return description.status.name === 'RUNNING' ? 'running' : 'closed';
   } catch (err) {
-    if (err instanceof WorkflowNotFoundError) return 'closed';
+    if (err instanceof WorkflowNotFoundError) {
+      const age = Date.now() - Date.parse(claim.claimed_at);
+      return age < CLAIM_START_GRACE_MS ? 'starting' : 'closed';
+    }
     throw err;
   }
 }
 
 function held(dir: Location, claim: Claim, state: ClaimState): string {
-  return state === 'running'
-    ? `${dir} is held by pipeline ${claim.workflow_id}, which is running (claimed ${claim.claimed_at} by ${claim.by}); ` +
+  return state === 'running' || state === 'starting'
+    ? `${dir} is held by pipeline ${claim.workflow_id}, which is ${state} (claimed ${claim.claimed_at} by ${claim.by}); ` +
         `stop it first: ckpt pipeline stop ${claim.workflow_id}`
     : state === 'closed'
       ? `${dir} has a stale claim by pipeline ${claim.workflow_id}, which has ended without releasing it ` +
@@ -84,7 +96,7 @@ export async function claimForPipeline(
       return;
     }
     const state = await claimState(client, settings, claim);
-    if (state === 'running' || !takeOver)
+    if (state === 'running' || state === 'starting' || !takeOver)
       throw new WriterConflictError(held(dir, claim, state), { field: 'dir' });
     warn0(`taking ${dir} over from pipeline ${claim.workflow_id} (--take-over; its claim was ${state})`);
     await replaceClaim(dir, claim, mine);

@@ -114,3 +114,50 @@ export class Examples {
     return this.by.size;
   }
 }
+
+/** A count whose goal is zero. */
+export const zeroGoal = (what: string, value: number, shown: string | number = value): Goal => ({
+  what,
+  value: shown,
+  goal: '0',
+  ok: value === 0,
+});
+
+export interface RunOutcome {
+  completed: boolean;
+  bitwise: boolean;
+  torn: number;
+  retries: number;
+}
+
+/**
+ * The goals of a pipeline campaign's group of runs: all of at least `want` completed, final files bitwise
+ * equal, none torn, then `extra`, and the segment retries counted.
+ */
+export function runGoals(label: string, runs: RunOutcome[], want: number, extra: Goal[] = []): Goal[] {
+  return [
+    {
+      what: `${label}: runs completed`,
+      value: `${runs.filter((r) => r.completed).length}/${runs.length}`,
+      goal: `all of ≥ ${want}`,
+      ok: runs.length >= want && runs.every((r) => r.completed),
+    },
+    {
+      what: `${label}: final weights bitwise equal`,
+      value: `${runs.filter((r) => r.bitwise).length}/${runs.length}`,
+      goal: 'all',
+      ok: runs.every((r) => r.bitwise),
+    },
+    zeroGoal(
+      `${label}: torn checkpoints`,
+      runs.reduce((a, r) => a + r.torn, 0),
+    ),
+    ...extra,
+    {
+      what: `${label}: segment retries (sum)`,
+      value: runs.reduce((a, r) => a + r.retries, 0),
+      goal: '(counted)',
+      ok: true,
+    },
+  ];
+}

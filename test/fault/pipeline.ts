@@ -32,15 +32,16 @@ import type { PipelineState } from '../../workflows/pipeline';
 import { startS3Server, type S3TestServer } from '../helpers/s3-server';
 import {
   pendingActivities,
+  pipelineStartArgs,
   sleep,
-  SMALL_MODEL,
+  smallTrainFlags,
   temporalEnv,
   waitFor,
   type TemporalTestEnv,
   type TestWorker,
 } from '../helpers/temporal';
 import { childPids, pidAlive } from '../helpers/process';
-import { envInt, report, Rng, SEED, type Goal } from './lib';
+import { envInt, report, Rng, runGoals, SEED, zeroGoal, type Goal } from './lib';
 
 const KILLS = envInt('FAULT_PIPELINE_KILLS', 10);
 const RESTARTS = envInt('FAULT_PIPELINE_RESTARTS', 3);
@@ -49,15 +50,7 @@ const PHASES = (process.env.FAULT_PIPELINE_PHASES ?? 'kill,restart,s3').split(',
 const STEPS = 600;
 const SEGMENT = 200;
 const SAVE_EVERY = 20;
-const TRAIN_FLAGS = [
-  ...SMALL_MODEL,
-  '--seed',
-  '7',
-  '--steps',
-  String(STEPS),
-  '--save-every',
-  String(SAVE_EVERY),
-];
+const TRAIN_FLAGS = smallTrainFlags(STEPS, SAVE_EVERY);
 const rng = new Rng(SEED);
 
 const extraEnv: NodeJS.ProcessEnv = {};
@@ -101,17 +94,7 @@ async function audit(dir: string, before: number[]): Promise<{ torn: number[]; l
 const aliveWorker = (w: TestWorker) => w.process.exitCode === null && w.process.signalCode === null;
 
 async function startPipeline(root: string, tag: string): Promise<{ id: string; dir: string }> {
-  const res = await env.ckpt([
-    'pipeline',
-    'start',
-    '--root',
-    root,
-    '--tag',
-    tag,
-    ...TRAIN_FLAGS,
-    '--segment-steps',
-    String(SEGMENT),
-  ]);
+  const res = await env.ckpt(pipelineStartArgs(root, tag, TRAIN_FLAGS, SEGMENT));
   assert.equal(res.code, 0, res.stderr);
   return { id: res.stdout.trim(), dir: `${root}/base_checkpoints/${tag}` };
 }
@@ -437,36 +420,12 @@ test('pipeline fault campaign', { timeout: 3_600_000 }, async () => {
     const rs = records.filter((r) => r.phase === phase);
     const want = phase === 'kill' ? KILLS : phase === 'restart' ? RESTARTS : S3_KILLS;
     goals.push(
-      {
-        what: `${phase}: runs completed`,
-        value: `${rs.filter((r) => r.completed).length}/${rs.length}`,
-        goal: `all of ≥ ${want}`,
-        ok: rs.length >= want && rs.every((r) => r.completed),
-      },
-      {
-        what: `${phase}: final weights bitwise equal`,
-        value: `${rs.filter((r) => r.bitwise).length}/${rs.length}`,
-        goal: 'all',
-        ok: rs.every((r) => r.bitwise),
-      },
-      {
-        what: `${phase}: torn checkpoints`,
-        value: rs.reduce((a, r) => a + r.torn, 0),
-        goal: '0',
-        ok: rs.every((r) => r.torn === 0),
-      },
-      {
-        what: `${phase}: checkpoints lost`,
-        value: rs.reduce((a, r) => a + r.lost, 0),
-        goal: '0',
-        ok: rs.every((r) => r.lost === 0),
-      },
-      {
-        what: `${phase}: segment retries (sum)`,
-        value: rs.reduce((a, r) => a + r.retries, 0),
-        goal: '(counted)',
-        ok: true,
-      },
+      ...runGoals(phase, rs, want, [
+        zeroGoal(
+          `${phase}: checkpoints lost`,
+          rs.reduce((a, r) => a + r.lost, 0),
+        ),
+      ]),
     );
   }
   if (PHASES.includes('kill')) {

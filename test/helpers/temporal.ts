@@ -30,6 +30,37 @@ const BIN = join(ROOT, 'bin', 'ckpt.js');
 /** The flags every test model uses: the smallest model that still trains. */
 export const SMALL_MODEL = ['--depth', '1', '--n-embd', '32', '--seq-len', '32', '--batch', '4'];
 
+/** `ckpt pipeline start` of a campaign's run: `trainFlags` in segments of `segmentSteps`, then `extra`. */
+export const pipelineStartArgs = (
+  root: string,
+  tag: string,
+  trainFlags: string[],
+  segmentSteps: number,
+  extra: string[] = [],
+): string[] => [
+  'pipeline',
+  'start',
+  '--root',
+  root,
+  '--tag',
+  tag,
+  ...trainFlags,
+  '--segment-steps',
+  String(segmentSteps),
+  ...extra,
+];
+
+/** `ckpt train` flags of the campaigns' runs: the small model, seed 7, `steps` steps, a save every `saveEvery`. */
+export const smallTrainFlags = (steps: number, saveEvery: number): string[] => [
+  ...SMALL_MODEL,
+  '--seed',
+  '7',
+  '--steps',
+  String(steps),
+  '--save-every',
+  String(saveEvery),
+];
+
 export type Role = 'train' | 'control' | 'all';
 
 export interface TestWorker {

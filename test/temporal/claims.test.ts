@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
-import { readClaim } from '../../checkpoint';
+import { createClaim, newClaim, readClaim, releaseClaim } from '../../checkpoint';
 import {
   SMALL_MODEL,
   temporalCli as temporalCliOf,
@@ -32,14 +32,14 @@ const dir = () => join(root(), 'base_checkpoints', 'held');
 
 const temporalCli = (args: string[]) => temporalCliOf(env, args);
 
-const start = (id: string, ...more: string[]) =>
+const startOn = (tag: string, id: string, ...more: string[]) =>
   env.ckpt([
     'pipeline',
     'start',
     '--root',
     root(),
     '--tag',
-    'held',
+    tag,
     ...SMALL_MODEL,
     '--steps',
     '4',
@@ -47,6 +47,9 @@ const start = (id: string, ...more: string[]) =>
     id,
     ...more,
   ]);
+const start = (id: string, ...more: string[]) => startOn('held', id, ...more);
+const train = (tag: string) =>
+  env.ckpt(['train', '--root', root(), '--tag', tag, ...SMALL_MODEL, '--steps', '2']);
 
 /** The one `ckpt: error:` line of a refused command. */
 function errorLine(stderr: string): string {
@@ -68,18 +71,9 @@ describe('one pipeline per directory', () => {
       /is held by pipeline claim-a, which is running.*ckpt pipeline stop claim-a/,
     );
 
-    const train = await env.ckpt([
-      'train',
-      '--root',
-      root(),
-      '--tag',
-      'held',
-      ...SMALL_MODEL,
-      '--steps',
-      '2',
-    ]);
-    assert.equal(train.code, 2, train.stderr);
-    assert.match(errorLine(train.stderr), /is held by pipeline claim-a, which is running/);
+    const trained = await train('held');
+    assert.equal(trained.code, 2, trained.stderr);
+    assert.match(errorLine(trained.stderr), /is held by pipeline claim-a, which is running/);
     assert.equal((await readClaim(dir()))?.workflow_id, 'claim-a', 'the refusals changed nothing');
   });
 
@@ -93,6 +87,29 @@ describe('one pipeline per directory', () => {
     assert.equal(taken.code, 0, taken.stderr);
     assert.match(taken.stderr, /taking .* over from pipeline claim-a \(--take-over; its claim was closed\)/);
     assert.equal((await readClaim(dir()))?.workflow_id, 'claim-c');
+  });
+
+  it('a claim whose workflow the server does not know yet is held (a start between its claim and its workflow), stale only after a minute', async () => {
+    const startingDir = join(root(), 'base_checkpoints', 'starting');
+    assert.ok(await createClaim(startingDir, newClaim('claim-starting', 'default', env.address)));
+    const refused = await startOn('starting', 'claim-other', '--take-over');
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(errorLine(refused.stderr), /is held by pipeline claim-starting, which is starting/);
+    const trained = await train('starting');
+    assert.equal(trained.code, 2, trained.stderr);
+    assert.match(errorLine(trained.stderr), /is held by pipeline claim-starting, which is starting/);
+
+    // The same claim two minutes old: its start never got as far as the workflow, so it is stale.
+    await releaseClaim(startingDir, 'claim-starting');
+    const old = {
+      ...newClaim('claim-starting', 'default', env.address),
+      claimed_at: new Date(Date.now() - 120_000).toISOString(),
+    };
+    assert.ok(await createClaim(startingDir, old));
+    const stale = await startOn('starting', 'claim-other');
+    assert.equal(stale.code, 2, stale.stderr);
+    assert.match(errorLine(stale.stderr), /stale claim by pipeline claim-starting.*--take-over/);
+    await releaseClaim(startingDir, 'claim-starting');
   });
 
   it('a pipeline that ends gives its claim back: the next start needs no --take-over', async () => {
