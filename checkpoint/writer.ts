@@ -28,7 +28,7 @@ import {
 } from './errors';
 import { openStore, type Location } from './location';
 import { log0, warn0 } from './log';
-import { manifestFile, padStep, parseFileName } from './names';
+import { manifestFile, metaFile, padStep, parseFileName } from './names';
 import { AlreadyExistsError, type Store } from './store';
 
 /** How long a writer lease lasts without renewal (CKPT_WRITER_TTL_MS overrides it). */
@@ -333,13 +333,31 @@ export class WriterFence {
    * Remove the files of uncommitted steps after `fromStep` (left by a save that crashed, or by an earlier
    * writer), once no earlier writer can still be writing them. Returns the steps cleared.
    */
-  async clearUncommitted(store: Store, fromStep: number): Promise<number[]> {
-    const doomed = await uncommittedFiles(store, (step) => step > fromStep);
+  async clearUncommitted(
+    store: Store,
+    fromStep: number,
+    conflicts: (meta: Record<string, unknown> | null) => boolean = () => true,
+  ): Promise<number[]> {
+    // Only the steps that `conflicts` picks by their meta (null: none published): an exact replay writes
+    // the same bytes, shares the files, and must not wait for the writer it replaces.
+    const chosen = new Map<number, boolean>();
+    const pick = async (step: number): Promise<boolean> => {
+      if (step <= fromStep) return false;
+      if (!chosen.has(step)) {
+        const meta = await store
+          .read(metaFile(step))
+          .then((b) => JSON.parse(b.toString('utf8')) as Record<string, unknown>)
+          .catch(() => null);
+        chosen.set(step, conflicts(meta));
+      }
+      return chosen.get(step)!;
+    };
+    const doomed = await uncommittedFilesOf(store, pick);
     if (doomed.length === 0) return [];
     await this.awaitPredecessors(store, `removing the files of uncommitted steps after ${fromStep}`);
     const removed = await this.removing(store, async () => {
       // Listed again: a step an earlier writer committed in the meantime keeps its files.
-      const files = await uncommittedFiles(store, (step) => step > fromStep);
+      const files = await uncommittedFilesOf(store, pick);
       for (const { key } of files) await store.delete(key);
       return files;
     });
@@ -353,9 +371,9 @@ export class WriterFence {
   }
 }
 
-async function uncommittedFiles(
+async function uncommittedFilesOf(
   store: Store,
-  which: (step: number) => boolean,
+  which: (step: number) => Promise<boolean>,
 ): Promise<Array<{ key: string; step: number }>> {
   const entries = await store.list();
   const committed = new Set<number>();
@@ -364,7 +382,7 @@ async function uncommittedFiles(
   const out: Array<{ key: string; step: number }> = [];
   for (const { key, p } of parsed) {
     if (!p || p.step === undefined || !STEP_DATA.has(p.kind)) continue;
-    if (!committed.has(p.step) && which(p.step)) out.push({ key, step: p.step });
+    if (!committed.has(p.step) && (await which(p.step))) out.push({ key, step: p.step });
   }
   return out;
 }

@@ -292,9 +292,15 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
       ? new AsyncSaver({ storeConfig: options.storeConfig, onCommitted: (r) => committed(r.step, r.files) })
       : null;
   const alreadySaved = new Set(await committedSteps(store));
-  // Files of steps this run will save, left by a save that never committed (another world size, another
-  // backend): removed now, under the lease, so that every rank publishes into a clean step.
-  await options.writer?.clearUncommitted(store, startStep);
+  // Files of steps this run will save, left by a save that never committed, that cannot be this run's
+  // (saved at another world size or on another backend, or with no meta to tell): removed now, under the
+  // lease, so that every rank publishes into a clean step. An exact replay (the retry of a killed segment)
+  // writes the same bytes and shares them, without waiting for the writer it replaces.
+  await options.writer?.clearUncommitted(
+    store,
+    startStep,
+    (meta) => meta === null || meta.world_size !== worldSize || meta.backend !== backend,
+  );
   const fence = options.writer?.token;
   let yielded = Date.now();
   let history: Array<[number, number]> = [];
