@@ -28,7 +28,7 @@ import type { DoneEvent } from '../train/events';
 import { emitActivityEvent, emitSegmentDone, forwardTrainingEvent } from './observe';
 export { observeActivities, type ActivityEvent } from './observe';
 import { trainingOf, trainRequest } from './training';
-import { programForChild } from './programs';
+import { childKillGrace, commandForChild, programForChild } from './programs';
 import { confirmAttempt, writerSettings } from './writer-gate';
 export { trainingOf, trainRequest };
 export { registerPrograms, workerProgramNames } from './programs';
@@ -55,7 +55,7 @@ export { trainRank };
 export async function trainSegment(input: SegmentInput): Promise<SegmentResult> {
   const training = trainingOf(input);
   if (training.noop) return noopSegment(input);
-  const program = programForChild(training.program);
+  const program = commandForChild(training.program, training.exec) ?? programForChild(training.program);
   const ctx = Context.current();
   let progress: SegmentProgress = { step: -1, loss: null };
   let done: DoneEvent | undefined;
@@ -63,6 +63,7 @@ export async function trainSegment(input: SegmentInput): Promise<SegmentResult> 
     request: { ...trainRequest(input, program), writer: writerSettings(ctx) },
     onStart: (send) => confirmAttempt(ctx, send),
     signal: ctx.cancellationSignal,
+    killGraceMs: childKillGrace(program),
     onTick: () => ctx.heartbeat(progress),
     onEvent: (event) => {
       forwardTrainingEvent(input.dir, event);
@@ -101,7 +102,9 @@ function noopSegment(input: SegmentInput): SegmentResult {
 export async function evaluateCheckpoint(input: EvalInput): Promise<EvalSummary> {
   const ctx = Context.current();
   const args = ['eval', input.dir, '--step', String(input.step), '--json'];
-  if (input.program) args.push('--program', programForChild(input.program));
+  const command = commandForChild(input.program, input.exec);
+  if (command) args.push('--command-json', JSON.stringify(command));
+  else if (input.program) args.push('--program', programForChild(input.program));
   if (input.data) args.push('--data', input.data);
   const started = Date.now();
   const result = await runCkpt(args, {

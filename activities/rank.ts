@@ -16,7 +16,7 @@ import { childFailure } from './failure';
 import { emitSegmentDone, forwardTrainingEvent } from './observe';
 import { trainingOf, trainRequest } from './training';
 import type { DoneEvent } from '../train/events';
-import { programForChild } from './programs';
+import { childKillGrace, commandForChild, programForChild } from './programs';
 import { confirmAttempt, writerSettings } from './writer-gate';
 import type { JoinRequest, RankSegmentInput, Rendezvous, SegmentProgress, SegmentResult } from './types';
 
@@ -48,15 +48,19 @@ export async function trainRank(input: RankSegmentInput): Promise<SegmentResult>
     ]);
     const [masterAddr, masterPort] = rendezvous.master.split(':') as [string, string];
     let done: DoneEvent | undefined;
+    const training = trainingOf(input);
+    const program = commandForChild(training.program, training.exec) ?? programForChild(training.program);
     const result = await runCkpt(['train', '--from-ipc', '--progress-json'], {
+      killGraceMs: childKillGrace(program),
       env: {
+        LOCAL_RANK: process.env.LOCAL_RANK ?? '0',
         RANK: String(input.rank),
         WORLD_SIZE: String(input.worldSize),
         MASTER_ADDR: masterAddr,
         MASTER_PORT: masterPort,
       },
       request: {
-        ...trainRequest(input, programForChild(trainingOf(input).program), { reshard: true }),
+        ...trainRequest(input, program, { reshard: true }),
         writer: writerSettings(ctx),
       },
       onStart: (send) => confirmAttempt(ctx, send),

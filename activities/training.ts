@@ -1,4 +1,5 @@
 import type { TrainRequest } from '../train/request';
+import type { CommandProgram } from '../program/command';
 import type { SegmentInput, TrainFlags, TrainingSpec } from './types';
 
 /** The segment's TrainingSpec; runs started before programs existed carry GPT flags instead. */
@@ -33,17 +34,19 @@ export function trainingOf(input: Pick<SegmentInput, 'training' | 'flags'>): Tra
 /** The request a training child gets for a segment (train/request.ts); `program` is what the child loads. */
 export function trainRequest(
   input: Pick<SegmentInput, 'dir' | 'toStep' | 'saveEvery' | 'training' | 'flags'>,
-  program: string,
+  program: string | CommandProgram,
   options: { reshard?: boolean } = {},
 ): TrainRequest {
   const training = trainingOf(input);
+  const exec = typeof program === 'string' ? undefined : program;
   return {
     dir: input.dir,
     steps: input.toStep,
     saveEvery: input.saveEvery,
     resume: 'last',
     ...(options.reshard ? { reshard: true } : {}),
-    program,
+    program: exec ? exec.name : (program as string),
+    ...(exec ? { exec } : {}),
     config: training.config,
     run: Object.fromEntries(Object.entries(training.run).filter(([, v]) => v !== undefined && v !== null)),
   };

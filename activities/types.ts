@@ -4,6 +4,7 @@
  */
 import type { RetentionPolicy } from '../checkpoint/retention';
 import type { RunSettings } from '../train/settings';
+import type { CommandProgram } from '../program/command';
 
 /**
  * What a pipeline trains: the program, the config keys the user set, and the loop's settings (one schema:
@@ -12,6 +13,8 @@ import type { RunSettings } from '../train/settings';
 export interface TrainingSpec {
   /** A program name (built in, or registered on the training workers) or an absolute module path. */
   program: string;
+  /** A command program (`ckpt pipeline start --exec`): run per segment instead of a module; `program` is its name. */
+  exec?: CommandProgram;
   config: Record<string, unknown>;
   run: RunSettings;
   /**
@@ -89,6 +92,8 @@ export interface EvalInput {
   program?: string;
   /** Evaluation data override (the GPT's held-out text). */
   data?: string;
+  /** The pipeline's command program, when it is one (its evaluation command evaluates). */
+  exec?: CommandProgram;
 }
 
 export interface CheckpointSummary {

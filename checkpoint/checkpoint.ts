@@ -202,7 +202,7 @@ function alreadyCommitted(store: Store, step: number): AlreadyCommittedError {
   );
 }
 
-async function refuseIfCommitted(store: Store, step: number): Promise<void> {
+export async function refuseIfCommitted(store: Store, step: number): Promise<void> {
   if (await store.exists(manifestFile(step))) throw alreadyCommitted(store, step);
 }
 
@@ -212,7 +212,7 @@ async function refuseIfCommitted(store: Store, step: number): Promise<void> {
  * they are; other bytes are removed only under the writer lease (writer.ts: replaceStale). A committed
  * step is never touched.
  */
-async function publishFile(
+export async function publishFile(
   store: Store,
   step: number,
   key: string,

@@ -187,6 +187,13 @@ export class TransientStoreError extends StoreError {
  */
 export class AccessDeniedError extends StoreError {}
 
+/**
+ * `ckpt commit` refused a program's files: a required file or rank file is missing, a file is malformed
+ * (safetensors that do not parse, meta without its required keys), or a name is outside the contract.
+ * Nothing was published. Exit 2; not retried: the same files are refused again.
+ */
+export class CommitRefusedError extends CheckpointError {}
+
 /** Ranks did not all arrive at a commit within the time allowed. */
 export class CommitTimeoutError extends CheckpointError {
   override readonly exitCode = 1 as const;

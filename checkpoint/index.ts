@@ -15,6 +15,7 @@ export {
 export { checkWithinRoots, OutsideAllowedRootsError } from './allowed-roots';
 export * from './manifest';
 export * from './checkpoint';
+export * from './commit-files';
 export * from './coordinator';
 export * from './verify';
 export * from './discovery';

@@ -101,7 +101,7 @@ export function parseManifest(buf: Buffer | string, step: number): Manifest {
   const out: Record<string, FileRecord> = {};
   for (const [name, rec] of Object.entries(files as Record<string, unknown>)) {
     const parsed = parseFileName(name);
-    if (!parsed || parsed.step !== step || !['model', 'optim', 'meta'].includes(parsed.kind)) {
+    if (!parsed || parsed.step !== step || !['model', 'optim', 'meta', 'extra'].includes(parsed.kind)) {
       throw new SchemaError(`${file}: files["${name}"] is not a file of step ${step}`, {
         file,
         field: `files.${name}`,

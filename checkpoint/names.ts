@@ -26,6 +26,14 @@ export function evalFile(step: number): string {
   return `eval_${padStep(step)}.json`;
 }
 
+/** The name part of an extra per-step file: one safe path segment that does not start with a dot. */
+export const EXTRA_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** An extra file a command program publishes with a step (`ckpt commit`): hashed into the manifest. */
+export function extraFile(step: number, name: string): string {
+  return `extra_${padStep(step)}_${name}`;
+}
+
 /**
  * Append-only record of what retention deleted (one JSON line per pruned step), so reports can still say
  * which steps existed and which policy removed them. Belongs to the directory, not to any step.
@@ -36,7 +44,16 @@ export const RETENTION_LOG = 'retention_log.jsonl';
 export const TEMP_PREFIX = '.tmp-';
 
 export type FileKind =
-  'model' | 'optim' | 'meta' | 'manifest' | 'eval' | 'lease' | 'rank-done' | 'temp' | 'retention-log';
+  | 'model'
+  | 'optim'
+  | 'meta'
+  | 'extra'
+  | 'manifest'
+  | 'eval'
+  | 'lease'
+  | 'rank-done'
+  | 'temp'
+  | 'retention-log';
 
 export interface ParsedName {
   kind: FileKind;
@@ -49,6 +66,7 @@ const PATTERNS: Array<[FileKind, RegExp]> = [
   ['model', new RegExp(`^model_${STEP}\\.safetensors$`)],
   ['optim', new RegExp(`^optim_${STEP}_rank(\\d+)\\.safetensors$`)],
   ['meta', new RegExp(`^meta_${STEP}\\.json$`)],
+  ['extra', new RegExp(`^extra_${STEP}_[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)],
   ['manifest', new RegExp(`^manifest_${STEP}\\.json$`)],
   ['eval', new RegExp(`^eval_${STEP}\\.json$`)],
   ['lease', new RegExp(`^lease_${STEP}_[A-Za-z0-9_-]+\\.json$`)],

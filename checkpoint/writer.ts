@@ -191,7 +191,7 @@ function describeWriter(r: WriterRecord): string {
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** Kinds of files a save writes for a step before its manifest. */
-const STEP_DATA = new Set(['model', 'optim', 'meta', 'rank-done']);
+const STEP_DATA = new Set(['model', 'optim', 'meta', 'extra', 'rank-done']);
 
 /**
  * The writer's right to write, as any thread of the writer's process sees it: the epoch and the lease's
@@ -389,6 +389,41 @@ async function uncommittedFilesOf(
 
 export function fenceFromToken(token: FenceToken): WriterFence {
   return new WriterFence(token);
+}
+
+/** The environment variable that hands a writer's fencing token (`EPOCH:ID`) to a command program. */
+export const WRITER_TOKEN_ENV = 'CKPT_WRITER';
+
+/** A lease's fencing token as text, for another process of the same writer (a command program's commit). */
+export function formatWriterToken(token: Pick<FenceToken, 'epoch' | 'id'>): string {
+  return `${token.epoch}:${token.id}`;
+}
+
+/**
+ * The fence of a writer whose lease another process holds and renews (a command program's `ckpt commit`
+ * under its segment's runner): its validity is what the holder last recorded in the store, read now.
+ * A token whose record is gone or belongs to another writer is fenced.
+ */
+export async function fenceFromWriterToken(location: Location, text: string): Promise<FenceToken> {
+  const store = openStore(location);
+  const m = /^(\d+):([0-9a-f]+)$/.exec(text.trim());
+  if (!m) {
+    throw new InvalidArgumentError(`${WRITER_TOKEN_ENV}: "${text}" is not a writer token (EPOCH:ID)`, {
+      field: WRITER_TOKEN_ENV,
+    });
+  }
+  const epoch = Number(m[1]);
+  const record = await readWriter(store, epoch);
+  if (!record || record.id !== m[2]) {
+    throw new WriterFencedError(
+      `the writer lease ${writerKey(epoch)} of ${store.location} ${record ? 'belongs to another writer' : 'is gone'}; ` +
+        'stopping without committing',
+      { file: writerKey(epoch), field: 'lease' },
+    );
+  }
+  const validity = new SharedArrayBuffer(8);
+  new Float64Array(validity)[0] = record.released ? 0 : Date.parse(record.expires_at);
+  return { epoch, id: record.id, ttlMs: record.ttl_ms, validity };
 }
 
 export type TakeOver =

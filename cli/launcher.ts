@@ -23,6 +23,7 @@ export async function launchRanks(argv: string[], worldSize: number): Promise<nu
         ...process.env,
         RANK: String(rank),
         WORLD_SIZE: String(worldSize),
+        LOCAL_RANK: String(rank),
         MASTER_ADDR: '127.0.0.1',
         MASTER_PORT: String(port),
       },

@@ -48,6 +48,10 @@ export const COMMAND_MODULES: ReadonlyArray<{ first: readonly string[]; load: ()
       (require('./checkpoint-commands') as typeof import('./checkpoint-commands')).checkpointCommands,
   },
   {
+    first: ['commit'],
+    load: () => [(require('./commit-command') as typeof import('./commit-command')).commitCommand],
+  },
+  {
     first: ['copy'],
     load: () => [(require('./copy-command') as typeof import('./copy-command')).copyCommand],
   },
@@ -165,9 +169,12 @@ export async function main(argv: string[]): Promise<number> {
       );
     }
     const rest = argv.slice(command.name.split(' ').length);
-    const program = command.takesProgram
-      ? await loadProgramArg(rest, command.takesProgram === 'or-worker-name')
-      : undefined;
+    // With --exec, --program names the command program: there is no code to load.
+    const execs = rest.some((a) => a === '--exec' || a.startsWith('--exec='));
+    const program =
+      command.takesProgram && !execs
+        ? await loadProgramArg(rest, command.takesProgram === 'or-worker-name')
+        : undefined;
     const extra = program ? programOptions(program) : {};
     const taken = Object.keys(extra).filter((f) => f in command.options || f === 'help' || f === 'debug');
     if (program && taken.length > 0) {

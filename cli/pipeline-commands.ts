@@ -14,6 +14,7 @@ import {
 import { startDevServer } from '../infra/temporal';
 import { loadConfig, parseDuration, parsePort, sourceDir } from '../temporal.config';
 import type { TrainingSpec } from '../activities/types';
+import type { CommandRegistration, ProgramRegistration } from '../activities/programs';
 import { runWorkers, type WorkerRole } from '../workers/worker';
 import { installWorkerRuntime } from '../workers/runtime';
 import type { PipelineInput, PipelineState } from '../workflows/pipeline';
@@ -41,7 +42,7 @@ import {
   UsageError,
 } from './args';
 import { defaultTag, TRAIN_OPTIONS, trainSettings } from './train-commands';
-import { programReference } from './program-args';
+import { commandProgramFromArgs, programReference } from './program-args';
 import { loadProgramModule, PROGRAM_NAME } from '../program/load';
 import { connectClient, uiLink, workflowSettings } from './temporal-client';
 import { claimForPipeline, unclaim } from './claims';
@@ -98,8 +99,16 @@ function toTraining(args: Args): TrainingSpec {
     if (args.program?.flags?.[flagName]?.path && typeof config[key] === 'string')
       config[key] = resolve(config[key]);
   }
+  const exec = commandProgramFromArgs(args);
+  if (exec) {
+    // The primary metric of its evaluation: the one keep-best ranks by, when given.
+    const metric = str(args, 'metric');
+    const mode = str(args, 'mode') ?? 'min';
+    if (metric !== undefined && (mode === 'min' || mode === 'max')) exec.metric = { name: metric, mode };
+  }
   return {
-    program: programReference(str(args, 'program')),
+    program: exec ? exec.name : programReference(str(args, 'program')),
+    ...(exec ? { exec } : {}),
     config,
     run,
     ...(flag(args, 'noop') ? { noop: true } : {}),
@@ -122,6 +131,7 @@ const startCommand: Command = {
   usage:
     'ckpt pipeline start --root ROOT [--source base] [--tag T] --steps N --segment-steps S --save-every K\n' +
     "                    [--program PATH|NAME] [--config JSON|FILE] [the program's flags, e.g. --depth D]\n" +
+    '                    [--exec CMD [--eval-exec CMD] [--program NAME] [--kill-grace S]]   a command program\n' +
     '                    [--seed X] [--eval] [--keep-last N] [--keep-best K --metric M --mode min|max] [--keep-every S]\n' +
     '                    [--pin STEP]... [--id ID] [--segments-per-run R] [--wait] [every flag of ckpt train]\n' +
     '                    [--world-size W [--min-world-size M] [--shrink-after D]] [--noop]',
@@ -436,7 +446,7 @@ const workerCommand: Command = {
   name: 'worker',
   summary: 'Run a worker: train (training/eval activities), control (workflows, light activities) or all.',
   usage:
-    'ckpt worker [--role train|control|all] [--task-queue Q] [--slots N] [--program NAME=PATH]...\n' +
+    'ckpt worker [--role train|control|all] [--task-queue Q] [--slots N] [--program NAME=PATH|exec:CMD|eval-exec:CMD]...\n' +
     '            [--metrics-port P] [--sdk-metrics-port P2] [--metrics-host ADDR]\n\n' +
     '--program registers a training program by name: pipelines started with --program NAME run it here.\n' +
     'N: concurrent segments/ranks (GPUs). --metrics-port serves Prometheus metrics at GET /metrics (CKPT_METRICS_PORT);\n' +
@@ -454,15 +464,37 @@ const workerCommand: Command = {
   },
   async run(args) {
     expectPositionals(args, 0, 'worker');
-    const programs: Record<string, string> = {};
+    const programs: Record<string, ProgramRegistration> = {};
     for (const entry of list(args, 'program')) {
       const [name, path] = [entry.slice(0, entry.indexOf('=')), entry.slice(entry.indexOf('=') + 1)];
       if (!entry.includes('=') || !PROGRAM_NAME.test(name) || path === '') {
-        throw new UsageError(`--program must be NAME=PATH, got "${entry}"`, { field: 'program' });
+        throw new UsageError(
+          `--program must be NAME=PATH, NAME=exec:CMD or NAME=eval-exec:CMD, got "${entry}"`,
+          {
+            field: 'program',
+          },
+        );
+      }
+      // A command program: its training command (exec:) and evaluation command (eval-exec:), run here.
+      const command = /^(exec|eval-exec):(.*)$/s.exec(path);
+      if (command) {
+        const given = programs[name];
+        const registration: CommandRegistration =
+          typeof given === 'object' && 'exec' in given ? given : { exec: '' };
+        if (command[1] === 'exec') registration.exec = command[2]!;
+        else registration.evalExec = command[2]!;
+        programs[name] = registration;
+        continue;
       }
       // Load it now: a worker that cannot load a program it is told to run should not start.
       await loadProgramModule(path);
       programs[name] = resolve(path);
+    }
+    for (const [name, p] of Object.entries(programs)) {
+      if (typeof p === 'object' && 'exec' in p && p.exec === '')
+        throw new UsageError(`--program ${name}=eval-exec:… needs ${name}=exec:CMD too`, {
+          field: 'program',
+        });
     }
     const role = (str(args, 'role') ?? 'all') as WorkerRole;
     if (!['train', 'control', 'all'].includes(role))

@@ -6,6 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { TrainingProgram } from '../program/contract';
+import { commandProgram, type CommandProgram } from '../program/command';
 import { DEFAULT_PROGRAM, isProgramPath, loadProgram, type ProgramRegistry } from '../program/load';
 import { parseSetting } from '../train/settings';
 import { type ParsedArgs, str, UsageError } from './args';
@@ -14,6 +15,43 @@ export const PROGRAM_OPTIONS = {
   program: { type: 'string' },
   config: { type: 'string' },
 } as const;
+
+/** A command program's flags (program/command.ts): `--program` then names it. */
+export const COMMAND_OPTIONS = {
+  exec: { type: 'string' },
+  'eval-exec': { type: 'string' },
+  'kill-grace': { type: 'string' },
+} as const;
+
+/** The command program `--exec` gives (with `--eval-exec`, `--kill-grace`, `--program NAME`), if any. */
+export function commandProgramFromArgs(args: ParsedArgs): CommandProgram | undefined {
+  const exec = str(args, 'exec');
+  if (exec === undefined) {
+    for (const f of ['eval-exec', 'kill-grace'])
+      if (str(args, f) !== undefined) throw new UsageError(`--${f} goes with --exec`, { field: f });
+    return undefined;
+  }
+  const grace = str(args, 'kill-grace');
+  const seconds = grace === undefined ? undefined : Number(grace);
+  if (seconds !== undefined && !(Number.isFinite(seconds) && seconds >= 0))
+    throw new UsageError(`--kill-grace must be a number of seconds >= 0, got ${grace}`, {
+      field: 'kill-grace',
+    });
+  const name = str(args, 'program');
+  if (name !== undefined && isProgramPath(name))
+    throw new UsageError("--program with --exec is the command program's name, not a path", {
+      field: 'program',
+    });
+  try {
+    return commandProgram(exec, {
+      ...(name !== undefined ? { name } : {}),
+      ...(str(args, 'eval-exec') !== undefined ? { evalExec: str(args, 'eval-exec') } : {}),
+      ...(seconds !== undefined ? { killGraceMs: Math.round(seconds * 1000) } : {}),
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message, { field: 'exec' });
+  }
+}
 
 /** The value of `--program` in raw argv (before parsing), or undefined. */
 export function programFlag(argv: readonly string[]): string | undefined {

@@ -1,5 +1,5 @@
 /** `ckpt train | eval | sample`: training with exact resume, evaluation and generation from checkpoints. */
-import { findLastStep, joinLocation } from '../checkpoint';
+import { findLastStep, joinLocation, loadCheckpoint } from '../checkpoint';
 import type { TrainingProgram } from '../program/contract';
 import { configureProgram } from '../program/meta';
 import { evaluateCheckpoint } from '../train/evaluate';
@@ -25,11 +25,20 @@ import {
 import { ProgressLine } from './progress';
 import { launchRanks } from './launcher';
 import { initProcessGroup, optionsFromEnv } from '../train/dist';
-import { parseConfigFlag, PROGRAM_OPTIONS, programConfigFromArgs } from './program-args';
+import {
+  COMMAND_OPTIONS,
+  commandProgramFromArgs,
+  parseConfigFlag,
+  PROGRAM_OPTIONS,
+  programConfigFromArgs,
+} from './program-args';
 import { loadProgram } from '../program/load';
 import type { TrainEvent } from '../train/events';
 import { receiveTrainRequest, WRITER_CONFIRMED, type TrainRequest } from '../train/request';
 import { acquireWriter, defaultHolder, type WriterLease } from '../checkpoint/writer';
+import { commandEvalProgram, runCommandSegment } from '../train/command-runner';
+import { checkCommandProgram, commandProgram } from '../program/command';
+import { recordedProgram } from '../program/meta';
 import { refuseIfClaimed } from './claims';
 
 /** Where a run's checkpoints go and what the loop does; the program's own flags come on top. */
@@ -44,6 +53,7 @@ export const TRAIN_OPTIONS = {
   'resume-from-step': { type: 'string' },
   ...runSettingOptions(),
   ...PROGRAM_OPTIONS,
+  ...COMMAND_OPTIONS,
   // For the pipeline's training activity: progress as JSON lines on stdout instead of a progress bar.
   'progress-json': { type: 'boolean' },
   // For a worker's training child: the run comes as one TrainRequest message over the IPC channel.
@@ -121,6 +131,8 @@ const trainCommand: Command = {
     'resumed to 30 equals a run to 30. On resume, flags that are not given come from the checkpoint.\n' +
     '--nproc W starts W rank processes (data parallel); --batch is the global batch.\n' +
     'Resuming a checkpoint saved with another world size needs --reshard.\n' +
+    '--exec CMD runs a command program in any language instead (docs/programs.md): --program then names it,\n' +
+    '--config is its config (CKPT_CONFIG), --kill-grace S its SIGTERM to SIGKILL grace (default 10).\n' +
     "--program names the model-specific part (default: gpt); --config sets the program's config keys, and\n" +
     "the program's own flags are listed below.",
   options: TRAIN_OPTIONS,
@@ -130,7 +142,8 @@ const trainCommand: Command = {
     // A worker's training child gets its run as one typed message instead of flags.
     if (flag(args, 'from-ipc')) {
       const request = await receiveTrainRequest();
-      return runTraining(request, await loadProgram(request.program), tagOfDir(request.dir), args);
+      const program = request.exec ? undefined : await loadProgram(request.program);
+      return runTraining(request, program, tagOfDir(request.dir), args);
     }
     const steps = int(args, 'steps', 1);
     if (steps === undefined) throw new UsageError('train: --steps N is required', { field: 'steps' });
@@ -147,7 +160,8 @@ const trainCommand: Command = {
       return launchRanks(argv, nproc);
     }
     const { run, config, configFlags } = trainSettings(args);
-    const program = programOf(args);
+    const exec = commandProgramFromArgs(args);
+    const program = exec ? undefined : programOf(args);
     const request: TrainRequest = {
       dir,
       steps,
@@ -155,10 +169,11 @@ const trainCommand: Command = {
       resume: from !== undefined ? { step: from } : flag(args, 'resume') ? 'last' : 'none',
       reshard: flag(args, 'reshard'),
       ...(flag(args, 'take-over') ? { writer: { claim: null, takeOver: 'always', gated: false } } : {}),
-      program: str(args, 'program') ?? program.name,
+      program: exec?.name ?? str(args, 'program') ?? program!.name,
       config,
       configFlags,
       run,
+      ...(exec ? { exec } : {}),
     };
     return runTraining(request, program, tag, args);
   },
@@ -184,13 +199,15 @@ async function takeWriter(request: TrainRequest, dir: string): Promise<WriterLea
 /** Train as the request says; progress as a bar on a terminal, or as TrainEvent lines (--progress-json). */
 async function runTraining(
   request: TrainRequest,
-  program: TrainingProgram<unknown>,
+  program: TrainingProgram<unknown> | undefined,
   tag: string,
   args: Args,
 ): Promise<number> {
   const { dir, steps, run } = request;
   const groupOptions = optionsFromEnv();
-  const group = groupOptions.worldSize > 1 ? await initProcessGroup(groupOptions) : undefined;
+  // A command program runs its own collectives (MASTER_ADDR/MASTER_PORT are its).
+  const group =
+    groupOptions.worldSize > 1 && !request.exec ? await initProcessGroup(groupOptions) : undefined;
   const json = flag(args, 'progress-json');
   const emit = (event: TrainEvent) => process.stdout.write(JSON.stringify(event) + '\n');
   const bar = new ProgressLine();
@@ -220,39 +237,66 @@ async function runTraining(
       process.channel?.unref();
     }
     writer?.startRenewing();
-    summary = await train({
-      dir,
-      steps,
-      saveEvery: request.saveEvery,
-      program,
-      config: request.config,
-      configFlags: request.configFlags,
-      seed: run.seed,
-      batch: run.batch,
-      schedule: scheduleOf(run),
-      saveDtype: run.saveDtype?.toUpperCase() as 'F32' | 'BF16' | 'F16' | undefined,
-      resume: request.resume,
-      backend: loadConfig().backend,
-      storeConfig: loadConfig().s3,
-      group,
-      reshard: request.reshard,
-      writer,
-      signal: controller.signal,
-      onProgress: (p: Progress) =>
-        json
-          ? emit({ type: 'progress', step: p.step, loss: p.loss, lr: p.lr, stepsPerSec: p.stepsPerSec })
-          : bar.update(
-              `step ${p.step}/${p.steps}  loss ${p.loss.toFixed(4)}  (smoothed ${p.smoothedLoss.toFixed(4)})  ${p.stepsPerSec.toFixed(1)} steps/s`,
-              p.step === p.steps || p.step % 10 === 0,
-            ),
-      onSave: (s, io) =>
-        json
-          ? emit({ type: 'saved', step: s, seconds: io.seconds, bytes: io.bytes })
-          : bar.log(`saved step ${s} to ${dir}`),
-      onResume: (s, io) => {
-        if (json) emit({ type: 'resumed', step: s, seconds: io.seconds, bytes: io.bytes });
-      },
-    });
+    summary = request.exec
+      ? await runCommandSegment({
+          dir,
+          program: request.exec,
+          steps,
+          saveEvery: request.saveEvery,
+          seed: run.seed ?? 0,
+          config: request.config,
+          resume: request.resume,
+          rank: groupOptions.rank,
+          worldSize: groupOptions.worldSize,
+          localRank: Number(process.env.LOCAL_RANK ?? 0),
+          ...(groupOptions.worldSize > 1
+            ? { master: { addr: groupOptions.masterAddr, port: groupOptions.masterPort } }
+            : {}),
+          writer,
+          signal: controller.signal,
+          onEvent: (event) =>
+            json
+              ? emit(event)
+              : event.type === 'progress'
+                ? bar.update(`step ${event.step}/${steps}  loss ${event.loss.toFixed(4)}`)
+                : event.type === 'saved'
+                  ? bar.log(`saved step ${event.step} to ${dir}`)
+                  : undefined,
+          onOutput: (line) => bar.log(`[${request.exec!.name}] ${line}`),
+        })
+      : await train({
+          dir,
+          steps,
+          saveEvery: request.saveEvery,
+          program: program!,
+          config: request.config,
+          configFlags: request.configFlags,
+          seed: run.seed,
+          batch: run.batch,
+          schedule: scheduleOf(run),
+          saveDtype: run.saveDtype?.toUpperCase() as 'F32' | 'BF16' | 'F16' | undefined,
+          resume: request.resume,
+          backend: loadConfig().backend,
+          storeConfig: loadConfig().s3,
+          group,
+          reshard: request.reshard,
+          writer,
+          signal: controller.signal,
+          onProgress: (p: Progress) =>
+            json
+              ? emit({ type: 'progress', step: p.step, loss: p.loss, lr: p.lr, stepsPerSec: p.stepsPerSec })
+              : bar.update(
+                  `step ${p.step}/${p.steps}  loss ${p.loss.toFixed(4)}  (smoothed ${p.smoothedLoss.toFixed(4)})  ${p.stepsPerSec.toFixed(1)} steps/s`,
+                  p.step === p.steps || p.step % 10 === 0,
+                ),
+          onSave: (s, io) =>
+            json
+              ? emit({ type: 'saved', step: s, seconds: io.seconds, bytes: io.bytes })
+              : bar.log(`saved step ${s} to ${dir}`),
+          onResume: (s, io) => {
+            if (json) emit({ type: 'resumed', step: s, seconds: io.seconds, bytes: io.bytes });
+          },
+        });
   } finally {
     process.off('message', confirmations);
     await writer?.release();
@@ -277,6 +321,28 @@ async function optionalProgram(args: Args): Promise<TrainingProgram<unknown> | u
   return spec === undefined ? undefined : loadProgram(spec);
 }
 
+/** `ckpt eval --eval-exec CMD`: named by --program, else by the checkpoint's meta. */
+async function evalCommandProgram(args: Args, dir: string, step: number, evalExec: string) {
+  const name =
+    str(args, 'program') ??
+    recordedProgram((await loadCheckpoint(dir, step, { loadModel: false, loadOptimizer: false })).meta).name;
+  const metricName = str(args, 'metric');
+  const mode = str(args, 'mode') ?? 'min';
+  if (mode !== 'min' && mode !== 'max')
+    throw new UsageError(`--mode must be min or max, got ${mode}`, { field: 'mode' });
+  if (metricName === undefined && str(args, 'mode') !== undefined)
+    throw new UsageError('--mode goes with --metric', { field: 'mode' });
+  try {
+    return commandProgram(evalExec, {
+      name,
+      evalExec,
+      ...(metricName !== undefined ? { metric: { name: metricName, mode } } : {}),
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message, { field: 'eval-exec' });
+  }
+}
+
 async function defaultStep(dir: string, given: number | undefined): Promise<number> {
   if (given !== undefined) return given;
   return findLastStep(dir);
@@ -287,7 +353,8 @@ const evalCommand: Command = {
   summary:
     'Evaluate a checkpoint with its program (the GPT: validation bits per byte); writes eval_<step>.json.',
   usage:
-    'ckpt eval DIR [--step N] [--program PATH|NAME] [--data FILE] [--json]\n\n' +
+    'ckpt eval DIR [--step N] [--program PATH|NAME] [--data FILE] [--json]\n' +
+    "          [--eval-exec CMD [--metric NAME --mode min|max]]   a command program's evaluation\n\n" +
     "Prints the program's primary metric (val_bpb for the GPT); --json prints every metric (as eval_<step>.json\n" +
     'holds them) and the primary one. --program is needed for a checkpoint of a program that is not built in.',
   options: {
@@ -295,16 +362,27 @@ const evalCommand: Command = {
     data: { type: 'string' },
     json: { type: 'boolean' },
     program: { type: 'string' },
+    'eval-exec': { type: 'string' },
+    metric: { type: 'string' },
+    mode: { type: 'string' },
+    // For a worker's evaluation child: the pipeline's command program as JSON (program/command.ts).
+    'command-json': { type: 'string' },
   },
   async run(args) {
     expectPositionals(args, 1, 'eval');
     const dir = positional(args, 0, 'DIR', 'eval');
     const step = await defaultStep(dir, stepArg(args));
     const bar = new ProgressLine();
+    const evalExec = str(args, 'eval-exec');
     const result = await evaluateCheckpoint(dir, step, {
       dataFile: str(args, 'data'),
       backend: loadConfig().backend,
-      program: await optionalProgram(args),
+      program:
+        str(args, 'command-json') !== undefined
+          ? commandEvalProgram(checkCommandProgram(JSON.parse(str(args, 'command-json')!), 'command-json'))
+          : evalExec !== undefined
+            ? commandEvalProgram(await evalCommandProgram(args, dir, step, evalExec))
+            : await optionalProgram(args),
       onProgress: (done, total) => bar.update(`eval step ${step}: ${done}/${total}`),
     });
     bar.done();

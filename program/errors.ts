@@ -1,5 +1,5 @@
 /** Errors about training programs: bad input, so each exits 2 and is never retried. */
-import { InvalidArgumentError } from '../checkpoint/errors';
+import { CheckpointError, InvalidArgumentError } from '../checkpoint/errors';
 
 /** A checkpoint written by one program (or a newer version of it) is resumed or built by another. */
 export class ProgramMismatchError extends InvalidArgumentError {}
@@ -15,3 +15,15 @@ export class ProgramLoadError extends InvalidArgumentError {}
 
 /** A pipeline names a program this worker does not have. */
 export class ProgramNotRegisteredError extends InvalidArgumentError {}
+
+/** A command program exited 2: a failure it says retrying cannot fix (bad config, bad data). Not retried. */
+export class CommandFailedError extends CheckpointError {}
+
+/**
+ * A command program exited with another code, was killed by a signal, or could not be started: retried
+ * from the last committed step (a node that died, an out-of-memory kill, a crash).
+ */
+export class CommandCrashedError extends CheckpointError {
+  override readonly exitCode = 1 as const;
+  static override readonly retryable = true;
+}

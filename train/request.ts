@@ -6,6 +6,7 @@
 import { InvalidArgumentError } from '../checkpoint/errors';
 import type { RunSettings } from './settings';
 import type { TakeOver } from '../checkpoint/writer';
+import { checkCommandProgram, type CommandProgram } from '../program/command';
 
 export interface TrainRequest {
   /** The checkpoint directory: ROOT/<source_dir>/<tag> (a path or s3://…). */
@@ -29,6 +30,8 @@ export interface TrainRequest {
    * only, renewed on a timer.
    */
   writer?: { claim: string | null; takeOver: TakeOver; gated: boolean };
+  /** A command program (train/command-runner.ts): run instead of a TypeScript program; `program` is its name. */
+  exec?: CommandProgram;
 }
 
 /**
@@ -59,5 +62,6 @@ function checkRequest(value: unknown): TrainRequest {
   if (typeof r.program !== 'string') throw bad('program');
   if (typeof r.config !== 'object' || r.config === null) throw bad('config');
   if (typeof r.run !== 'object' || r.run === null) throw bad('run');
+  if (r.exec !== undefined) checkCommandProgram(r.exec, 'exec');
   return r as TrainRequest;
 }

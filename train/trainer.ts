@@ -573,7 +573,7 @@ async function loadOptimizerShard(
   return reshardOptimizer(shards, plan, rank);
 }
 
-async function resolveResume(
+export async function resolveResume(
   store: ReturnType<typeof openStore>,
   resume: TrainOptions['resume'],
 ): Promise<number | null> {

@@ -12,8 +12,7 @@ import { SimplePlugin } from '@temporalio/plugin';
 import type { WorkerOptions } from '@temporalio/worker';
 import { prewarmChild } from '../activities/child';
 import { configureAllowedRoots } from '../activities/allowed-roots';
-import { registerPrograms } from '../activities/programs';
-import type { TrainingProgram } from '../program/contract';
+import { registerPrograms, type ProgramRegistration } from '../activities/programs';
 import type { DataConverter } from '@temporalio/common';
 import { ENCODED_FAILURES_PATH, EncryptionCodec } from '../activities/payload-codec';
 import { loadCodecKeys, type AllowedRoots, type CodecKeys } from '../temporal.config';
@@ -37,7 +36,7 @@ export interface TrainingPluginOptions {
    * object created with defineProgram() or loaded with loadProgram() (its module is then known, so the
    * training child can load it too).
    */
-  programs?: Record<string, string | TrainingProgram<unknown>>;
+  programs?: Record<string, ProgramRegistration>;
   /** Count this worker's activities into these Prometheus metrics (workers/metrics.ts). */
   metrics?: WorkerMetrics;
   /** Keep a warm standby training child, so segments skip the start-up (default true for train and all). */

@@ -15,8 +15,7 @@ import { prewarmChild } from '../activities/child';
 import { connectionError } from '../activities/client';
 import type { ConnectAttempt } from '../activities/connection-diagnosis';
 import { codecConverter } from '../activities/payload-codec';
-import { registerPrograms } from '../activities/programs';
-import type { TrainingProgram } from '../program/contract';
+import { registerPrograms, type ProgramRegistration } from '../activities/programs';
 import type { TemporalSettings } from '../temporal.config';
 import { serveMetrics, WorkerMetrics } from './metrics';
 
@@ -80,8 +79,11 @@ export interface WorkerSetup {
   metricsPort?: number;
   /** The address the metrics endpoint listens on; default DEFAULT_METRICS_HOST (this host only). */
   metricsHost?: string;
-  /** Training programs this worker runs by name (module paths, or program objects whose module is known). */
-  programs?: Record<string, string | TrainingProgram<unknown>>;
+  /**
+   * Training programs this worker runs by name: module paths, program objects whose module is known, or
+   * commands (`{ exec, evalExec?, cwd?, metric? }`).
+   */
+  programs?: Record<string, ProgramRegistration>;
 }
 
 /**

@@ -425,6 +425,8 @@ async function evaluateNew(
       step,
       program: input.training?.program,
       data: input.flags?.data,
+      // A command program's evaluation command (an activity input: replays of older runs are unaffected).
+      ...(input.training?.exec ? { exec: input.training.exec } : {}),
     });
     s.evals.push(result);
     // The program's primary metric unless the pipeline names one; results recorded before programs existed
