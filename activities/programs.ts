@@ -4,13 +4,12 @@
  * processes, so a program crosses to the child as a module path (or a built-in name), never as an object.
  */
 import { existsSync } from 'node:fs';
-import { hostname } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import type { TrainingProgram } from '../program/contract';
 import { ProgramLoadError } from '../program/errors';
 import { BUILTIN_PROGRAMS, isProgramPath, programModule } from '../program/load';
-import { checkProgramPath } from './allowed-roots';
+import { activityWorkerIdentity, checkProgramPath } from './allowed-roots';
 
 const registered = new Map<string, string>();
 
@@ -46,7 +45,7 @@ export function programForChild(spec: string): string {
   const path = registered.get(spec);
   if (path) return path;
   if (BUILTIN_PROGRAMS[spec]) return spec;
-  const worker = `${process.pid}@${hostname()}`;
+  const worker = activityWorkerIdentity();
   if (isProgramPath(spec)) {
     checkProgramPath(spec);
     if (isAbsolute(spec) && existsSync(spec)) return spec;

@@ -151,6 +151,14 @@ describe('a worker-registered program through the pipeline', () => {
     assert.ok(err instanceof WorkflowFailedError, String(err));
     const cause = (err.cause as Error & { cause?: Error & { type?: string } }).cause;
     assert.equal(cause?.type, 'ProgramNotRegisteredError');
-    assert.match(cause!.message, /program "nosuch" is not registered on worker \d+@\S+ \(it has: gpt, mlp\)/);
+    // The worker as the server knows it (`temporal workflow describe`): its identity, <role>-<pid>@<host>.
+    const named = /program "nosuch" is not registered on worker (\S+) \(it has: gpt, mlp\)/.exec(
+      cause!.message,
+    );
+    assert.ok(named, cause!.message);
+    assert.ok(
+      trainers.some((w) => w.identity === named[1]),
+      `${named[1]} is not one of ${trainers.map((w) => w.identity).join(', ')}`,
+    );
   });
 });
