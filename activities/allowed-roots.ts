@@ -7,6 +7,7 @@
  * so that no activity can forget it.
  */
 import { hostname } from 'node:os';
+import { Context } from '@temporalio/activity';
 import { checkWithinRoots } from '../checkpoint/allowed-roots';
 import { loadAllowedRoots, type AllowedRoots } from '../temporal.config';
 import { activityFailure } from './failure';
@@ -29,7 +30,20 @@ export function allowedRoots(): AllowedRoots {
 /** The fields of an activity's input that name a checkpoint location. */
 const LOCATION_FIELDS = ['dir', 'checkpointsDir', 'src', 'dst'] as const;
 
-const worker = () => `${process.pid}@${hostname()}`;
+/**
+ * The identity of the worker running the current activity, as the server records it (`temporal workflow
+ * describe`, the Web UI): `<role>-<pid>@<host>` for `ckpt worker`, whatever a user's own Worker set. Outside
+ * an activity (a unit test), the SDK's default form.
+ */
+export function activityWorkerIdentity(): string {
+  try {
+    return Context.current().client.options.identity;
+  } catch {
+    return `${process.pid}@${hostname()}`;
+  }
+}
+
+const worker = activityWorkerIdentity;
 
 /** Refuses an input naming a location outside the roots: an OutsideAllowedRootsError, non-retryable. */
 export function checkActivityInput(input: unknown): void {

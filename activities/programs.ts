@@ -4,7 +4,6 @@
  * processes, so a program crosses to the child as a module path (or a built-in name), never as an object.
  */
 import { existsSync } from 'node:fs';
-import { hostname } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import type { TrainingProgram } from '../program/contract';
@@ -17,7 +16,7 @@ import {
   type CommandProgram,
 } from '../program/command';
 import { CANCEL_GRACE_MS } from './child';
-import { checkProgramPath } from './allowed-roots';
+import { activityWorkerIdentity, checkProgramPath } from './allowed-roots';
 
 const registered = new Map<string, string>();
 const commands = new Map<string, CommandProgram>();
@@ -118,7 +117,7 @@ export function programForChild(spec: string): string {
   const path = registered.get(spec);
   if (path) return path;
   if (BUILTIN_PROGRAMS[spec]) return spec;
-  const worker = `${process.pid}@${hostname()}`;
+  const worker = activityWorkerIdentity();
   if (isProgramPath(spec)) {
     checkProgramPath(spec);
     if (isAbsolute(spec) && existsSync(spec)) return spec;

@@ -5,9 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { buildModel } from '../../model/build';
+import { ProgramMismatchError } from '../../program/errors';
 import { ckpt, ckptAsync, ROOT } from '../helpers/cli';
 import { linearProgram } from '../helpers/linear-program';
 import { tempDir } from '../helpers/tmp';
@@ -20,6 +22,40 @@ const pad = (step: number) => String(step).padStart(6, '0');
 function assertSameFiles(a: string, b: string, files: string[]): void {
   for (const file of files) assert.equal(sha(join(a, file)), sha(join(b, file)), `${file} differs`);
 }
+
+/**
+ * A program that owns its optimizer but has no gradients()/applyGradients() (plain SGD in step()), and no
+ * defaultTag: the linear program of linear.js beside it, wrapped.
+ */
+const STEP_ONLY = `
+const linear = require('./linear.js');
+module.exports = {
+  ...linear,
+  name: 'linear-step',
+  optimizer: 'program',
+  defaultTag: undefined,
+  async start(ctx) {
+    const inner = await linear.start(ctx);
+    const params = inner.parameters();
+    return {
+      kind: 'step',
+      step(batch) {
+        const { loss, grads } = inner.lossAndGrads(batch);
+        ctx.tf.tidy(() => {
+          for (const [name, g] of grads) params.get(name).assign(params.get(name).sub(g.mul(0.05)));
+        });
+        ctx.tf.dispose([...grads.values()]);
+        const value = loss.dataSync()[0];
+        loss.dispose();
+        return value;
+      },
+      optimizerTensors: () => ({}),
+      modelTensors: () => inner.modelTensors(),
+      dispose: () => inner.dispose(),
+    };
+  },
+};
+`;
 
 function oneErrorLine(stderr: string): string {
   const lines = stderr.split('\n').filter((l) => l.startsWith('ckpt: error:'));
@@ -238,6 +274,56 @@ describe('refusals', () => {
       oneErrorLine(flags.stderr),
       /program "linear" declares flags that ckpt train has already: --steps/,
     );
+  });
+
+  it('a program-owned optimizer without gradients()/applyGradients() trains on one rank; --nproc 2 exits 2', () => {
+    const work = tempDir();
+    writeFileSync(join(work, 'linear.js'), linearProgram(1));
+    const program = join(work, 'step-only.js');
+    writeFileSync(program, STEP_ONLY);
+    const base = ['train', '--program', program, '--root', work, '--steps', '2'];
+    const one = ckpt([...base, '--tag', 'one']);
+    assert.equal(one.code, 0, one.stderr);
+    assert.match(one.stderr, /with program linear-step/);
+    const two = ckpt([...base, '--tag', 'two', '--nproc', '2']);
+    assert.equal(two.code, 2, two.stderr);
+    assert.match(
+      oneErrorLine(two.stderr),
+      /the program owns its optimizer and its session has no gradients\(\)\/applyGradients\(\): it cannot train on several ranks; drop --nproc/,
+    );
+    const twoDir = join(work, 'base_checkpoints', 'two');
+    const written = existsSync(twoDir) ? readdirSync(twoDir) : [];
+    assert.deepEqual(
+      written.filter((f) => /^(model|optim|meta|manifest)_/.test(f)),
+      [],
+      `nothing saved: ${written.join(', ')}`,
+    );
+  });
+
+  it('a program without defaultTag needs --tag (exit 2 naming it)', () => {
+    const work = tempDir();
+    writeFileSync(join(work, 'linear.js'), linearProgram(1));
+    const program = join(work, 'step-only.js');
+    writeFileSync(program, STEP_ONLY);
+    const untagged = ckpt(['train', '--program', program, '--root', work, '--steps', '1']);
+    assert.equal(untagged.code, 2, untagged.stderr);
+    assert.match(oneErrorLine(untagged.stderr), /^ckpt: error: train: give --tag T$/);
+  });
+
+  it("buildModel refuses another program's checkpoint with a ProgramMismatchError naming it", async () => {
+    const work = tempDir();
+    const program = join(work, 'linear.js');
+    writeFileSync(program, linearProgram(1));
+    const trained = ckpt(['train', '--program', program, '--root', work, '--steps', '1', '--lr', '0.05']);
+    assert.equal(trained.code, 0, trained.stderr);
+    await assert.rejects(buildModel(join(work, 'base_checkpoints', 'linear'), 1), (err: unknown) => {
+      assert.ok(err instanceof ProgramMismatchError, String(err));
+      assert.match(
+        err.message,
+        /meta_000001\.json was written by program "linear"; buildModel builds the built-in GPT only/,
+      );
+      return true;
+    });
   });
 
   it("a flag the program does not declare, and the loop's schedule for a program-owned optimizer, exit 2", () => {
