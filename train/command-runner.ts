@@ -6,6 +6,7 @@
  * `ckpt commit`, fenced by the token this runner's lease gives it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { metaFile, openStore, parseMeta, findLastStep, NoCheckpointError } from '../checkpoint';
@@ -23,8 +24,14 @@ import { recordedProgram } from '../program/meta';
 import type { TrainEvent } from './events';
 import { resolveResume, TrainingAborted, type TrainSummary } from './trainer';
 
-/** Where the package's Python client lives (put first on the command's PYTHONPATH). */
-export const PYTHON_CLIENT_DIR = join(__dirname, '..', 'python');
+/**
+ * Where the package's Python client lives (put first on the command's PYTHONPATH): beside the sources in a
+ * checkout, one level up from the compiled tree (dist/) in an installed package.
+ */
+export const PYTHON_CLIENT_DIR =
+  [join(__dirname, '..', 'python'), join(__dirname, '..', '..', 'python')].find((d) =>
+    existsSync(join(d, 'temporal_ckpt', '__init__.py')),
+  ) ?? join(__dirname, '..', 'python');
 const CKPT_BIN = join(__dirname, '..', 'bin', 'ckpt.js');
 
 /** The file descriptor a command writes its progress lines to. */
@@ -243,6 +250,8 @@ export async function runCommandSegment(segment: CommandSegment): Promise<TrainS
       { field: 'exec' },
     );
   }
+  // Rank 0 checks the commit: another rank's command is done once it has handed its files over.
+  if (segment.rank !== 0) return summary(segment.steps, saved, finalLoss);
   let last: number | null;
   try {
     last = await findLastStep(store);
