@@ -442,6 +442,47 @@ const signalCommand = (name: 'pause' | 'resume' | 'stop', summary: string) =>
     return 0;
   });
 
+/**
+ * `ckpt worker --program` entries: NAME=PATH (a module, loaded now: a worker that cannot load a program it
+ * is told to run should not start), NAME=exec:CMD and NAME=eval-exec:CMD (a command program's training and
+ * evaluation commands, run in the worker's directory).
+ */
+export async function workerPrograms(entries: string[]): Promise<Record<string, ProgramRegistration>> {
+  const programs: Record<string, ProgramRegistration> = {};
+  for (const entry of entries) {
+    const [name, path] = [entry.slice(0, entry.indexOf('=')), entry.slice(entry.indexOf('=') + 1)];
+    if (!entry.includes('=') || !PROGRAM_NAME.test(name) || path === '') {
+      throw new UsageError(
+        `--program must be NAME=PATH, NAME=exec:CMD or NAME=eval-exec:CMD, got "${entry}"`,
+        {
+          field: 'program',
+        },
+      );
+    }
+    // A command program: its training command (exec:) and evaluation command (eval-exec:), run here.
+    const command = /^(exec|eval-exec):(.*)$/s.exec(path);
+    if (command) {
+      const given = programs[name];
+      const registration: CommandRegistration =
+        typeof given === 'object' && 'exec' in given ? given : { exec: '' };
+      if (command[1] === 'exec') registration.exec = command[2]!;
+      else registration.evalExec = command[2]!;
+      programs[name] = registration;
+      continue;
+    }
+    // Load it now: a worker that cannot load a program it is told to run should not start.
+    await loadProgramModule(path);
+    programs[name] = resolve(path);
+  }
+  for (const [name, p] of Object.entries(programs)) {
+    if (typeof p === 'object' && 'exec' in p && p.exec === '')
+      throw new UsageError(`--program ${name}=eval-exec:… needs ${name}=exec:CMD too`, {
+        field: 'program',
+      });
+  }
+  return programs;
+}
+
 const workerCommand: Command = {
   name: 'worker',
   summary: 'Run a worker: train (training/eval activities), control (workflows, light activities) or all.',
@@ -464,38 +505,7 @@ const workerCommand: Command = {
   },
   async run(args) {
     expectPositionals(args, 0, 'worker');
-    const programs: Record<string, ProgramRegistration> = {};
-    for (const entry of list(args, 'program')) {
-      const [name, path] = [entry.slice(0, entry.indexOf('=')), entry.slice(entry.indexOf('=') + 1)];
-      if (!entry.includes('=') || !PROGRAM_NAME.test(name) || path === '') {
-        throw new UsageError(
-          `--program must be NAME=PATH, NAME=exec:CMD or NAME=eval-exec:CMD, got "${entry}"`,
-          {
-            field: 'program',
-          },
-        );
-      }
-      // A command program: its training command (exec:) and evaluation command (eval-exec:), run here.
-      const command = /^(exec|eval-exec):(.*)$/s.exec(path);
-      if (command) {
-        const given = programs[name];
-        const registration: CommandRegistration =
-          typeof given === 'object' && 'exec' in given ? given : { exec: '' };
-        if (command[1] === 'exec') registration.exec = command[2]!;
-        else registration.evalExec = command[2]!;
-        programs[name] = registration;
-        continue;
-      }
-      // Load it now: a worker that cannot load a program it is told to run should not start.
-      await loadProgramModule(path);
-      programs[name] = resolve(path);
-    }
-    for (const [name, p] of Object.entries(programs)) {
-      if (typeof p === 'object' && 'exec' in p && p.exec === '')
-        throw new UsageError(`--program ${name}=eval-exec:… needs ${name}=exec:CMD too`, {
-          field: 'program',
-        });
-    }
+    const programs = await workerPrograms(list(args, 'program'));
     const role = (str(args, 'role') ?? 'all') as WorkerRole;
     if (!['train', 'control', 'all'].includes(role))
       throw new UsageError(`--role must be train, control or all, got "${role}"`);
