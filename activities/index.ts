@@ -67,7 +67,12 @@ export async function trainSegment(input: SegmentInput): Promise<SegmentResult> 
     onTick: () => ctx.heartbeat(progress),
     onEvent: (event) => {
       forwardTrainingEvent(input.dir, event);
-      if (event.type === 'progress') progress = { step: event.step, loss: event.loss };
+      if (event.type === 'progress')
+        progress = {
+          step: event.step,
+          loss: event.loss,
+          ...(event.metrics ? { metrics: event.metrics } : {}),
+        };
       if (event.type === 'saved') {
         ctx.log.info('checkpoint committed', {
           dir: input.dir,

@@ -7,7 +7,16 @@ import type { DoneEvent, TrainEvent } from '../train/events';
 
 export type ActivityEvent =
   /** One training step done (rank: of a multi-rank segment; absent for single-rank segments). */
-  | { type: 'progress'; dir: string; step: number; loss: number | null; stepsPerSec: number; rank?: number }
+  | {
+      type: 'progress';
+      dir: string;
+      step: number;
+      loss: number | null;
+      stepsPerSec: number;
+      rank?: number;
+      /** A command program's training metrics of the step. */
+      metrics?: Record<string, number>;
+    }
   /** A checkpoint this process wrote was committed: save time and bytes this rank wrote. */
   | { type: 'saved'; dir: string; step: number; seconds: number; bytes: number; rank?: number }
   /** The checkpoint a segment resumes from was loaded: load time and bytes read. */
@@ -47,6 +56,7 @@ export function forwardTrainingEvent(dir: string, event: TrainEvent, rank?: numb
       step: event.step,
       loss: Number.isFinite(event.loss) ? event.loss : null,
       stepsPerSec: event.stepsPerSec,
+      ...(event.metrics ? { metrics: event.metrics } : {}),
       ...ranked,
     });
   } else if (event.type === 'saved' || event.type === 'resumed') {

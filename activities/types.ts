@@ -75,6 +75,8 @@ export interface SegmentResult {
 export interface SegmentProgress {
   step: number;
   loss: number | null;
+  /** A command program's training metrics of that step. */
+  metrics?: Record<string, number>;
 }
 
 export interface EvalSummary {

@@ -67,6 +67,17 @@ interface ProgressLine {
   bytes?: unknown;
 }
 
+/** A progress line's metrics: its finite numbers (others are dropped), or undefined when none. */
+function flatNumbers(value: unknown): Record<string, number> | undefined {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined;
+  const out = Object.fromEntries(
+    Object.entries(value).filter(
+      (e): e is [string, number] => typeof e[1] === 'number' && Number.isFinite(e[1]),
+    ),
+  );
+  return Object.keys(out).length > 0 ? out : undefined;
+}
+
 /** The commands started by this process that are still running: killed with it, whatever ends it. */
 const running = new Set<ChildProcess>();
 let exitHook = false;
@@ -193,7 +204,15 @@ export async function runCommandSegment(segment: CommandSegment): Promise<TrainS
     lastProgressStep = p.step;
     lastStep = p.step;
     finalLoss = p.loss;
-    segment.onEvent({ type: 'progress', step: p.step, loss: p.loss, lr: null, stepsPerSec });
+    const metrics = flatNumbers(p.metrics);
+    segment.onEvent({
+      type: 'progress',
+      step: p.step,
+      loss: p.loss,
+      lr: null,
+      stepsPerSec,
+      ...(metrics ? { metrics } : {}),
+    });
   });
   for (const stream of [child.stdout!, child.stderr!]) {
     createInterface({ input: stream }).on('line', (line) => segment.onOutput?.(line));

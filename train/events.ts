@@ -5,7 +5,15 @@
 import type { TrainSummary } from './trainer';
 
 export type TrainEvent =
-  | { type: 'progress'; step: number; loss: number; lr: number | null; stepsPerSec: number }
+  | {
+      type: 'progress';
+      step: number;
+      loss: number;
+      lr: number | null;
+      stepsPerSec: number;
+      /** A command program's own training metrics of the step (flat numbers). */
+      metrics?: Record<string, number>;
+    }
   /** A checkpoint this process wrote is committed. */
   | { type: 'saved'; step: number; seconds: number; bytes: number }
   /** The checkpoint training resumes from is loaded. */

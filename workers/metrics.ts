@@ -50,6 +50,11 @@ export class WorkerMetrics {
   );
   readonly step = this.gauge('ckpt_training_step', 'Last step trained.', ['dir']);
   readonly loss = this.gauge('ckpt_training_loss', 'Training loss of the last step.', ['dir']);
+  readonly trainingMetric = this.gauge(
+    'ckpt_training_metric',
+    "A command program's own training metric of the last step it reported (metric: its name).",
+    ['dir', 'metric'],
+  );
   readonly saveSeconds = this.histogram(
     'ckpt_checkpoint_save_seconds',
     'Checkpoint saves, from the snapshot to the commit (asynchronous saves overlap training).',
@@ -103,6 +108,10 @@ export class WorkerMetrics {
         this.step.set({ dir: event.dir }, event.step);
         this.stepsPerSecond.set({ dir: event.dir }, event.stepsPerSec);
         if (event.loss !== null) this.loss.set({ dir: event.dir }, event.loss);
+        if (leader) {
+          for (const [metric, value] of Object.entries(event.metrics ?? {}))
+            if (Number.isFinite(value)) this.trainingMetric.set({ dir: event.dir, metric }, value);
+        }
         break;
       case 'saved':
         this.saveSeconds.observe(event.seconds);

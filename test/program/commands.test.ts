@@ -87,7 +87,7 @@ describe('ckpt train --exec (the Python example)', () => {
   it('0→20 equals 0→10 then --resume to 20, bit for bit; eval writes the metrics', () => {
     const straight = join(tmp, 'straight');
     const split = join(tmp, 'split');
-    const a = train(straight, 20);
+    const a = train(straight, 20, ['--progress-json']);
     assert.equal(a.code, 0, a.stderr);
     assert.match(a.stderr, /trained mlp from step 0 to 20 .* with program mlp/);
     const b1 = train(split, 10);
@@ -96,6 +96,21 @@ describe('ckpt train --exec (the Python example)', () => {
     assert.equal(b2.code, 0, b2.stderr);
     assert.match(b2.stderr, /from step 10 to 20/);
     assert.deepEqual(finalFiles(dirOf(split), 20), finalFiles(dirOf(straight), 20));
+    // Its progress lines become the loop's events: every step, with its own metrics; every commit.
+    const events = a.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { type: string; step: number; metrics?: Record<string, number> });
+    assert.deepEqual(
+      events.filter((e) => e.type === 'progress').map((e) => e.step),
+      Array.from({ length: 20 }, (_, i) => i + 1),
+    );
+    assert.equal(typeof events.find((e) => e.type === 'progress')!.metrics?.accuracy, 'number');
+    assert.deepEqual(
+      events.filter((e) => e.type === 'saved').map((e) => e.step),
+      [5, 10, 15, 20],
+    );
+    assert.equal(events.at(-1)!.type, 'done');
     const listed = ckpt(['inspect', dirOf(split)]);
     assert.match(listed.stdout, /program mlp v1/);
 
