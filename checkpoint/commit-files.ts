@@ -8,12 +8,28 @@
 import { createReadStream } from 'node:fs';
 import { lstat, open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { commitCheckpoint, publishFile, refuseIfCommitted, type SaveResult } from './checkpoint';
+import { createHash } from 'node:crypto';
+import {
+  commitCheckpoint,
+  publishFile,
+  readManifest,
+  refuseIfCommitted,
+  type SaveResult,
+} from './checkpoint';
 import { storeCoordinator, soloCoordinator, type Coordinator } from './coordinator';
 import { CheckpointError, CommitRefusedError, InvalidArgumentError } from './errors';
 import { openStore, type Location } from './location';
 import { FORMAT_VERSION, type FileRecord } from './manifest';
-import { metaFile, modelFile, optimFile, padStep, parseFileName, validateRank, validateStep } from './names';
+import {
+  manifestFile,
+  metaFile,
+  modelFile,
+  optimFile,
+  padStep,
+  parseFileName,
+  validateRank,
+  validateStep,
+} from './names';
 import { MAX_HEADER_BYTES, parseSafetensorsHeader } from './safetensors';
 import type { Store } from './store';
 import { fenceFromToken, type FenceToken } from './writer';
@@ -243,6 +259,22 @@ export async function commitFiles(
     );
   }
   const store = openStore(dir);
+  // Another rank's commit of a step rank 0 has committed already: done when the checkpoint holds exactly
+  // this rank's bytes (a group that replays the same step after a crash), refused otherwise.
+  if (!whole && rank > 0 && (await store.exists(manifestFile(step)))) {
+    const source = options.from !== undefined ? stagingSource(options.from) : storeSource(store, step);
+    const mine = planFiles(await source.names(), step, [rank], false, source.describe);
+    const manifest = await readManifest(store, step);
+    const files: Record<string, FileRecord> = {};
+    for (const name of mine) {
+      const record = hashBytes(await source.read(name));
+      const committed = manifest.files[name];
+      if (committed?.sha256 !== record.sha256 || committed.bytes !== record.bytes)
+        await refuseIfCommitted(store, step);
+      files[name] = record;
+    }
+    return { step, files, committed: false, bytes: 0 };
+  }
   await refuseIfCommitted(store, step);
   const source = options.from !== undefined ? stagingSource(options.from) : storeSource(store, step);
   const ranks = whole ? Array.from({ length: worldSize }, (_, r) => r) : [rank];
@@ -314,6 +346,10 @@ function checkingCoordinator(inner: Coordinator, step: number): Coordinator {
   };
 }
 
+function hashBytes(data: Uint8Array): FileRecord {
+  return { bytes: data.byteLength, sha256: createHash('sha256').update(data).digest('hex') };
+}
+
 /** Publish a file from the source (no-replace; identical bytes already there are kept). */
 async function publishStream(
   store: Store,
@@ -324,7 +360,6 @@ async function publishStream(
 ): Promise<FileRecord> {
   if (source.describe === store.location) {
     // Already in place: hash it where it is.
-    const { createHash } = await import('node:crypto');
     const h = createHash('sha256');
     let bytes = 0;
     for await (const c of store.stream(name)) {

@@ -163,6 +163,11 @@ export async function runCommandSegment(segment: CommandSegment): Promise<TrainS
   }
   if (segment.writer) env[WRITER_TOKEN_ENV] = formatWriterToken(segment.writer.token);
 
+  // Ranks meet at each commit through records in the store: a record left by a dead attempt must not let
+  // rank 0 commit this attempt's step with another attempt's shard. Rank 0 clears what earlier attempts
+  // left of the steps ahead (once their writers can no longer write) before its command starts.
+  if (segment.writer && segment.worldSize > 1) await segment.writer.clearUncommitted(store, startStep);
+
   watchExit();
   const child = spawn(segment.program.argv[0]!, segment.program.argv.slice(1), {
     cwd: segment.program.cwd,

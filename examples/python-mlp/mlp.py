@@ -81,7 +81,9 @@ def eval_set(seed: int, config: Mapping[str, Any]) -> Tuple[np.ndarray, np.ndarr
 
 def batch_indices(seed: int, step: int, config: Mapping[str, Any]) -> np.ndarray:
     """The global batch of step ``step`` (the step that takes the state from ``step`` to ``step + 1``)."""
-    return np.random.default_rng([seed, _BATCH, step]).integers(0, config["samples"], config["batch"])
+    rng = np.random.default_rng([seed, _BATCH, step])
+    indices: np.ndarray = rng.integers(0, config["samples"], config["batch"])
+    return indices
 
 
 def init_params(seed: int, config: Mapping[str, Any]) -> Dict[str, np.ndarray]:
@@ -116,7 +118,8 @@ def forward(params: Mapping[str, np.ndarray], x: np.ndarray) -> Tuple[np.ndarray
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    out: np.ndarray = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return out
 
 
 def loss_and_grads(

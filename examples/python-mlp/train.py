@@ -40,7 +40,9 @@ class Group:
         if self.world == 1:
             return
         if run.master_addr is None or run.master_port is None:
-            raise temporal_ckpt.RunEnvironmentError("MASTER_ADDR", "MASTER_ADDR and MASTER_PORT are needed when WORLD_SIZE > 1")
+            raise temporal_ckpt.RunEnvironmentError(
+                "MASTER_ADDR", "MASTER_ADDR and MASTER_PORT are needed when WORLD_SIZE > 1"
+            )
         address = (run.master_addr, run.master_port)
         hello = {"rank": self.rank, "world": self.world, "start": start, "config": run.config}
         if self.rank == 0:
@@ -62,7 +64,9 @@ class Group:
                     conn = listener.accept()
                 except socket.timeout:
                     missing = sorted(set(range(1, self.world)) - set(by_rank))
-                    raise RuntimeError(f"ranks {missing} did not connect within {CONNECT_TIMEOUT_S:.0f} s") from None
+                    raise RuntimeError(
+                        f"ranks {missing} did not connect within {CONNECT_TIMEOUT_S:.0f} s"
+                    ) from None
                 theirs = self._recv(conn)
                 r = theirs.get("rank")
                 if not isinstance(r, int) or not 0 < r < self.world or r in by_rank:
@@ -107,7 +111,8 @@ class Group:
         if self.rank != 0:
             assert self.conn is not None
             self.conn.send(values)
-            return self._recv(self.conn)
+            summed: Dict[str, np.ndarray] = self._recv(self.conn)
+            return summed
         total = {k: v.copy() for k, v in values.items()}
         for conn in self.peers:
             theirs = self._recv(conn)
@@ -136,7 +141,9 @@ def train(run: temporal_ckpt.Run) -> None:
         # world size).
         ckpt = run.load(start, optimizer_rank=0)
         if ckpt.meta.get("seed") != seed:
-            raise mlp.ConfigError(f"step {start} was trained with seed {ckpt.meta.get('seed')}, this run has {seed}")
+            raise mlp.ConfigError(
+                f"step {start} was trained with seed {ckpt.meta.get('seed')}, this run has {seed}"
+            )
         params = ckpt.model
         mlp.check_params(params, config, f"model of step {start}")
         if ckpt.optimizer is None:

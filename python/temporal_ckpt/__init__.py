@@ -423,9 +423,10 @@ class _Location:
         """Loads committed step ``step``, verifying each file it reads against the manifest.
 
         Reads the model, meta, extras and, when the step has optimizer files and ``with_optimizer`` is
-        true, ``optimizer_rank``'s shard (default: this process's rank; ``optimizer`` is None otherwise). Raises :class:`NotCommittedError` when the step has no manifest,
-        :class:`IntegrityError` (naming the file) when a size, sha256 or format does not match, and
-        :class:`CkptError` when the step has optimizer files but none for the requested rank. A remote
+        true, ``optimizer_rank``'s shard (default: this process's rank; ``optimizer`` is None otherwise).
+        Raises :class:`NotCommittedError` when the step has no manifest, :class:`IntegrityError` (naming
+        the file) when a size, sha256 or format does not match, and :class:`CkptError` when the step has
+        optimizer files but none for the requested rank. A remote
         directory (``s3://``) is first copied with ``ckpt copy DIR TMP --step N`` into a temporary local
         directory, which is removed afterwards.
         """
@@ -619,8 +620,9 @@ class Run(_Location):
 class EvalRun(_Location):
     """An evaluation of one committed step (see :func:`current_eval`).
 
-    Attributes: ``dir``, ``step`` (the step to evaluate), ``config`` (dict), ``seed`` (None when
-    ``CKPT_SEED`` is unset: read it from the checkpoint's meta then), ``program``, ``bin``.
+    Attributes: ``dir``, ``step`` (the step to evaluate), ``config`` (dict), ``data`` (``CKPT_EVAL_DATA``,
+    the evaluation data the pipeline names, or None), ``seed`` (None when ``CKPT_SEED`` is unset, as it is
+    under the pipeline: record the seed in meta and read it from there), ``program``, ``bin``.
     """
 
     def __init__(
@@ -632,15 +634,17 @@ class EvalRun(_Location):
         program: Optional[str] = None,
         bin: Optional[str] = None,
         staging_parent: Optional[str] = None,
+        data: Optional[str] = None,
     ) -> None:
         super().__init__(dir, config, program, bin, 0, staging_parent)
         self.step = step
         self.seed = seed
+        self.data = data
 
     def __repr__(self) -> str:
         return f"EvalRun(dir={self.dir!r}, step={self.step}, seed={self.seed})"
 
-    def load(  # type: ignore[override]
+    def load(
         self, step: Optional[int] = None, *, optimizer_rank: Optional[int] = None, with_optimizer: bool = False
     ) -> Checkpoint:
         """Loads ``step`` (default: the step to evaluate), verified; see :meth:`Run.load`. Skips the
@@ -700,7 +704,8 @@ def current_eval(environ: Optional[Mapping[str, str]] = None) -> EvalRun:
     """The evaluation this process runs, from its environment (``os.environ`` by default).
 
     Required: ``CKPT_DIR``, ``CKPT_STEP`` (the committed step to evaluate). Optional: ``CKPT_CONFIG``
-    (JSON object, default ``{}``), ``CKPT_SEED``, ``CKPT_PROGRAM``, ``CKPT_BIN``, ``CKPT_STAGING_DIR``.
+    (JSON object, default ``{}``), ``CKPT_EVAL_DATA``, ``CKPT_SEED``, ``CKPT_PROGRAM``, ``CKPT_BIN``,
+    ``CKPT_STAGING_DIR``.
     Raises :class:`RunEnvironmentError` naming the first missing or invalid variable.
     """
     env = os.environ if environ is None else environ
@@ -712,6 +717,7 @@ def current_eval(environ: Optional[Mapping[str, str]] = None) -> EvalRun:
         program=_env("CKPT_PROGRAM", env),
         bin=_env("CKPT_BIN", env),
         staging_parent=_env("CKPT_STAGING_DIR", env),
+        data=_env("CKPT_EVAL_DATA", env),
     )
 
 

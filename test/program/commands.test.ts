@@ -412,5 +412,47 @@ describe('ckpt commit', () => {
     assert.equal(done.code, 0, done.stderr);
     assert.deepEqual(await committedSteps(dir), [5]);
     assert.equal(ckpt(['verify', dir]).code, 0);
+    // A replay of rank 1's commit (its group retried after rank 0 committed) with the same bytes is done;
+    // with other bytes it is refused.
+    const again = ckpt([
+      'commit',
+      dir,
+      '--program',
+      'mlp',
+      '--step',
+      '5',
+      '--rank',
+      '1',
+      '--world-size',
+      '2',
+      '--from',
+      stage1,
+    ]);
+    assert.equal(again.code, 0, again.stderr);
+    const stage2 = join(tmp, 'stage-r1-other');
+    writeStep(stage2, 5, { ranks: 3 });
+    execFileSync('rm', [join(stage2, 'optim_000005_rank1.safetensors')]);
+    execFileSync('mv', [
+      join(stage2, 'optim_000005_rank2.safetensors'),
+      join(stage2, 'optim_000005_rank1.safetensors'),
+    ]);
+    for (const f of ['model_000005.safetensors', 'meta_000005.json', 'optim_000005_rank0.safetensors'])
+      execFileSync('rm', [join(stage2, f)]);
+    const other = ckpt([
+      'commit',
+      dir,
+      '--program',
+      'mlp',
+      '--step',
+      '5',
+      '--rank',
+      '1',
+      '--world-size',
+      '2',
+      '--from',
+      stage2,
+    ]);
+    assert.equal(other.code, 2, other.stderr);
+    assert.match(other.stderr, /step 5 is already committed/);
   });
 });
