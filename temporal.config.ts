@@ -44,7 +44,8 @@
  *   CKPT_HEARTBEAT_TIMEOUT    how soon a dead training worker is noticed                   default 30s
  *   CKPT_SEGMENT_TIMEOUT      start-to-close limit of one training segment                 default 24h
  *   CKPT_MAX_ATTEMPTS         attempts per activity before the pipeline fails              default 10
- *   CKPT_TRAIN_SLOTS          segments one training worker runs at once (GPUs/slots)       default 1
+ *   CKPT_TRAIN_SLOTS          segments one training worker runs at once                    default: one per GPU, else 1
+ *   CKPT_GPUS                 GPUs of a training worker, one slot each (0,1 | auto | none)  default auto (nvidia-smi)
  *   CKPT_WARM_CHILD           0: no warm standby child on training workers (activities/child.ts) default on
  *   CKPT_UI_ADDRESS           Temporal Web UI base address, for links                      default http://localhost:8233
  *
@@ -123,7 +124,8 @@ export interface TemporalSettings {
   namespace: string;
   taskQueues: { train: string; control: string };
   activities: ActivityPolicy;
-  trainSlots: number;
+  /** Segments a training worker runs at once; unset: one per GPU (CKPT_GPUS), else 1. */
+  trainSlots?: number;
   uiAddress: string;
 }
 
@@ -195,7 +197,7 @@ export function loadTemporalSettings(env: NodeJS.ProcessEnv = process.env): Temp
       initialRetryMs: duration('CKPT_RETRY_INITIAL', '1s'),
       maximumRetryMs: duration('CKPT_RETRY_MAX', '30s'),
     },
-    trainSlots: positiveInt(env, 'CKPT_TRAIN_SLOTS', 1),
+    ...(env.CKPT_TRAIN_SLOTS !== undefined ? { trainSlots: positiveInt(env, 'CKPT_TRAIN_SLOTS', 1) } : {}),
     codecKeys: loadCodecKeys(env),
     uiAddress: (env.CKPT_UI_ADDRESS?.trim() || 'http://localhost:8233').replace(/\/+$/, ''),
   };

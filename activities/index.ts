@@ -23,6 +23,7 @@ import {
 } from '../checkpoint';
 import { withAllowedRoots } from './allowed-roots';
 import { runCkpt, segmentResult } from './child';
+import { withGpuSlot } from './gpus';
 import { activityFailure, childFailure } from './failure';
 import type { DoneEvent } from '../train/events';
 import { emitActivityEvent, emitSegmentDone, forwardTrainingEvent } from './observe';
@@ -59,31 +60,35 @@ export async function trainSegment(input: SegmentInput): Promise<SegmentResult> 
   const ctx = Context.current();
   let progress: SegmentProgress = { step: -1, loss: null };
   let done: DoneEvent | undefined;
-  const result = await runCkpt(['train', '--from-ipc', '--progress-json'], {
-    request: { ...trainRequest(input, program), writer: writerSettings(ctx) },
-    onStart: (send) => confirmAttempt(ctx, send),
-    signal: ctx.cancellationSignal,
-    killGraceMs: childKillGrace(program),
-    onTick: () => ctx.heartbeat(progress),
-    onEvent: (event) => {
-      forwardTrainingEvent(input.dir, event);
-      if (event.type === 'progress')
-        progress = {
-          step: event.step,
-          loss: event.loss,
-          ...(event.metrics ? { metrics: event.metrics } : {}),
-        };
-      if (event.type === 'saved') {
-        ctx.log.info('checkpoint committed', {
-          dir: input.dir,
-          step: event.step,
-          seconds: event.seconds,
-          bytes: event.bytes,
-        });
-      }
-      if (event.type === 'done') done = event;
-    },
-  });
+  // On a GPU host the child sees only its slot's GPU (activities/gpus.ts).
+  const result = await withGpuSlot((env) =>
+    runCkpt(['train', '--from-ipc', '--progress-json'], {
+      ...(env ? { env } : {}),
+      request: { ...trainRequest(input, program), writer: writerSettings(ctx) },
+      onStart: (send) => confirmAttempt(ctx, send),
+      signal: ctx.cancellationSignal,
+      killGraceMs: childKillGrace(program),
+      onTick: () => ctx.heartbeat(progress),
+      onEvent: (event) => {
+        forwardTrainingEvent(input.dir, event);
+        if (event.type === 'progress')
+          progress = {
+            step: event.step,
+            loss: event.loss,
+            ...(event.metrics ? { metrics: event.metrics } : {}),
+          };
+        if (event.type === 'saved') {
+          ctx.log.info('checkpoint committed', {
+            dir: input.dir,
+            step: event.step,
+            seconds: event.seconds,
+            bytes: event.bytes,
+          });
+        }
+        if (event.type === 'done') done = event;
+      },
+    }),
+  );
   if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
   if (result.code !== 0 || !done) throw childFailure(`training ${input.dir} to step ${input.toStep}`, result);
   emitSegmentDone(input.dir, done);
@@ -112,10 +117,13 @@ export async function evaluateCheckpoint(input: EvalInput): Promise<EvalSummary>
   else if (input.program) args.push('--program', programForChild(input.program));
   if (input.data) args.push('--data', input.data);
   const started = Date.now();
-  const result = await runCkpt(args, {
-    signal: ctx.cancellationSignal,
-    onTick: () => ctx.heartbeat({ step: input.step }),
-  });
+  const result = await withGpuSlot((env) =>
+    runCkpt(args, {
+      ...(env ? { env } : {}),
+      signal: ctx.cancellationSignal,
+      onTick: () => ctx.heartbeat({ step: input.step }),
+    }),
+  );
   if (result.code !== 0) throw childFailure(`evaluating step ${input.step} of ${input.dir}`, result);
   const parsed = JSON.parse(result.stdout) as Record<string, unknown> & { metric: EvalSummary['metric'] };
   const metrics = Object.fromEntries(

@@ -11,6 +11,7 @@ import type { Client } from '@temporalio/client';
 import { freePort } from '../infra/temporal';
 import { loadConfig } from '../temporal.config';
 import { HEARTBEAT_TICK_MS, runCkpt, segmentResult } from './child';
+import { withGpuSlot } from './gpus';
 import { connectClient } from './client';
 import { childFailure } from './failure';
 import { emitSegmentDone, forwardTrainingEvent } from './observe';
@@ -50,27 +51,30 @@ export async function trainRank(input: RankSegmentInput): Promise<SegmentResult>
     let done: DoneEvent | undefined;
     const training = trainingOf(input);
     const program = commandForChild(training.program, training.exec) ?? programForChild(training.program);
-    const result = await runCkpt(['train', '--from-ipc', '--progress-json'], {
-      killGraceMs: childKillGrace(program),
-      env: {
-        LOCAL_RANK: process.env.LOCAL_RANK ?? '0',
-        RANK: String(input.rank),
-        WORLD_SIZE: String(input.worldSize),
-        MASTER_ADDR: masterAddr,
-        MASTER_PORT: masterPort,
-      },
-      request: {
-        ...trainRequest(input, program, { reshard: true }),
-        writer: writerSettings(ctx),
-      },
-      onStart: (send) => confirmAttempt(ctx, send),
-      signal: ctx.cancellationSignal,
-      onEvent: (event) => {
-        forwardTrainingEvent(input.dir, event, input.rank);
-        if (event.type === 'progress') progress = { step: event.step, loss: event.loss };
-        if (event.type === 'done') done = event;
-      },
-    });
+    const result = await withGpuSlot((gpu) =>
+      runCkpt(['train', '--from-ipc', '--progress-json'], {
+        killGraceMs: childKillGrace(program),
+        env: {
+          ...gpu,
+          LOCAL_RANK: process.env.LOCAL_RANK ?? '0',
+          RANK: String(input.rank),
+          WORLD_SIZE: String(input.worldSize),
+          MASTER_ADDR: masterAddr,
+          MASTER_PORT: masterPort,
+        },
+        request: {
+          ...trainRequest(input, program, { reshard: true }),
+          writer: writerSettings(ctx),
+        },
+        onStart: (send) => confirmAttempt(ctx, send),
+        signal: ctx.cancellationSignal,
+        onEvent: (event) => {
+          forwardTrainingEvent(input.dir, event, input.rank);
+          if (event.type === 'progress') progress = { step: event.step, loss: event.loss };
+          if (event.type === 'done') done = event;
+        },
+      }),
+    );
     if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
     if (result.code !== 0 || !done)
       throw childFailure(`rank ${input.rank}/${input.worldSize} (generation ${input.generation})`, result);

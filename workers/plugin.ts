@@ -11,6 +11,7 @@
 import { SimplePlugin } from '@temporalio/plugin';
 import type { WorkerOptions } from '@temporalio/worker';
 import { prewarmChild } from '../activities/child';
+import { gpusFromEnv, gpuSlotsConfigured, trainingSlots } from '../activities/gpus';
 import { configureAllowedRoots } from '../activities/allowed-roots';
 import { registerPrograms, type ProgramRegistration } from '../activities/programs';
 import type { DataConverter } from '@temporalio/common';
@@ -36,6 +37,11 @@ export interface TrainingPluginOptions {
    * object created with defineProgram() or loaded with loadProgram() (its module is then known, so the
    * training child can load it too).
    */
+  /**
+   * GPUs of this training worker (device ids): each running child sees one through CUDA_VISIBLE_DEVICES.
+   * Default: CKPT_GPUS (`auto`: those nvidia-smi lists; `none`).
+   */
+  gpus?: string[];
   programs?: Record<string, ProgramRegistration>;
   /** Count this worker's activities into these Prometheus metrics (workers/metrics.ts). */
   metrics?: WorkerMetrics;
@@ -100,7 +106,9 @@ export function trainingPlugin(options: TrainingPluginOptions = {}): SimplePlugi
     ...(parts.workflowsPath ? { workflowsPath: (own?: string) => own ?? parts.workflowsPath! } : {}),
     ...(options.metrics ? { workerInterceptors: { activity: [options.metrics.activityInterceptor()] } } : {}),
     runContext: async (next) => {
-      if (trains && options.warmChild !== false) prewarmChild();
+      // GPU slots (CKPT_GPUS): the Worker's own maxConcurrentActivityTaskExecutions sets how many run at once.
+      if (trains) trainingSlots(undefined, options.gpus ?? gpusFromEnv());
+      if (trains && options.warmChild !== false && !gpuSlotsConfigured()) prewarmChild();
       await next();
     },
   });

@@ -12,6 +12,7 @@ import {
   type TrainActivities,
 } from '../activities';
 import { prewarmChild } from '../activities/child';
+import { gpuSlotsConfigured, trainingSlots } from '../activities/gpus';
 import { connectionError } from '../activities/client';
 import type { ConnectAttempt } from '../activities/connection-diagnosis';
 import { codecConverter } from '../activities/payload-codec';
@@ -128,16 +129,18 @@ export async function createWorkers(setup: WorkerSetup, connection: NativeConnec
     ...(setup.metrics ? { interceptors: { activity: [setup.metrics.activityInterceptor()] } } : {}),
   } satisfies Partial<WorkerOptions>;
   if (setup.role === 'train' || setup.role === 'all') {
+    const slots = trainingSlots(settings.trainSlots);
     workers.push(
       await Worker.create({
         ...common,
         taskQueue: (setup.role === 'train' && setup.taskQueue) || settings.taskQueues.train,
         activities: trainActivities,
-        maxConcurrentActivityTaskExecutions: settings.trainSlots,
+        maxConcurrentActivityTaskExecutions: slots,
       }),
     );
-    // A warm child for the first segment or evaluation (and for the retry of a segment whose worker died).
-    prewarmChild();
+    // A warm child for the first segment or evaluation (and for the retry of a segment whose worker died);
+    // none on GPU slots, whose children must start with their GPU chosen.
+    if (slots > 0 && !gpuSlotsConfigured()) prewarmChild();
   }
   if (setup.role === 'control' || setup.role === 'all') {
     workers.push(

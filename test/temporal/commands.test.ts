@@ -27,6 +27,23 @@ const STEPS = 120;
 const SAVE_EVERY = 10;
 // Slow enough that a kill lands mid-segment, quick enough to keep the file short.
 const SLOW = { CKPT_EXAMPLE_SLEEP_MS: '25' };
+/** Each training worker is told it has one GPU (no GPU is used: the command sees which one it got). */
+const gpuOf = new Map<string, string>();
+let nextGpu = 0;
+async function startTrainer(): Promise<TestWorker> {
+  const gpu = String(nextGpu++);
+  const worker = await env.startWorker('train', { env: { ...SLOW, CKPT_GPUS: gpu } });
+  gpuOf.set(worker.identity, gpu);
+  return worker;
+}
+
+/** The value of `name` in a process's environment. */
+function envOf(pid: number, name: string): string | undefined {
+  const entry = readFileSync(`/proc/${pid}/environ`, 'utf8')
+    .split('\0')
+    .find((e) => e.startsWith(`${name}=`));
+  return entry?.slice(name.length + 1);
+}
 
 // Ad hoc commands run only from folders the workers allow (docs/security.md).
 const T = temporalEnv('commands', { env: { CKPT_ALLOWED_PROGRAM_ROOTS: ROOT } });
@@ -114,8 +131,8 @@ before(async () => {
   env = await T.start();
   [, trainers[0]!, trainers[1]!] = await Promise.all([
     env.startWorker('control'),
-    env.startWorker('train', { env: SLOW }),
-    env.startWorker('train', { env: SLOW }),
+    startTrainer(),
+    startTrainer(),
   ]);
 });
 
@@ -149,6 +166,11 @@ describe('a Python command program through the pipeline', () => {
     const victim = trainers.find((w) => w.identity === running.worker)!;
     assert.ok(victim, `the segment runs on ${running.worker}`);
     const pythons = pythonsOf(dir);
+    // One training slot per GPU: the command sees only its worker's GPU.
+    assert.deepEqual(
+      pythons.map((pid) => envOf(pid, 'CUDA_VISIBLE_DEVICES')),
+      pythons.map(() => gpuOf.get(victim.identity)),
+    );
     await victim.kill();
     // The heartbeat timeout of these tests is 3 s: by then the killed worker's command must be gone.
     await new Promise((r) => setTimeout(r, 3000));
@@ -157,7 +179,7 @@ describe('a Python command program through the pipeline', () => {
       [],
       `Python processes ${pythons.join(', ')} of the killed worker still run`,
     );
-    trainers[trainers.indexOf(victim)] = await env.startWorker('train', { env: SLOW });
+    trainers[trainers.indexOf(victim)] = await startTrainer();
 
     const state = (await env.client.workflow.getHandle(id).result()) as PipelineState;
     assert.equal(state.state, 'completed');
@@ -211,7 +233,7 @@ describe('a Python command program through the pipeline', () => {
     const victim = trainers.find((w) => w.identity === victimIdentity)!;
     assert.ok(victim, `rank runs on ${victimIdentity}`);
     await victim.kill();
-    trainers[trainers.indexOf(victim)] = await env.startWorker('train', { env: SLOW });
+    trainers[trainers.indexOf(victim)] = await startTrainer();
     const state = (await env.client.workflow.getHandle(id).result()) as PipelineState;
     assert.equal(state.state, 'completed');
     assert.ok((state.group?.generation ?? 0) >= 2, 'the segment ran again as a new generation');
