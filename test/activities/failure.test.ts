@@ -47,6 +47,8 @@ const EXPECTED: Record<string, boolean> = {
   NoCheckpointError: false,
   // Another writer got there first: nothing to redo.
   AlreadyCommittedError: false,
+  // A program's files that break the contract (`ckpt commit`) are refused again.
+  CommitRefusedError: false,
   // A store that refuses (permissions, no bucket) keeps refusing; one that failed for a passing reason may not.
   StoreError: false,
   AccessDeniedError: false,
@@ -81,6 +83,9 @@ const EXPECTED: Record<string, boolean> = {
   ProgramConfigError: false,
   ProgramLoadError: false,
   ProgramNotRegisteredError: false,
+  // A command program that exits 2 says retrying cannot help; a crash or a kill may pass.
+  CommandFailedError: false,
+  CommandCrashedError: true,
 
   NotFoundError: false,
   TemporalConnectionError: true,

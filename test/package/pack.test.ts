@@ -140,7 +140,7 @@ describe('the published package', { timeout: 600_000 }, () => {
     { timeout: 600_000 },
   );
 
-  it('ships dist/ (JS, declarations, source maps), bin, data, the docs, the native installer and the licence, and no TypeScript sources or tests', () => {
+  it('ships dist/ (JS, declarations, source maps), bin, data, the docs, the native installer, the Python client and the licence, and no TypeScript sources or tests', () => {
     for (const f of [
       'package.json',
       'README.md',
@@ -159,6 +159,7 @@ describe('the published package', { timeout: 600_000 }, () => {
       'dist/workers/worker.js',
       'dist/temporal.config.js',
       'infra/install-native.sh',
+      'python/temporal_ckpt/__init__.py',
     ]) {
       assert.ok(files.includes(f), `${f} is not in the tarball`);
     }
@@ -183,6 +184,7 @@ describe('the published package', { timeout: 600_000 }, () => {
       'docs',
       'infra',
       'package.json',
+      'python',
     ]);
   });
 
