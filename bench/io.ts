@@ -21,7 +21,7 @@ import { existsSync, promises as fs, readFileSync, writeFileSync } from 'node:fs
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { saveCheckpoint } from '../checkpoint';
-import { safetensorsChunks } from '../checkpoint/safetensors';
+import { safetensorsChunks } from '../checkpoint/safetensors-format';
 import type { NamedTensors } from '../checkpoint/tensors';
 import { normalizeConfig, parameterShapes } from '../model/config';
 import { fmt, markdownTable, median, MiB } from './lib/stats';

@@ -31,7 +31,7 @@ import { join } from 'node:path';
 import { DeleteObjectCommand, GetObjectCommand } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { S3Connection, S3Store, type S3StoreOptions } from '../checkpoint';
-import { safetensorsChunks } from '../checkpoint/safetensors';
+import { safetensorsChunks } from '../checkpoint/safetensors-format';
 import type { NamedTensors } from '../checkpoint/tensors';
 import { startS3Server, type S3TestServer } from '../test/helpers/s3-server';
 import { findProcess, processCpuSeconds } from './lib/cpu-time';

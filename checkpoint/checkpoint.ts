@@ -28,7 +28,8 @@ import {
 import { applyMigrations } from './migrations';
 import { manifestFile, metaFile, modelFile, optimFile, validateRank, validateStep } from './names';
 import { type Location, openStore } from './location';
-import { ChunkPool, readSafetensorsStream, safetensorsChunks, tensorAlignedChunks } from './safetensors';
+import { safetensorsChunks } from './safetensors-format';
+import { ChunkPool, readSafetensorsStream, tensorAlignedChunks } from './safetensors-read';
 import { fromFloat32, toFloat32 } from './dtype';
 import { AlreadyExistsError, type Store } from './store';
 import { type Coordinator, storeCoordinator, soloCoordinator } from './coordinator';

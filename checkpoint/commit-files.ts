@@ -14,7 +14,7 @@ import { CheckpointError, CommitRefusedError, InvalidArgumentError } from './err
 import { openStore, type Location } from './location';
 import { FORMAT_VERSION, type FileRecord } from './manifest';
 import { metaFile, modelFile, optimFile, padStep, parseFileName, validateRank, validateStep } from './names';
-import { MAX_HEADER_BYTES, parseSafetensorsHeader } from './safetensors';
+import { MAX_HEADER_BYTES, parseSafetensorsHeader } from './safetensors-format';
 import type { Store } from './store';
 import { fenceFromToken, type FenceToken } from './writer';
 
