@@ -8,6 +8,7 @@
 import { createReadStream } from 'node:fs';
 import { lstat, open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { digestStream } from './checksum';
 import { commitCheckpoint, publishFile, refuseIfCommitted, type SaveResult } from './checkpoint';
 import { storeCoordinator, soloCoordinator, type Coordinator } from './coordinator';
 import { CheckpointError, CommitRefusedError, InvalidArgumentError } from './errors';
@@ -264,9 +265,7 @@ export async function commitFiles(
   }
   if (whole) {
     checkRankFiles(
-      ranks.map((r) =>
-        names.includes(optimFile(step, r)) ? { [optimFile(step, r)]: { bytes: 0, sha256: '' } } : {},
-      ),
+      ranks.map((r) => (names.includes(optimFile(step, r)) ? { [optimFile(step, r)]: { bytes: 0 } } : {})),
       step,
     );
   }
@@ -323,15 +322,8 @@ async function publishStream(
   rights: Parameters<typeof publishFile>[4],
 ): Promise<FileRecord> {
   if (source.describe === store.location) {
-    // Already in place: hash it where it is.
-    const { createHash } = await import('node:crypto');
-    const h = createHash('sha256');
-    let bytes = 0;
-    for await (const c of store.stream(name)) {
-      h.update(c);
-      bytes += c.byteLength;
-    }
-    return { bytes, sha256: h.digest('hex') };
+    // Already in place: checksum it where it is.
+    return digestStream(store.stream(name));
   }
   const data = await source.read(name);
   return publishFile(store, step, name, () => [data], rights);

@@ -4,7 +4,7 @@
  * scheduling that feeds it from positional reads in tensor-sized chunks (tensorAlignedChunks, ChunkPool).
  * The format itself (header parsing and validation, encoding, decoding) is safetensors-format.ts.
  */
-import { createHash } from 'node:crypto';
+import { checksumMismatch, FileDigest } from './checksum';
 import { typedView } from './dtype';
 import { IntegrityError, InvalidArgumentError, MissingFileError } from './errors';
 import {
@@ -24,11 +24,13 @@ export interface ReadSafetensorsOptions {
   file: string;
   /** Hex digest (either case), checked after the last byte: a mismatch is an IntegrityError. */
   expectedSha256?: string;
+  /** CRC-32 as 8 hex digits (either case), checked after the last byte like expectedSha256. */
+  expectedCrc32?: string;
   /** Tensors for which this returns false are skipped (still hashed). */
   select?: (name: string) => boolean;
   /**
    * Receives each selected tensor (in file order) as soon as its bytes are in, instead of keeping it. Awaited
-   * before reading on. The sha256 is only known at the end: a tensor handed out here is provisional until
+   * before reading on. The checksums are only known at the end: a tensor handed out here is provisional until
    * readSafetensorsStream resolves, so callers must not commit anything derived from it before then.
    */
   onTensor?: (name: string, tensor: Tensor) => void | Promise<void>;
@@ -70,7 +72,10 @@ export async function readSafetensorsStream(
 ): Promise<SafetensorsReadResult> {
   const { file, select, onTensor } = options;
   checkFileLength(fileLength, file);
-  const hash = options.sha256 === false && options.expectedSha256 === undefined ? null : createHash('sha256');
+  const digest = new FileDigest([
+    ...(options.sha256 !== false || options.expectedSha256 !== undefined ? ['sha256' as const] : []),
+    ...(options.expectedCrc32 !== undefined ? ['crc32' as const] : []),
+  ]);
   const tensors: NamedTensors = {};
   const prefix = new Uint8Array(8);
   let header: Uint8Array | undefined;
@@ -105,7 +110,7 @@ export async function readSafetensorsStream(
     if (pos + chunk.byteLength > fileLength) {
       throw fault('length-mismatch', file, `stream yields more than the expected ${fileLength} bytes`);
     }
-    hash?.update(chunk);
+    digest.update(chunk);
     let adopted = false;
     let off = 0;
     while (off < chunk.byteLength) {
@@ -158,15 +163,25 @@ export async function readSafetensorsStream(
   if (pos < fileLength || !parsed || ti !== parsed.tensorInfos.length) {
     throw fault('truncated', file, `stream ended after ${pos} of ${fileLength} bytes`);
   }
-  const sha256 = hash ? hash.digest('hex') : '';
-  if (options.expectedSha256 !== undefined && options.expectedSha256.toLowerCase() !== sha256) {
-    throw new IntegrityError(`${file}: sha256 is ${sha256}, expected ${options.expectedSha256}`, {
-      file,
-      field: 'sha256',
-      expected: options.expectedSha256,
-      actual: sha256,
-    });
+  const actual = digest.record();
+  const expected = {
+    bytes: fileLength,
+    sha256: options.expectedSha256?.toLowerCase(),
+    crc32: options.expectedCrc32?.toLowerCase(),
+  };
+  const mismatch = checksumMismatch(expected, actual);
+  if (mismatch) {
+    throw new IntegrityError(
+      `${file}: ${mismatch.kind} is ${mismatch.actual}, expected ${mismatch.expected}`,
+      {
+        file,
+        field: mismatch.kind,
+        expected: mismatch.expected,
+        actual: mismatch.actual,
+      },
+    );
   }
+  const sha256 = actual.sha256 ?? '';
   return { metadata: parsed.metadata, tensors, sha256, tensorInfos: parsed.tensorInfos };
 }
 
