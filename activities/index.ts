@@ -194,7 +194,7 @@ export async function pruneCheckpoints(input: {
 }
 
 /**
- * Read a committed checkpoint back and check every file against its manifest (sizes and sha256): the
+ * Read a committed checkpoint back and check every file against its manifest (sizes and checksums): the
  * load layer, without keeping the tensors. `ok: false` lists the files that do not match.
  */
 export async function verifyCheckpoint(input: { dir: string; step: number }): Promise<VerifyResult> {

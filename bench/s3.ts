@@ -2,10 +2,10 @@
  * S3 benchmark (`npm run bench:s3`): one run against one local S3 server (versitygw, posix backend in a temp
  * dir, started by test/helpers/s3-server.ts), one ~512 MiB safetensors file, every contender.
  *
- *   upload:   ours S3Store.put (exclusive, sha256 of the whole object, SHA-256 checksum per part)
+ *   upload:   ours S3Store.put (exclusive, crc32 of the whole object, SHA-256 checksum per part)
  *             vs @aws-sdk/lib-storage `new Upload({ client, params: { Bucket, Key, Body: stream } })` with its
  *             defaults (5 MiB parts, 4 at a time); both read the same file through fs.createReadStream
- *   download: ours S3Store.stream (parallel ranged GETs) without and with sha256 (what a verified load does)
+ *   download: ours S3Store.stream (parallel ranged GETs) without and with crc32 (what a verified load does)
  *             vs one GetObject whose body is streamed to the end
  *   throttled: the same downloads through a proxy process that caps each connection at
  *             BENCH_S3_THROTTLE_MIBS (32) MiB/s, as latency and TCP windows cap one connection to a remote
@@ -23,7 +23,7 @@
  * BENCH_S3_THROTTLE_MIBS (32; 0 skips the throttled table).
  * The data file and the server's directory live in os.tmpdir() and are deleted at the end.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, mkdtempSync, rmSync } from 'node:fs';
 import { once } from 'node:events';
 import { loadavg, tmpdir } from 'node:os';
@@ -31,7 +31,8 @@ import { join } from 'node:path';
 import { DeleteObjectCommand, GetObjectCommand } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { S3Connection, S3Store, type S3StoreOptions } from '../checkpoint';
-import { safetensorsChunks } from '../checkpoint/safetensors';
+import { FileDigest, RECORDED_CHECKSUM, sameContent, type FileRecord } from '../checkpoint/checksum';
+import { safetensorsChunks } from '../checkpoint/safetensors-format';
 import type { NamedTensors } from '../checkpoint/tensors';
 import { startS3Server, type S3TestServer } from '../test/helpers/s3-server';
 import { findProcess, processCpuSeconds } from './lib/cpu-time';
@@ -64,9 +65,9 @@ interface Result {
 
 /**
  * A safetensors file of `mib` MiB of f32 tensors (8 MiB each) with deterministic, incompressible-looking
- * values (xorshift32), written to `path`. Returns its size and sha256.
+ * values (xorshift32), written to `path`. Returns its size, crc32 and sha256.
  */
-async function makeFile(path: string, mib: number): Promise<{ bytes: number; sha256: string }> {
+async function makeFile(path: string, mib: number): Promise<FileRecord> {
   const tensors: NamedTensors = {};
   const count = Math.max(1, Math.round(mib / TENSOR_MIB));
   const floats = (TENSOR_MIB * MiB) / 4;
@@ -88,16 +89,14 @@ async function makeFile(path: string, mib: number): Promise<{ bytes: number; sha
     };
   }
   const out = createWriteStream(path);
-  const hash = createHash('sha256');
-  let bytes = 0;
+  const digest = new FileDigest(['crc32', 'sha256']);
   for (const chunk of safetensorsChunks(tensors).chunks) {
-    hash.update(chunk);
-    bytes += chunk.byteLength;
+    digest.update(chunk);
     if (!out.write(chunk)) await once(out, 'drain');
   }
   out.end();
   await once(out, 'finish');
-  return { bytes, sha256: hash.digest('hex') };
+  return digest.record();
 }
 
 const fileStream = (path: string) => createReadStream(path, { highWaterMark: READ_CHUNK });
@@ -149,7 +148,7 @@ interface Ctx {
   serverPid: number | null;
   file: string;
   bytes: number;
-  sha256: string;
+  record: FileRecord;
 }
 
 async function deleteKey(conn: S3Connection, bucket: string, key: string): Promise<void> {
@@ -159,12 +158,11 @@ async function deleteKey(conn: S3Connection, bucket: string, key: string): Promi
 async function oursUpload(ctx: Ctx, conn: S3Connection, prefix: string): Promise<Sample> {
   const store = new S3Store(`s3://${ctx.server.bucket}/${prefix}`, conn);
   const key = `up-${randomBytes(4).toString('hex')}.safetensors`;
-  let got: { bytes: number; sha256: string } | undefined;
+  let got: FileRecord | undefined;
   const sample = await measure(ctx.serverPid, async () => {
     got = await store.put(key, fileStream(ctx.file), { exclusive: true });
   });
-  if (got?.bytes !== ctx.bytes || got.sha256 !== ctx.sha256)
-    throw new Error(`ours uploaded ${JSON.stringify(got)}`);
+  if (!got || !sameContent(got, ctx.record)) throw new Error(`ours uploaded ${JSON.stringify(got)}`);
   await deleteKey(conn, ctx.server.bucket, `${prefix}/${key}`);
   return sample;
 }
@@ -183,18 +181,14 @@ async function libStorageUpload(ctx: Ctx, conn: S3Connection): Promise<Sample> {
 }
 
 async function oursDownload(ctx: Ctx, store: S3Store, key: string, hashing: boolean): Promise<Sample> {
-  let bytes = 0;
-  let digest = '';
+  let got: FileRecord = { bytes: 0 };
   const sample = await measure(ctx.serverPid, async () => {
-    const hash = hashing ? createHash('sha256') : null;
-    for await (const chunk of store.stream(key)) {
-      hash?.update(chunk);
-      bytes += chunk.byteLength;
-    }
-    digest = hash?.digest('hex') ?? '';
+    const digest = new FileDigest(hashing ? [RECORDED_CHECKSUM] : []);
+    for await (const chunk of store.stream(key)) digest.update(chunk);
+    got = digest.record();
   });
-  if (bytes !== ctx.bytes || (hashing && digest !== ctx.sha256))
-    throw new Error(`ours read ${bytes} bytes, sha256 ${digest}`);
+  if (got.bytes !== ctx.bytes || (hashing && !sameContent(got, ctx.record)))
+    throw new Error(`ours read ${JSON.stringify(got)}`);
   return sample;
 }
 
@@ -243,9 +237,10 @@ async function main(): Promise<void> {
     ]);
     const file = join(work, 'model.safetensors');
     process.stderr.write(`writing ${SIZE_MIB} MiB of tensors to a temp file...\n`);
-    const { bytes, sha256 } = await makeFile(file, SIZE_MIB);
+    const record = await makeFile(file, SIZE_MIB);
+    const { bytes } = record;
     fullGc();
-    const ctx: Ctx = { server, serverPid, file, bytes, sha256 };
+    const ctx: Ctx = { server, serverPid, file, bytes, record };
     const load = loadavg()
       .map((l) => l.toFixed(1))
       .join(' ');
@@ -270,7 +265,7 @@ async function main(): Promise<void> {
       say('### Upload');
       say('');
       const results = await rounds(ROUNDS, [
-        ['ours S3Store.put (exclusive, sha256, 16 MiB parts × 4)', () => oursUpload(ctx, oursConn, 'bench')],
+        ['ours S3Store.put (exclusive, crc32, 16 MiB parts × 4)', () => oursUpload(ctx, oursConn, 'bench')],
         ['lib-storage Upload (defaults: 5 MiB parts × 4)', () => libStorageUpload(ctx, libConn)],
       ]);
       say(markdownTable(HEADER, [row(bytes, results[0]!, results[1]!), row(bytes, results[1]!, null)]));
@@ -285,7 +280,7 @@ async function main(): Promise<void> {
       say('');
       const results = await rounds(ROUNDS, [
         ['ours S3Store.stream (8 MiB ranges × 4), no hashing', () => oursDownload(ctx, store, key, false)],
-        ['ours S3Store.stream + sha256 (verified read)', () => oursDownload(ctx, store, key, true)],
+        ['ours S3Store.stream + crc32 (verified read)', () => oursDownload(ctx, store, key, true)],
         ['single GetObject streamed to the end', () => singleGet(ctx, libConn, `bench/${key}`)],
       ]);
       const base = results[2]!;
@@ -313,7 +308,7 @@ async function main(): Promise<void> {
         say('');
         const results = await rounds(ROUNDS, [
           ['ours S3Store.stream (8 MiB ranges × 4), no hashing', () => oursDownload(ctx, store, key, false)],
-          ['ours S3Store.stream + sha256 (verified read)', () => oursDownload(ctx, store, key, true)],
+          ['ours S3Store.stream + crc32 (verified read)', () => oursDownload(ctx, store, key, true)],
           ['single GetObject streamed to the end', () => singleGet(ctx, far, `bench/${key}`)],
         ]);
         const base = results[2]!;

@@ -4,9 +4,9 @@
  * Save: rank 0 writes the model tensors and the meta, every rank writes its optimizer shard, then — once
  * every rank's files are published and their checksums gathered — rank 0 writes the manifest. Until the
  * manifest exists the step does not exist, so a crash at any point leaves either the previous checkpoints
- * or a whole new one. Load: every byte read is hashed and compared with the manifest.
+ * or a whole new one. Load: every byte read is checksummed and compared with the manifest.
  */
-import { createHash } from 'node:crypto';
+import { checksumKinds, checksumMismatch, digestChunks, digestStream, sameContent } from './checksum';
 import {
   AlreadyCommittedError,
   IntegrityError,
@@ -28,7 +28,8 @@ import {
 import { applyMigrations } from './migrations';
 import { manifestFile, metaFile, modelFile, optimFile, validateRank, validateStep } from './names';
 import { type Location, openStore } from './location';
-import { ChunkPool, readSafetensorsStream, safetensorsChunks, tensorAlignedChunks } from './safetensors';
+import { safetensorsChunks } from './safetensors-format';
+import { ChunkPool, readSafetensorsStream, tensorAlignedChunks } from './safetensors-read';
 import { fromFloat32, toFloat32 } from './dtype';
 import { AlreadyExistsError, type Store } from './store';
 import { type Coordinator, storeCoordinator, soloCoordinator } from './coordinator';
@@ -185,8 +186,8 @@ export async function commitCheckpoint(
 
 async function recheckFiles(store: Store, step: number, files: Record<string, FileRecord>): Promise<void> {
   for (const [name, record] of Object.entries(files)) {
-    const now = await hashStream(store.stream(name)).catch(() => null);
-    if (now?.sha256 !== record.sha256 || now.bytes !== record.bytes) {
+    const now = await digestStream(store.stream(name), checksumKinds(record)).catch(() => null);
+    if (!now || !sameContent(now, record)) {
       throw new FileConflictError(
         `${name} in ${store.location} changed while an earlier writer removed files; step ${step} is not committed`,
         { file: name, step },
@@ -225,30 +226,10 @@ export async function publishFile(
     if (!(err instanceof AlreadyExistsError)) throw err;
   }
   await refuseIfCommitted(store, step);
-  const ours = hashChunks(chunks());
-  const existing = await hashStream(store.stream(key));
-  if (existing.sha256 === ours.sha256 && existing.bytes === ours.bytes) return ours;
+  const ours = digestChunks(chunks());
+  const existing = await digestStream(store.stream(key));
+  if (sameContent(existing, ours)) return ours;
   return replaceStale(store, step, key, () => store.put(key, chunks(), { exclusive: true }), rights);
-}
-
-function hashChunks(chunks: Iterable<Uint8Array>): FileRecord {
-  const h = createHash('sha256');
-  let bytes = 0;
-  for (const c of chunks) {
-    h.update(c);
-    bytes += c.byteLength;
-  }
-  return { bytes, sha256: h.digest('hex') };
-}
-
-async function hashStream(stream: AsyncIterable<Uint8Array>): Promise<FileRecord> {
-  const h = createHash('sha256');
-  let bytes = 0;
-  for await (const c of stream) {
-    h.update(c);
-    bytes += c.byteLength;
-  }
-  return { bytes, sha256: h.digest('hex') };
 }
 
 function convertModel(model: NamedTensors, dtype: SaveDtype): NamedTensors {
@@ -274,7 +255,7 @@ export interface LoadOptions {
   worldSize?: number;
   loadModel?: boolean;
   loadOptimizer?: boolean;
-  /** Check every byte against the manifest's sha256 (default true). */
+  /** Check every byte against the manifest's checksum (crc32 or sha256; default true). */
   verify?: boolean;
   /** Convert BF16/F16/F64 model tensors to F32 for the compute backend (default true). */
   toFloat32?: boolean;
@@ -394,8 +375,8 @@ async function readVerified(
   const bytes = await readOrMissing(store, manifest.step, name);
   if (verify) {
     if (bytes.length !== record.bytes) throw sizeMismatch(name, manifest.step, record.bytes, bytes.length);
-    const sha = createHash('sha256').update(bytes).digest('hex');
-    if (sha !== record.sha256) throw shaMismatch(name, manifest.step, record.sha256, sha);
+    const mismatch = checksumMismatch(record, digestChunks([bytes], checksumKinds(record)));
+    if (mismatch) throw checksumError(name, manifest.step, mismatch);
   }
   return bytes;
 }
@@ -444,7 +425,8 @@ async function readTensors(
       {
         file: name,
         expectedSha256: verify ? record.sha256 : undefined,
-        sha256: verify,
+        expectedCrc32: verify ? record.crc32 : undefined,
+        sha256: verify && record.sha256 !== undefined,
         adoptChunks: reader !== undefined,
         release: pool && ((chunk) => pool.give(chunk)),
         onTensor,
@@ -464,10 +446,15 @@ export function sizeMismatch(file: string, step: number, expected: number, actua
   });
 }
 
-export function shaMismatch(file: string, step: number, expected: string, actual: string): IntegrityError {
-  return new IntegrityError(`${file}: sha256 ${actual} does not match the manifest (${expected})`, {
+export function checksumError(
+  file: string,
+  step: number,
+  { kind, expected, actual }: NonNullable<ReturnType<typeof checksumMismatch>>,
+): IntegrityError {
+  return new IntegrityError(`${file}: ${kind} ${actual} does not match the manifest (${expected})`, {
     file,
     step,
+    field: kind,
     expected,
     actual,
   });

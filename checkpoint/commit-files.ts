@@ -8,7 +8,7 @@
 import { createReadStream } from 'node:fs';
 import { lstat, open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createHash } from 'node:crypto';
+import { digestChunks, digestStream, sameContent, checksumKinds } from './checksum';
 import {
   commitCheckpoint,
   publishFile,
@@ -30,7 +30,7 @@ import {
   validateRank,
   validateStep,
 } from './names';
-import { MAX_HEADER_BYTES, parseSafetensorsHeader } from './safetensors';
+import { MAX_HEADER_BYTES, parseSafetensorsHeader } from './safetensors-format';
 import type { Store } from './store';
 import { fenceFromToken, type FenceToken } from './writer';
 
@@ -267,10 +267,12 @@ export async function commitFiles(
     const manifest = await readManifest(store, step);
     const files: Record<string, FileRecord> = {};
     for (const name of mine) {
-      const record = hashBytes(await source.read(name));
       const committed = manifest.files[name];
-      if (committed?.sha256 !== record.sha256 || committed.bytes !== record.bytes)
-        await refuseIfCommitted(store, step);
+      const record = digestChunks(
+        [await source.read(name)],
+        committed ? checksumKinds(committed) : undefined,
+      );
+      if (!committed || !sameContent(committed, record)) await refuseIfCommitted(store, step);
       files[name] = record;
     }
     return { step, files, committed: false, bytes: 0 };
@@ -296,9 +298,7 @@ export async function commitFiles(
   }
   if (whole) {
     checkRankFiles(
-      ranks.map((r) =>
-        names.includes(optimFile(step, r)) ? { [optimFile(step, r)]: { bytes: 0, sha256: '' } } : {},
-      ),
+      ranks.map((r) => (names.includes(optimFile(step, r)) ? { [optimFile(step, r)]: { bytes: 0 } } : {})),
       step,
     );
   }
@@ -346,10 +346,6 @@ function checkingCoordinator(inner: Coordinator, step: number): Coordinator {
   };
 }
 
-function hashBytes(data: Uint8Array): FileRecord {
-  return { bytes: data.byteLength, sha256: createHash('sha256').update(data).digest('hex') };
-}
-
 /** Publish a file from the source (no-replace; identical bytes already there are kept). */
 async function publishStream(
   store: Store,
@@ -359,14 +355,8 @@ async function publishStream(
   rights: Parameters<typeof publishFile>[4],
 ): Promise<FileRecord> {
   if (source.describe === store.location) {
-    // Already in place: hash it where it is.
-    const h = createHash('sha256');
-    let bytes = 0;
-    for await (const c of store.stream(name)) {
-      h.update(c);
-      bytes += c.byteLength;
-    }
-    return { bytes, sha256: h.digest('hex') };
+    // Already in place: checksum it where it is.
+    return digestStream(store.stream(name));
   }
   const data = await source.read(name);
   return publishFile(store, step, name, () => [data], rights);

@@ -92,7 +92,11 @@ async function readDone(
   for (const [name, rec] of Object.entries(done.files ?? {})) {
     const st = await store.stat(name);
     if (!st || st.bytes !== rec.bytes || st.mtimeMs !== rec.mtimeMs) return null;
-    out[name] = { bytes: rec.bytes, sha256: rec.sha256 };
+    out[name] = {
+      bytes: rec.bytes,
+      ...(rec.crc32 && { crc32: rec.crc32 }),
+      ...(rec.sha256 && { sha256: rec.sha256 }),
+    };
   }
   return out;
 }

@@ -1,12 +1,12 @@
 /**
  * Copying committed checkpoints between any two locations (local ↔ S3, S3 ↔ S3, local ↔ local). Each step
  * is committed at the destination by the same protocol as a save: data files published no-replace while
- * their bytes stream through a sha256 that must match the source manifest, the manifest last. A source
- * file that does not match its manifest fails before it is published, so a corrupt source never becomes a
- * committed destination checkpoint; a crash mid-copy leaves orphans that gc collects and a rerun replaces.
+ * their bytes stream through the checksum (crc32 or sha256) that must match the source manifest, the
+ * manifest last. A source file that does not match its manifest fails before it is published, so a corrupt
+ * source never becomes a committed destination checkpoint; a crash mid-copy leaves orphans that gc collects and a rerun replaces.
  */
-import { createHash } from 'node:crypto';
-import { shaMismatch, sizeMismatch } from './checkpoint';
+import { checksumKinds, checksumMismatch, digestStream, FileDigest, sameContent } from './checksum';
+import { checksumError, sizeMismatch } from './checkpoint';
 import { committedSteps } from './discovery';
 import { CheckpointError, InvalidArgumentError, MissingFileError, NotCommittedError } from './errors';
 import { log0, warn0 } from './log';
@@ -35,7 +35,7 @@ export interface CopyResult {
   copied: Array<{ step: number; files: number; bytes: number }>;
   /** Steps left alone, with why (already committed at the destination). */
   skipped: Array<{ step: number; why: string }>;
-  /** Steps whose source does not verify (size, sha256, missing file, bad manifest): not committed. */
+  /** Steps whose source does not verify (size, checksum, missing file, bad manifest): not committed. */
   failed: Array<{ step: number; error: string }>;
 }
 
@@ -141,8 +141,8 @@ async function copyFile(
   }
   // Left by an earlier copy or save of this step that never committed (or one committing right now).
   if (await to.exists(manifestFile(step))) return 'committed';
-  const existing = await hashStream(to.stream(file));
-  if (existing.sha256 === record.sha256 && existing.bytes === record.bytes) return 'ok';
+  const existing = await digestStream(to.stream(file), checksumKinds(record));
+  if (sameContent(existing, record)) return 'ok';
   if (await to.exists(manifestFile(step))) return 'committed';
   await replaceStale(
     to,
@@ -165,18 +165,16 @@ async function* verified(
   record: FileRecord,
   report?: (bytes: number) => void,
 ): AsyncIterable<Uint8Array> {
-  const hash = createHash('sha256');
-  let bytes = 0;
+  const digest = new FileDigest(checksumKinds(record));
   for await (const chunk of from.stream(file)) {
-    hash.update(chunk);
-    bytes += chunk.byteLength;
-    report?.(bytes);
-    if (bytes > record.bytes) throw sizeMismatch(file, step, record.bytes, bytes);
+    digest.update(chunk);
+    report?.(digest.bytes);
+    if (digest.bytes > record.bytes) throw sizeMismatch(file, step, record.bytes, digest.bytes);
     yield chunk;
   }
-  if (bytes !== record.bytes) throw sizeMismatch(file, step, record.bytes, bytes);
-  const sha = hash.digest('hex');
-  if (sha !== record.sha256) throw shaMismatch(file, step, record.sha256, sha);
+  if (digest.bytes !== record.bytes) throw sizeMismatch(file, step, record.bytes, digest.bytes);
+  const mismatch = checksumMismatch(record, digest.record());
+  if (mismatch) throw checksumError(file, step, mismatch);
 }
 
 /** Eval results are not in the manifest (they come after the commit); carried along when present. */
@@ -188,14 +186,4 @@ async function copyEval(from: Store, to: Store, step: number): Promise<void> {
   } catch (err) {
     if (!(err instanceof AlreadyExistsError)) throw err;
   }
-}
-
-async function hashStream(stream: AsyncIterable<Uint8Array>): Promise<FileRecord> {
-  const h = createHash('sha256');
-  let bytes = 0;
-  for await (const c of stream) {
-    h.update(c);
-    bytes += c.byteLength;
-  }
-  return { bytes, sha256: h.digest('hex') };
 }

@@ -19,7 +19,7 @@ import { FORMAT_VERSION } from './manifest';
 import { applyMigrations } from './migrations';
 import { validateStep } from './names';
 import { type Location, openStore } from './location';
-import { readSafetensorsStream } from './safetensors';
+import { readSafetensorsStream } from './safetensors-read';
 import type { NamedTensors } from './tensors';
 
 export interface ImportOptions {

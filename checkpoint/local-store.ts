@@ -3,9 +3,10 @@
  * file, publish it under its final name, fsync the directory. Exclusive puts publish with link(), which
  * fails when the final name exists — unlike rename(), which would silently replace it.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { createReadStream, promises as fs } from 'node:fs';
 import { dirname, join, resolve, sep } from 'node:path';
+import { FileDigest } from './checksum';
 import { InvalidArgumentError, StoreError, TransientStoreError } from './errors';
 import { TEMP_PREFIX } from './names';
 import {
@@ -58,8 +59,7 @@ export class LocalStore implements Store {
       dir,
       `${TEMP_PREFIX}${key.split('/').pop()}.${process.pid}.${randomBytes(4).toString('hex')}`,
     );
-    const hash = createHash('sha256');
-    let bytes = 0;
+    const digest = new FileDigest();
     let handle: fs.FileHandle | undefined;
     try {
       handle = await fs.open(temp, 'wx');
@@ -72,11 +72,10 @@ export class LocalStore implements Store {
         // The write runs on the thread pool: hash the same (unchanging) bytes meanwhile, then wait for it.
         const writing = writeAll(handle, chunk);
         try {
-          hash.update(chunk);
+          digest.update(chunk);
         } finally {
           await writing;
         }
-        bytes += chunk.byteLength;
         unflushed += chunk.byteLength;
         if (flushError) throw flushError;
         if (unflushed >= EARLY_FLUSH_BYTES && !flushing) {
@@ -109,7 +108,7 @@ export class LocalStore implements Store {
         await fs.rename(temp, final);
       }
       await fsyncDir(dir);
-      return { bytes, sha256: hash.digest('hex') };
+      return digest.record();
     } catch (err) {
       await handle?.close().catch(() => undefined);
       await fs.unlink(temp).catch(() => undefined);

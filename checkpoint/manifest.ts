@@ -1,18 +1,18 @@
 /**
  * The manifest is the commit marker: a checkpoint exists only when `manifest_<step>.json` does. It lists
- * every file of the step with its size and sha256, so a reader can prove the bytes it loads are the bytes
- * that were saved. Meta JSON is schema-checked here too.
+ * every file of the step with its size and checksum (checksum.ts: crc32 since format version 2, sha256
+ * before), so a reader can prove the bytes it loads are the bytes that were saved. Meta JSON is
+ * schema-checked here too.
  */
+import { CHECKSUM_FORMS, checksumKinds, type FileRecord } from './checksum';
 import { SchemaError } from './errors';
 import { manifestFile, metaFile, parseFileName } from './names';
 
 export const FORMAT = 'temporal-ckpt';
-export const FORMAT_VERSION = 1;
+/** 2: file records carry crc32 (version 1 records carry sha256; both are read). */
+export const FORMAT_VERSION = 2;
 
-export interface FileRecord {
-  bytes: number;
-  sha256: string;
-}
+export type { FileRecord };
 
 export interface Manifest {
   format: typeof FORMAT;
@@ -31,8 +31,6 @@ export type Meta = Record<string, unknown> & {
   format_version: number;
   model_config?: Record<string, unknown>;
 };
-
-const SHA256_RE = /^[0-9a-f]{64}$/;
 
 function parseJsonObject(buf: Buffer | string, file: string, step?: number): Record<string, unknown> {
   let value: unknown;
@@ -116,15 +114,9 @@ export function parseManifest(buf: Buffer | string, step: number): Manifest {
       });
     }
     const r = rec as Record<string, unknown>;
-    if (!r || typeof r !== 'object' || typeof r.sha256 !== 'string' || !SHA256_RE.test(r.sha256)) {
-      throw new SchemaError(`${file}: files["${name}"].sha256 must be 64 lowercase hex digits`, {
-        file,
-        field: `files.${name}.sha256`,
-        step,
-      });
-    }
+    const record = checkedRecord(r, `${file}: files["${name}"]`, `files.${name}`, step);
     requireInt(r, 'bytes', `${file} files["${name}"]`, 0, step);
-    out[name] = { bytes: r.bytes as number, sha256: r.sha256 };
+    out[name] = { bytes: r.bytes as number, ...record };
   }
   if (!out[metaFile(step)]) {
     throw new SchemaError(`${file}: lists no ${metaFile(step)}`, { file, field: 'files', step });
@@ -137,6 +129,33 @@ export function parseManifest(buf: Buffer | string, step: number): Manifest {
     files: out,
     committed_at: typeof obj.committed_at === 'string' ? obj.committed_at : undefined,
   };
+}
+
+/** The record's checksums, each in its form; at least one. */
+function checkedRecord(r: unknown, where: string, field: string, step: number): Omit<FileRecord, 'bytes'> {
+  const rec = (r !== null && typeof r === 'object' ? r : {}) as Record<string, unknown>;
+  const out: Omit<FileRecord, 'bytes'> = {};
+  for (const kind of ['crc32', 'sha256'] as const) {
+    const value = rec[kind];
+    if (value === undefined) continue;
+    if (typeof value !== 'string' || !CHECKSUM_FORMS[kind].test(value)) {
+      const digits = kind === 'crc32' ? 8 : 64;
+      throw new SchemaError(`${where}.${kind} must be ${digits} lowercase hex digits`, {
+        file: manifestFile(step),
+        field: `${field}.${kind}`,
+        step,
+      });
+    }
+    out[kind] = value;
+  }
+  if (checksumKinds({ bytes: 0, ...out }).length === 0) {
+    throw new SchemaError(`${where} has no checksum (crc32 or sha256)`, {
+      file: manifestFile(step),
+      field: `${field}.crc32`,
+      step,
+    });
+  }
+  return out;
 }
 
 export function parseMeta(buf: Buffer | string, step: number): Meta {

@@ -1,7 +1,7 @@
 /**
  * Uploads for the S3 store. A source up to one part is sent with a single PUT; a larger one with a
  * multipart upload whose parts go up in parallel (bounded), re-chunked from the source as it arrives, so
- * memory stays at about (concurrency + 1) parts whatever the file size. The sha256 of the whole object is
+ * memory stays at about (concurrency + 1) parts whatever the file size. The CRC-32 of the whole object is
  * computed on the way and returned. A failed multipart upload is aborted (best effort: a dead server
  * cannot be told, so a bucket lifecycle rule AbortIncompleteMultipartUpload should clean those up).
  *
@@ -20,6 +20,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { CompletedPart, S3Client } from '@aws-sdk/client-s3';
+import { FileDigest, type FileRecord } from './checksum';
 import { StoreError } from './errors';
 import { attemptTimeout, isConditionFailed, isNotFound, s3Error, sdk, type S3Tuning } from './s3-settings';
 import { AlreadyExistsError, type ByteSource, type PutResult } from './store';
@@ -46,15 +47,11 @@ export async function uploadObject(
   source: ByteSource,
   exclusive: boolean,
 ): Promise<PutResult> {
-  const hash = createHash('sha256');
-  let bytes = 0;
+  const digest = new FileDigest();
   const parts = rechunk(
     source,
     (n) => partSizeFor(t.tuning.partSize, n),
-    (chunk) => {
-      hash.update(chunk);
-      bytes += chunk.byteLength;
-    },
+    (chunk) => digest.update(chunk),
   );
   const it = parts[Symbol.asyncIterator]();
   const tag = randomBytes(12).toString('hex');
@@ -66,12 +63,12 @@ export async function uploadObject(
     const second = first.done ? first : await it.next();
     if (second.done) {
       const body = first.done ? Buffer.alloc(0) : first.value;
-      const digest = hash.digest();
-      await putSingle(t, body, digest, exclusive ? tag : null);
-      return { bytes, sha256: digest.toString('hex') };
+      const record = digest.record();
+      await putSingle(t, body, record, exclusive ? tag : null);
+      return record;
     }
     await putMultipart(t, [first.value as Buffer, second.value], it, exclusive ? tag : null);
-    return { bytes, sha256: hash.digest('hex') };
+    return digest.record();
   } catch (err) {
     await it.return?.(undefined);
     throw s3Error(err, 'write', t);
@@ -88,7 +85,12 @@ function sseParams(t: UploadTarget) {
   return { ServerSideEncryption: sse.serverSideEncryption, SSEKMSKeyId: sse.kmsKeyId };
 }
 
-async function putSingle(t: UploadTarget, body: Buffer, digest: Buffer, tag: string | null): Promise<void> {
+async function putSingle(
+  t: UploadTarget,
+  body: Buffer,
+  record: FileRecord,
+  tag: string | null,
+): Promise<void> {
   const { PutObjectCommand } = sdk();
   const send = () =>
     t.client.send(
@@ -97,7 +99,10 @@ async function putSingle(t: UploadTarget, body: Buffer, digest: Buffer, tag: str
         Key: t.objectKey,
         Body: body,
         ContentLength: body.byteLength,
-        ChecksumSHA256: t.tuning.sendChecksums ? digest.toString('base64') : undefined,
+        // The object's CRC-32, which the server checks and then reports for the whole object (HEAD).
+        ChecksumCRC32: t.tuning.sendChecksums
+          ? Buffer.from(record.crc32!, 'hex').toString('base64')
+          : undefined,
         ...(tag ? { IfNoneMatch: '*', Metadata: { [WRITER_TAG]: tag } } : {}),
         ...sseParams(t),
       }),

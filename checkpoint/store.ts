@@ -2,16 +2,16 @@
  * Where checkpoint files live. Keys are relative, '/'-separated paths under the store's root. A local
  * directory and an object store implement the same contract, so the commit protocol is written once.
  */
+import type { FileRecord } from './checksum';
+
 export interface StoreEntry {
   key: string;
   bytes: number;
   mtimeMs: number;
 }
 
-export interface PutResult {
-  bytes: number;
-  sha256: string;
-}
+/** Size and checksum(s) of what was written (checksum.ts). */
+export type PutResult = FileRecord;
 
 export interface PutOptions {
   /**
@@ -35,7 +35,8 @@ export interface Store {
   readonly location: string;
   /**
    * Write bytes so that readers see either nothing or the whole file under `key` (temp name, durable
-   * write, then publish). Returns the size and sha256 of what was written.
+   * write, then publish). Returns the size and checksum of what was written (crc32 for this package's
+   * stores; a store of its own may return sha256 instead, which the manifest records as it is).
    */
   put(key: string, source: ByteSource, options?: PutOptions): Promise<PutResult>;
   /** The whole object (for small files: JSON). */

@@ -1,9 +1,9 @@
 /**
  * Verification: every file of a committed step is read once and compared with the manifest (size and
- * sha256). No major checkpoint system checks full contents; this is what lets resume skip a corrupt
+ * checksum: crc32, or sha256 in manifests of format version 1). No major checkpoint system checks full contents; this is what lets resume skip a corrupt
  * checkpoint instead of training on garbage.
  */
-import { createHash } from 'node:crypto';
+import { checksumKinds, checksumMismatch, FileDigest, type FileRecord } from './checksum';
 import { CheckpointError, describeError } from './errors';
 import { readManifest } from './checkpoint';
 import { type Location, openStore } from './location';
@@ -13,7 +13,7 @@ import type { Store } from './store';
 
 export interface FileProblem {
   file: string;
-  reason: 'missing' | 'size' | 'sha256' | 'manifest' | 'unreadable';
+  reason: 'missing' | 'size' | 'crc32' | 'sha256' | 'manifest' | 'unreadable';
   message: string;
 }
 
@@ -42,40 +42,36 @@ export async function verifyCheckpoint(dir: Location, step: number): Promise<Ver
   const problems: FileProblem[] = [];
   let bytes = 0;
   for (const [file, record] of Object.entries(manifest.files)) {
-    const problem = await checkFile(store, file, record.bytes, record.sha256);
+    const problem = await checkFile(store, file, record);
     if (problem) problems.push(problem);
     bytes += record.bytes;
   }
   return { step, ok: problems.length === 0, problems, bytes };
 }
 
-async function checkFile(
-  store: Store,
-  file: string,
-  bytes: number,
-  sha256: string,
-): Promise<FileProblem | null> {
+async function checkFile(store: Store, file: string, record: FileRecord): Promise<FileProblem | null> {
   const entry = await store.stat(file);
   if (!entry) return { file, reason: 'missing', message: `${file} is listed in the manifest but missing` };
-  if (entry.bytes !== bytes) {
+  if (entry.bytes !== record.bytes) {
     return {
       file,
       reason: 'size',
-      message: `${file}: size is ${entry.bytes} bytes, the manifest says ${bytes}`,
+      message: `${file}: size is ${entry.bytes} bytes, the manifest says ${record.bytes}`,
     };
   }
-  const hash = createHash('sha256');
+  const digest = new FileDigest(checksumKinds(record));
   try {
-    for await (const chunk of store.stream(file)) hash.update(chunk);
+    for await (const chunk of store.stream(file)) digest.update(chunk);
   } catch (err) {
     return { file, reason: 'unreadable', message: `${file}: ${describeError(err)}` };
   }
-  const actual = hash.digest('hex');
-  if (actual !== sha256) {
+  const mismatch = checksumMismatch(record, digest.record());
+  if (mismatch) {
+    const { kind, actual, expected } = mismatch;
     return {
       file,
-      reason: 'sha256',
-      message: `${file}: sha256 ${actual} does not match the manifest (${sha256})`,
+      reason: kind,
+      message: `${file}: ${kind} ${actual} does not match the manifest (${expected})`,
     };
   }
   return null;

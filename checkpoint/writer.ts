@@ -29,7 +29,7 @@ import {
 import { openStore, type Location } from './location';
 import { log0, warn0 } from './log';
 import { manifestFile, metaFile, padStep, parseFileName } from './names';
-import { AlreadyExistsError, type Store } from './store';
+import { AlreadyExistsError, type PutResult, type Store } from './store';
 
 /** How long a writer lease lasts without renewal (CKPT_WRITER_TTL_MS overrides it). */
 export const DEFAULT_WRITER_TTL_MS = 30_000;
@@ -645,9 +645,9 @@ export async function replaceStale(
   store: Store,
   step: number,
   key: string,
-  put: () => Promise<{ bytes: number; sha256: string }>,
+  put: () => Promise<PutResult>,
   options: { fence?: WriterFence; mayTakeLease: boolean },
-): Promise<{ bytes: number; sha256: string }> {
+): Promise<PutResult> {
   let fence = options.fence;
   let transient: WriterLease | undefined;
   if (!fence) {

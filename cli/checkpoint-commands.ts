@@ -200,7 +200,7 @@ const inspectCommand: Command = {
 
 const verifyCommand: Command = {
   name: 'verify',
-  summary: 'Check every file of committed checkpoints against its manifest (size and sha256).',
+  summary: 'Check every file of committed checkpoints against its manifest (size and checksum).',
   usage: 'ckpt verify DIR [--step N]      exit 0 if all match, 1 naming each bad file',
   options: { step: { type: 'string' } },
   async run(args) {

@@ -12,7 +12,7 @@
  */
 import { promises as fs } from 'node:fs';
 import { loadCheckpoint, saveCheckpoint } from '../../checkpoint';
-import { decodeSafetensors, safetensorsChunks } from '../../checkpoint/safetensors';
+import { decodeSafetensors, safetensorsChunks } from '../../checkpoint/safetensors-format';
 import type { NamedTensors } from '../../checkpoint/tensors';
 import { dropCaches, fullGc, syncAll } from './system';
 

@@ -9,7 +9,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { encodeSafetensors } from '../../checkpoint/safetensors';
+import { encodeSafetensors } from '../../checkpoint/safetensors-format';
 import { AdamW } from '../../model/adamw';
 import { initBackend, type BackendChoice } from '../../model/backend';
 import { DEFAULT_CONFIG, GPT, normalizeConfig } from '../../model/gpt';

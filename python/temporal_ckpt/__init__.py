@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Tuple
 
@@ -47,10 +48,11 @@ __all__ = [
 ]
 
 FORMAT = "temporal-ckpt"
-FORMAT_VERSION = 1
+# 2: manifest file records carry crc32 (zlib.crc32, 8 hex digits); version 1 records carry sha256.
+FORMAT_VERSION = 2
 STEP_DIGITS = 6
 _EXTRA_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_CHECKSUM_RES = {"crc32": re.compile(r"^[0-9a-f]{8}$"), "sha256": re.compile(r"^[0-9a-f]{64}$")}
 _UINT_RE = re.compile(r"^[0-9]+$")
 _URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
 
@@ -88,7 +90,7 @@ class NotCommittedError(CkptError):
 
 
 class IntegrityError(CkptError):
-    """A file of a committed step does not match its manifest (size, sha256) or does not parse. Exit 1."""
+    """A file of a committed step does not match its manifest (size, checksum) or does not parse. Exit 1."""
 
     exit_code = 1
 
@@ -243,13 +245,18 @@ class Checkpoint:
 
 
 def _read_verified(directory: str, name: str, record: Any) -> bytes:
-    """The file's bytes, read once, after checking their size and sha256 against the manifest's record."""
+    """The file's bytes, read once, after checking their size and every checksum the manifest's record has
+    (crc32, or sha256 in manifests of format version 1) against them."""
     if (
         not isinstance(record, dict)
         or isinstance(record.get("bytes"), bool)
         or not isinstance(record.get("bytes"), int)
-        or not isinstance(record.get("sha256"), str)
-        or not _SHA256_RE.match(record["sha256"])
+        or not any(kind in record for kind in _CHECKSUM_RES)
+        or not all(
+            isinstance(record[kind], str) and pattern.match(record[kind])
+            for kind, pattern in _CHECKSUM_RES.items()
+            if kind in record
+        )
     ):
         raise IntegrityError(name, "the manifest's record of it is malformed")
     try:
@@ -259,9 +266,14 @@ def _read_verified(directory: str, name: str, record: Any) -> bytes:
         raise IntegrityError(name, "listed in the manifest but missing") from None
     if len(data) != record["bytes"]:
         raise IntegrityError(name, f"has {len(data)} bytes, the manifest says {record['bytes']}")
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != record["sha256"]:
-        raise IntegrityError(name, f"sha256 {digest} does not match the manifest's {record['sha256']}")
+    digests = {
+        "crc32": lambda: f"{zlib.crc32(data):08x}",
+        "sha256": lambda: hashlib.sha256(data).hexdigest(),
+    }
+    for kind, digest_of in digests.items():
+        actual = digest_of() if kind in record else None
+        if actual is not None and actual != record[kind]:
+            raise IntegrityError(name, f"{kind} {actual} does not match the manifest's {record[kind]}")
     return data
 
 
@@ -425,7 +437,7 @@ class _Location:
         Reads the model, meta, extras and, when the step has optimizer files and ``with_optimizer`` is
         true, ``optimizer_rank``'s shard (default: this process's rank; ``optimizer`` is None otherwise).
         Raises :class:`NotCommittedError` when the step has no manifest, :class:`IntegrityError` (naming
-        the file) when a size, sha256 or format does not match, and :class:`CkptError` when the step has
+        the file) when a size, checksum or format does not match, and :class:`CkptError` when the step has
         optimizer files but none for the requested rank. A remote
         directory (``s3://``) is first copied with ``ckpt copy DIR TMP --step N`` into a temporary local
         directory, which is removed afterwards.

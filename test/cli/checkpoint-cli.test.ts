@@ -380,7 +380,7 @@ describe('ckpt inspect DIR [--step N] [--json]', () => {
       world_size: number;
       files: Record<
         string,
-        { bytes: number; sha256: string; tensors?: Array<{ name: string; dtype: string; shape: number[] }> }
+        { bytes: number; crc32: string; tensors?: Array<{ name: string; dtype: string; shape: number[] }> }
       >;
       meta: Record<string, unknown>;
     };
@@ -404,7 +404,7 @@ describe('ckpt inspect DIR [--step N] [--json]', () => {
     assert.deepEqual(doc.files['optim_000030_rank0.safetensors']!.tensors, [
       { name: 'exp_avg.transformer.wte.weight', dtype: 'F32', shape: [2, 3] },
     ]);
-    assert.match(doc.files['meta_000030.json']!.sha256, /^[0-9a-f]{64}$/);
+    assert.match(doc.files['meta_000030.json']!.crc32, /^[0-9a-f]{8}$/);
     assert.equal(doc.meta.step, 30);
     assert.deepEqual(doc.meta.loop_state, { step: 30 });
     assert.deepEqual(doc.meta.model_config, MODEL_CONFIG);
@@ -481,7 +481,7 @@ describe('a flipped byte in the newest checkpoint', () => {
         assert.equal(failed.length, 1, verify.stdout);
         assert.match(
           failed[0]!,
-          new RegExp(`^FAILED\\s+step 1234567\\s+${file.replace(/\./g, '\\.')}: .*sha256`),
+          new RegExp(`^FAILED\\s+step 1234567\\s+${file.replace(/\./g, '\\.')}: .*crc32`),
         );
         for (const s of [10, 20, 30]) assert.match(verify.stdout, new RegExp(`^ok\\s+step ${s}\\b`, 'm'));
 
@@ -513,7 +513,7 @@ describe('a flipped byte in the newest checkpoint', () => {
       assert.equal(doc.verified, false);
       assert.deepEqual(
         doc.problems.map((p) => [p.file, p.reason]),
-        [['model_1234567.safetensors', 'sha256']],
+        [['model_1234567.safetensors', 'crc32']],
       );
     } finally {
       await flipByte(path);

@@ -25,7 +25,7 @@
  * Counted per scenario: runs completed; final model and optimizer files bitwise equal to an uninterrupted
  * `ckpt train` of the same settings; torn checkpoints (committed, not verifying at the end); committed
  * steps lost or overwritten (the directory is polled every ~200 ms during the trial: each manifest's and
- * each of its files' bytes and sha256 when first seen; any later change or disappearance counts, and all of
+ * each of its files' bytes and checksum when first seen; any later change or disappearance counts, and all of
  * them are hashed again at the end; there is no retention in the campaign); zombie commits (the writer
  * records are polled too, keeping the latest expiry seen per epoch: a manifest whose `writer_epoch` is e and
  * whose `committed_at` is after epoch e's latest expiry is a commit by a writer whose lease had expired).
@@ -40,6 +40,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
 import { Client, Connection } from '@temporalio/client';
 import {
   configureS3,
@@ -83,6 +84,9 @@ const S3_PORT = 7070;
 const pad = (step: number) => String(step).padStart(6, '0');
 const FINAL = [`model_${pad(STEPS)}.safetensors`, `optim_${pad(STEPS)}_rank0.safetensors`];
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+/** The checksum of `b` of the kind `expected` is (a manifest's crc32, 8 hex digits, or a sha256). */
+const checksumLike = (b: Buffer, expected: string) =>
+  expected.length === 8 ? crc32(b).toString(16).padStart(8, '0') : sha(b);
 
 // --- namespaces ------------------------------------------------------------------------------------------
 
@@ -305,7 +309,7 @@ const notRun = (scenario: Scenario, trial: number, note: string): TrialRecord =>
  * latest expiry per epoch. Any later change or disappearance of a committed byte is counted.
  */
 class Watcher {
-  /** manifest key → sha256 first seen, its step, epoch, commit time, and its files' sha256. */
+  /** manifest key → sha256 first seen, its step, epoch, commit time, and its files' checksums. */
   readonly manifests = new Map<
     string,
     { sha: string; step: number; epoch?: number; committedAt?: number; files: Record<string, string> }
@@ -337,7 +341,7 @@ class Watcher {
   }
 
   private expect(key: string, expected: string, entry: { bytes: number; mtimeMs: number }, got: Buffer) {
-    if (sha(got) !== expected) this.damaged.add(key);
+    if (checksumLike(got, expected) !== expected) this.damaged.add(key);
     this.seen.set(key, entry);
   }
 
@@ -387,10 +391,10 @@ class Watcher {
         step: number;
         writer_epoch?: number;
         committed_at?: string;
-        files: Record<string, { sha256: string }>;
+        files: Record<string, { crc32?: string; sha256?: string }>;
       };
       const files: Record<string, string> = {};
-      for (const [name, rec] of Object.entries(m.files)) files[name] = rec.sha256;
+      for (const [name, rec] of Object.entries(m.files)) files[name] = (rec.crc32 ?? rec.sha256)!;
       this.manifests.set(key, {
         sha: sha(bytes),
         step: m.step,

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createReadStream, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { readSafetensorsStream } from '../../checkpoint/safetensors';
+import { readSafetensorsStream } from '../../checkpoint/safetensors-read';
 import type { NamedTensors } from '../../checkpoint/tensors';
 import { readF32 } from '../../model/tensors';
 import { ROOT } from './cli';

@@ -136,7 +136,7 @@ describe('copyCheckpoints', () => {
       result.failed.map((f) => f.step),
       [2],
     );
-    assert.match(result.failed[0]!.error, /sha256/);
+    assert.match(result.failed[0]!.error, /crc32/);
     assert.deepEqual(await committedSteps(dst), [1]);
     // The bad bytes were refused before the upload was completed: no model file for step 2 at all.
     assert.equal(await openStore(dst).exists(modelFile(2)), false);

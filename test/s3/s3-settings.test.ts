@@ -4,9 +4,9 @@
  * that credentials stay out of every printable form. A fake client records the commands.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { inspect } from 'node:util';
 import { describe, it } from 'node:test';
+import { crc32 } from 'node:zlib';
 import type { S3Client } from '@aws-sdk/client-s3';
 import {
   AlreadyExistsError,
@@ -147,19 +147,21 @@ describe('loadS3Config', () => {
 });
 
 describe('what the store sends', () => {
-  it('an exclusive small put: one PUT with If-None-Match, a writer tag, SSE and its SHA-256', async () => {
+  it('an exclusive small put: one PUT with If-None-Match, a writer tag, SSE and its CRC-32', async () => {
     const { client, sent } = fakeClient();
     const store = storeWith({ sse: { serverSideEncryption: 'aws:kms', kmsKeyId: 'kms-1' } }, client);
     const body = Buffer.from('hello');
     const result = await store.put('d1/manifest_000001.json', body, { exclusive: true });
-    assert.equal(result.sha256, createHash('sha256').update(body).digest('hex'));
+    assert.equal(result.crc32, crc32(body).toString(16).padStart(8, '0'));
     const put = sent.find((s) => s.name === 'PutObject')!.input;
     assert.equal(put.Bucket, 'bucket-a');
     assert.equal(put.Key, 'runs/x/d1/manifest_000001.json');
     assert.equal(put.IfNoneMatch, '*');
     assert.equal(put.ServerSideEncryption, 'aws:kms');
     assert.equal(put.SSEKMSKeyId, 'kms-1');
-    assert.equal(put.ChecksumSHA256, createHash('sha256').update(body).digest('base64'));
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(body));
+    assert.equal(put.ChecksumCRC32, crc.toString('base64'));
     assert.match(String((put.Metadata as Record<string, string>)['ckpt-writer']), /^[0-9a-f]{24}$/);
     // HEAD first (refuse early), the conditional PUT, then the writer tag read back.
     assert.deepEqual(
@@ -229,11 +231,11 @@ describe('what the store sends', () => {
     const total = 8 * partSize + 12345;
     let pulled = 0;
     let maxAhead = 0;
-    const hash = createHash('sha256');
+    let crc = 0;
     async function* source() {
       for (let off = 0; off < total; off += 1_000_003) {
         const chunk = Buffer.alloc(Math.min(1_000_003, total - off), off % 251);
-        hash.update(chunk);
+        crc = crc32(chunk, crc);
         pulled += chunk.byteLength;
         const done = sent.filter((s) => s.name === 'UploadPart').length - stats.inflight;
         maxAhead = Math.max(maxAhead, pulled - done * partSize);
@@ -242,7 +244,7 @@ describe('what the store sends', () => {
     }
     const result = await store.put('model.safetensors', source(), { exclusive: true });
     assert.equal(result.bytes, total);
-    assert.equal(result.sha256, hash.digest('hex'));
+    assert.equal(result.crc32, crc.toString(16).padStart(8, '0'));
     const names = sent.map((s) => s.name).filter((n) => n !== 'HeadObject');
     assert.equal(names[0], 'CreateMultipartUpload');
     assert.equal(names.filter((n) => n === 'UploadPart').length, 9);
