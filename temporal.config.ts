@@ -46,6 +46,8 @@
  *   CKPT_MAX_ATTEMPTS         attempts per activity before the pipeline fails              default 10
  *   CKPT_TRAIN_SLOTS          segments one training worker runs at once (GPUs/slots)       default 1
  *   CKPT_WARM_CHILD           0: no warm standby child on training workers (activities/child.ts) default on
+ *   CKPT_STICKY_SEGMENTS      0: no sticky segments (a run's next segment on the worker that keeps its
+ *                             state in memory, activities/sticky.ts)                      default on
  *   CKPT_UI_ADDRESS           Temporal Web UI base address, for links                      default http://localhost:8233
  *
  * Payload encryption (activities/payload-codec.ts, docs/security.md):
@@ -124,6 +126,8 @@ export interface TemporalSettings {
   taskQueues: { train: string; control: string };
   activities: ActivityPolicy;
   trainSlots: number;
+  /** Training workers keep a run's state between its segments and poll a queue of their own for them. */
+  stickySegments: boolean;
   uiAddress: string;
 }
 
@@ -196,6 +200,7 @@ export function loadTemporalSettings(env: NodeJS.ProcessEnv = process.env): Temp
       maximumRetryMs: duration('CKPT_RETRY_MAX', '30s'),
     },
     trainSlots: positiveInt(env, 'CKPT_TRAIN_SLOTS', 1),
+    stickySegments: env.CKPT_STICKY_SEGMENTS?.trim() !== '0',
     codecKeys: loadCodecKeys(env),
     uiAddress: (env.CKPT_UI_ADDRESS?.trim() || 'http://localhost:8233').replace(/\/+$/, ''),
   };

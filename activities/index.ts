@@ -22,7 +22,8 @@ import {
   type RetentionPolicy,
 } from '../checkpoint';
 import { withAllowedRoots } from './allowed-roots';
-import { runCkpt, segmentResult } from './child';
+import { runCkpt, segmentResult, type ChildOptions } from './child';
+import { runStickySegment, stickyQueue } from './sticky';
 import { activityFailure, childFailure } from './failure';
 import type { DoneEvent } from '../train/events';
 import { emitActivityEvent, emitSegmentDone, forwardTrainingEvent } from './observe';
@@ -59,8 +60,10 @@ export async function trainSegment(input: SegmentInput): Promise<SegmentResult> 
   const ctx = Context.current();
   let progress: SegmentProgress = { step: -1, loss: null };
   let done: DoneEvent | undefined;
-  const result = await runCkpt(['train', '--from-ipc', '--progress-json'], {
-    request: { ...trainRequest(input, program), writer: writerSettings(ctx) },
+  const request = { ...trainRequest(input, program), writer: writerSettings(ctx) };
+  // Command programs keep today's path: their state lives in their own process, not in ours.
+  const sticky = typeof program === 'string' ? stickyQueue() : undefined;
+  const options: ChildOptions = {
     onStart: (send) => confirmAttempt(ctx, send),
     signal: ctx.cancellationSignal,
     killGraceMs: childKillGrace(program),
@@ -78,11 +81,15 @@ export async function trainSegment(input: SegmentInput): Promise<SegmentResult> 
       }
       if (event.type === 'done') done = event;
     },
-  });
+  };
+  const result = sticky
+    ? await runStickySegment(request, options)
+    : await runCkpt(['train', '--from-ipc', '--progress-json'], { ...options, request });
   if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
   if (result.code !== 0 || !done) throw childFailure(`training ${input.dir} to step ${input.toStep}`, result);
   emitSegmentDone(input.dir, done);
-  return segmentResult(done, activityInfo().attempt);
+  const kept = 'kept' in result && result.kept;
+  return { ...segmentResult(done, activityInfo().attempt), ...(kept ? { stickyQueue: sticky } : {}) };
 }
 
 /** The no-op training mode (TrainFlags.noop): no child, no model, no checkpoint; the step just advances. */

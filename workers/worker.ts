@@ -12,6 +12,7 @@ import {
   type TrainActivities,
 } from '../activities';
 import { prewarmChild } from '../activities/child';
+import { configureSticky, stickyQueueName } from '../activities/sticky';
 import { connectionError } from '../activities/client';
 import type { ConnectAttempt } from '../activities/connection-diagnosis';
 import { codecConverter } from '../activities/payload-codec';
@@ -138,6 +139,22 @@ export async function createWorkers(setup: WorkerSetup, connection: NativeConnec
     );
     // A warm child for the first segment or evaluation (and for the retry of a segment whose worker died).
     prewarmChild();
+    if (settings.stickySegments) {
+      // This worker's own queue, for the next segments of runs whose state its children keep (sticky.ts).
+      const queue = stickyQueueName(
+        (setup.role === 'train' && setup.taskQueue) || settings.taskQueues.train,
+        common.identity,
+      );
+      workers.push(
+        await Worker.create({
+          ...common,
+          taskQueue: queue,
+          activities: { trainSegment: trainActivities.trainSegment },
+          maxConcurrentActivityTaskExecutions: settings.trainSlots,
+        }),
+      );
+      configureSticky(queue, settings.trainSlots);
+    } else configureSticky(undefined);
   }
   if (setup.role === 'control' || setup.role === 'all') {
     workers.push(
