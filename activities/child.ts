@@ -75,7 +75,9 @@ export function errorReport(err: unknown, message: string): ErrorReport {
   return { type: 'error', errorType, retryable: isRetryable(err), message };
 }
 
-export function isErrorReport(event: Record<string, unknown>): event is Record<string, unknown> & ErrorReport {
+export function isErrorReport(
+  event: Record<string, unknown>,
+): event is Record<string, unknown> & ErrorReport {
   return (
     event.type === 'error' &&
     typeof event.errorType === 'string' &&
@@ -94,6 +96,7 @@ export function segmentResult(done: DoneEvent, attempt: number): SegmentResult {
     backend: done.backend,
     seconds: done.seconds,
     attempt,
+    ...(done.inMemory ? { inMemory: true } : {}),
   };
 }
 

@@ -229,7 +229,13 @@ class TrainingChild {
     const child = this.process;
     return new Promise((resolve) => {
       if (this.closed) {
-        resolve({ code: null, signal: null, stdout: '', stderrTail: 'the kept child had exited', kept: false });
+        resolve({
+          code: null,
+          signal: null,
+          stdout: '',
+          stderrTail: 'the kept child had exited',
+          kept: false,
+        });
         return;
       }
       holdOpen(child, true);

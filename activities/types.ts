@@ -75,6 +75,8 @@ export interface SegmentResult {
    * segments, activities/sticky.ts): the pipeline schedules the next segment there first.
    */
   stickyQueue?: string;
+  /** The segment continued from the state its worker kept in memory: no process start, no checkpoint read. */
+  inMemory?: boolean;
 }
 
 export interface SegmentProgress {

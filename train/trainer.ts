@@ -120,23 +120,28 @@ export function disposeWarm(run: WarmRun): void {
 }
 
 /**
- * Whether the kept state is the directory's last commit: its step is the last committed step, whose
- * manifest was written under the kept writer epoch, and no writer but `writer` (this segment's) has
- * held the directory since. Anything else (a commit by another attempt, a writer in between, a pruned
- * or deleted step) and the state is not used.
+ * Why the kept state is not the directory's last commit, or null when it is: its step is the last
+ * committed step, whose manifest was written under the kept writer epoch, and no writer but `writer`
+ * (this segment's) has held the directory since. Anything else (a commit by another attempt, a writer in
+ * between, a pruned or deleted step) and the state is not used.
  */
-export async function warmStateFits(
+export async function warmStateMismatch(
   store: ReturnType<typeof openStore>,
   run: WarmRun,
   writer: WriterLease | undefined,
-): Promise<boolean> {
-  if (run.epoch === null || writer === undefined || run.location !== store.location) return false;
-  const steps = await committedSteps(store);
-  if (steps.at(-1) !== run.step) return false;
+): Promise<string | null> {
+  if (run.location !== store.location) return `it is of ${run.location}`;
+  if (run.epoch === null) return `this process did not commit step ${run.step} itself`;
+  if (writer === undefined) return 'this segment holds no writer lease';
+  const last = (await committedSteps(store)).at(-1);
+  if (last !== run.step) return `the last committed step is ${last ?? 'none'}, not ${run.step}`;
   const manifest = await readManifest(store, run.step);
-  if (manifest.writer_epoch !== run.epoch) return false;
+  if (manifest.writer_epoch !== run.epoch)
+    return `step ${run.step} was committed by writer epoch ${manifest.writer_epoch}, not ${run.epoch}`;
   const later = (await writerEpochs(store)).filter((e) => e > run.epoch!);
-  return later.length === 1 && later[0] === writer.epoch;
+  if (later.length !== 1 || later[0] !== writer.epoch)
+    return `writer epochs ${later.join(', ')} came after ${run.epoch} (this segment's: ${writer.epoch})`;
+  return null;
 }
 
 /** Time and size of one checkpoint save or load, as seen by this rank. */
@@ -164,6 +169,8 @@ export interface TrainSummary {
   backend: string;
   seconds: number;
   program: string;
+  /** The segment continued from the state a previous train() of this process kept (no checkpoint read). */
+  inMemory?: boolean;
 }
 
 export { DEFAULT_SCHEDULE } from './schedule';
@@ -208,17 +215,18 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
   const rank = options.group?.rank ?? 0;
   const worldSize = options.group?.worldSize ?? 1;
   registerProgramMigrations(program);
-  const warm =
-    options.warm &&
-    options.warm.program === program &&
-    options.warm.backend === backend &&
-    options.resume === 'last' &&
-    worldSize === 1 &&
-    (await warmStateFits(store, options.warm, options.writer))
-      ? options.warm
-      : undefined;
+  const mismatch = !options.warm
+    ? null
+    : options.warm.program !== program
+      ? 'another program'
+      : options.warm.backend !== backend
+        ? `it was trained on ${options.warm.backend}`
+        : options.resume !== 'last' || worldSize !== 1
+          ? 'this run does not resume the last step on one rank'
+          : await warmStateMismatch(store, options.warm, options.writer);
+  const warm = mismatch === null ? options.warm : undefined;
   if (options.warm && !warm) {
-    log0(`the state kept in memory is not the last commit of ${store.location}: reading it back`);
+    log0(`the state kept in memory is not used (${mismatch}): reading ${store.location} back`);
     disposeWarm(options.warm);
   }
   const resumeStep = warm ? warm.step : await resolveResume(store, options.resume ?? 'none');
@@ -501,6 +509,7 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
     backend,
     seconds: (Date.now() - started) / 1000,
     program: program.name,
+    ...(warm ? { inMemory: true } : {}),
   };
 }
 

@@ -401,8 +401,7 @@ async function stickyOrShared(
       )
         throw err;
       // Not taken in time is no failure; an attempt that failed counts as the retry it is.
-      const notTaken =
-        cause instanceof TimeoutFailure && cause.timeoutType === 'SCHEDULE_TO_START';
+      const notTaken = cause instanceof TimeoutFailure && cause.timeoutType === 'SCHEDULE_TO_START';
       if (!notTaken) s.retries += 1;
     }
   }
