@@ -1,6 +1,8 @@
 /**
  * Orchestration overhead: the wall time of a pipeline (Temporal dev server, a control and a training
- * worker, segments of ≥ 10 s each run as an activity in a fresh `ckpt train --resume` child) against the
+ * worker, segments of ≥ 10 s each run as an activity; with sticky segments (the default) the first starts
+ * a child and the next ones continue in it from memory, CKPT_STICKY_SEGMENTS=0: a fresh `ckpt train
+ * --resume` child per segment) against the
  * same steps in one `ckpt train` process. Rounds alternate direct and pipeline runs; both train the same
  * model on the same data with the same saves, and both end at bitwise the same weights (checked).
  *
@@ -88,7 +90,8 @@ const finalModel = (root: string, tag: string, steps: number) =>
 
 test('orchestration overhead', { timeout: 7_200_000 }, async () => {
   env = await T.start();
-  await Promise.all([env.startWorker('control'), env.startWorker('train')]);
+  const sticky = { CKPT_STICKY_SEGMENTS: process.env.CKPT_STICKY_SEGMENTS ?? '1' };
+  await Promise.all([env.startWorker('control'), env.startWorker('train', { env: sticky })]);
   const load0 = loadavg()[0]!;
   // Calibration: steps/s of the small model on this machine now (start-up excluded by difference).
   const a = await direct('cal-a', 100);
@@ -140,7 +143,7 @@ test('orchestration overhead', { timeout: 7_200_000 }, async () => {
       '',
       `## Orchestration overhead (${new Date().toISOString().slice(0, 10)}, ${cpus().length} cores, load average ${load0.toFixed(1)} at the start, ${loadavg()[0]!.toFixed(1)} at the end)`,
       '',
-      `${steps} steps of the small model (${SMALL_MODEL.join(' ')}), save every ${SAVE_EVERY}; pipeline: ${SEGMENTS} segments of ${segment} steps (~${SEGMENT_S} s each at the calibrated ${stepsPerS.toFixed(1)} steps/s); ${ROUNDS} rounds, alternating order; final weights bitwise equal in every round.`,
+      `Sticky segments: ${process.env.CKPT_STICKY_SEGMENTS === '0' ? 'off' : 'on'}. ${steps} steps of the small model (${SMALL_MODEL.join(' ')}), save every ${SAVE_EVERY}; pipeline: ${SEGMENTS} segments of ${segment} steps (~${SEGMENT_S} s each at the calibrated ${stepsPerS.toFixed(1)} steps/s); ${ROUNDS} rounds, alternating order; final weights bitwise equal in every round.`,
       '',
       '| contender | min s | median s | max s |',
       '|---|---|---|---|',
@@ -150,7 +153,7 @@ test('orchestration overhead', { timeout: 7_200_000 }, async () => {
       '',
       `Segment retries in the pipeline runs: ${retries}.`,
       '',
-      `Goal ≤ 1.05×: ${r.median <= 1.05 ? 'met' : 'MISSED'} (median ${r.median.toFixed(3)}×; per-segment overhead ${((stat(pipeS).median - stat(directS).median) / SEGMENTS).toFixed(2)} s).`,
+      `Goal ≤ 1.02×: ${r.median <= 1.02 ? 'met' : 'MISSED'} (median ${r.median.toFixed(3)}×; per-segment overhead ${((stat(pipeS).median - stat(directS).median) / SEGMENTS).toFixed(2)} s).`,
       '',
     ].join('\n'),
   );
