@@ -48,6 +48,7 @@
  *   CKPT_WARM_CHILD           0: no warm standby child on training workers (activities/child.ts) default on
  *   CKPT_STICKY_SEGMENTS      0: no sticky segments (a run's next segment on the worker that keeps its
  *                             state in memory, activities/sticky.ts)                      default on
+ *   CKPT_STICKY_IDLE          ms an idle sticky child keeps a run's state before it exits   default 300000
  *   CKPT_UI_ADDRESS           Temporal Web UI base address, for links                      default http://localhost:8233
  *
  * Payload encryption (activities/payload-codec.ts, docs/security.md):

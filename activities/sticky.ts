@@ -121,11 +121,23 @@ export async function runStickySegment(
 ): Promise<ChildResult & { kept: boolean; reused: boolean; pid?: number }> {
   const request1 = { ...request, sticky: true };
   const reusedChild = takeIdle(request1);
+  // A new child must not sit beside idle ones that hold other runs' state (and, on a GPU, its memory):
+  // idle and running children together stay within the worker's slots.
+  while (!reusedChild && idle.size > 0 && idle.size + running >= sticky.maxIdle)
+    endIdle(idle.keys().next().value!);
   const child = reusedChild ?? TrainingChild.start(request1);
-  const result = await child.run(request1, options, reusedChild !== undefined);
-  if (result.kept) keepIdle(request1, child);
-  return { ...result, reused: reusedChild !== undefined, pid: child.process.pid };
+  running += 1;
+  try {
+    const result = await child.run(request1, options, reusedChild !== undefined);
+    if (result.kept) keepIdle(request1, child);
+    return { ...result, reused: reusedChild !== undefined, pid: child.process.pid };
+  } finally {
+    running -= 1;
+  }
 }
+
+/** Segments running in sticky children now. */
+let running = 0;
 
 /** A training child that may run several segments of one run, one at a time. */
 class TrainingChild {
