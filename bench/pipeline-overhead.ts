@@ -61,7 +61,7 @@ async function pipeline(
   tag: string,
   steps: number,
   segment: number,
-): Promise<{ seconds: number; state: PipelineState; gapsS: number[]; inMemory: number }> {
+): Promise<{ seconds: number; state: PipelineState; cliS: number } & Breakdown> {
   const t0 = Date.now();
   const res = await env.ckpt([
     'pipeline',
@@ -79,6 +79,7 @@ async function pipeline(
     String(SAVE_EVERY),
   ]);
   assert.equal(res.code, 0, res.stderr);
+  const cliS = (Date.now() - t0) / 1000;
   const handle = env.client.workflow.getHandle(res.stdout.trim());
   await waitFor('the pipeline to close', async () => (await handle.describe()).status.name !== 'RUNNING', {
     timeoutMs: 1_800_000,
@@ -87,6 +88,7 @@ async function pipeline(
   const seconds = (Date.now() - t0) / 1000;
   return {
     seconds,
+    cliS,
     state: (await handle.result()) as PipelineState,
     ...(await boundaries(handle.workflowId)),
   };
@@ -97,27 +99,47 @@ async function pipeline(
  * next one's start (the workflow task, scheduling, a sticky or a fresh child), and how many segments
  * continued in memory.
  */
-async function boundaries(id: string): Promise<{ gapsS: number[]; inMemory: number }> {
+interface Breakdown {
+  gapsS: number[];
+  inMemory: number;
+  /** Workflow started → first segment started; last segment completed → workflow closed. */
+  headS: number;
+  tailS: number;
+  /** The segments' activity time, start to completion, summed. */
+  segmentsS: number;
+}
+
+async function boundaries(id: string): Promise<Breakdown> {
   const history = await env.client.workflow.getHandle(id).fetchHistory();
   const ms = (t: unknown) => optionalTsToMs(t as never) ?? NaN;
   const gapsS: number[] = [];
   let inMemory = 0;
   let lastCompleted: number | undefined;
+  let firstStarted: number | undefined;
+  let lastStarted = NaN;
+  let segmentsS = 0;
   const scheduled = new Set<string>();
-  for (const e of history.events ?? []) {
+  const events = history.events ?? [];
+  for (const e of events) {
     if (e.activityTaskScheduledEventAttributes?.activityType?.name === 'trainSegment')
       scheduled.add(String(e.eventId));
     const started = e.activityTaskStartedEventAttributes;
-    if (started && scheduled.has(String(started.scheduledEventId)) && lastCompleted !== undefined)
-      gapsS.push((ms(e.eventTime) - lastCompleted) / 1000);
+    if (started && scheduled.has(String(started.scheduledEventId))) {
+      lastStarted = ms(e.eventTime);
+      firstStarted ??= lastStarted;
+      if (lastCompleted !== undefined) gapsS.push((lastStarted - lastCompleted) / 1000);
+    }
     const completed = e.activityTaskCompletedEventAttributes;
     if (completed && scheduled.has(String(completed.scheduledEventId))) {
       lastCompleted = ms(e.eventTime);
+      segmentsS += (lastCompleted - lastStarted) / 1000;
       const result = defaultPayloadConverter.fromPayload(completed.result!.payloads![0]!) as SegmentResult;
       if (result.inMemory) inMemory += 1;
     }
   }
-  return { gapsS, inMemory };
+  const headS = ((firstStarted ?? NaN) - ms(events[0]?.eventTime)) / 1000;
+  const tailS = (ms(events.at(-1)?.eventTime) - (lastCompleted ?? NaN)) / 1000;
+  return { gapsS, inMemory, headS, tailS, segmentsS };
 }
 
 const finalModel = (root: string, tag: string, steps: number) =>
@@ -144,6 +166,7 @@ test('orchestration overhead', { timeout: 7_200_000 }, async () => {
   let retries = 0;
   const gaps: number[] = [];
   let inMemory = 0;
+  const parts = { cli: [] as number[], head: [] as number[], tail: [] as number[], segments: [] as number[] };
   for (let round = 1; round <= ROUNDS; round++) {
     const order = round % 2 === 1 ? ['direct', 'pipeline'] : ['pipeline', 'direct'];
     let d = 0;
@@ -157,6 +180,10 @@ test('orchestration overhead', { timeout: 7_200_000 }, async () => {
         retries += r.state.retries;
         gaps.push(...r.gapsS);
         inMemory += r.inMemory;
+        parts.cli.push(r.cliS);
+        parts.head.push(r.headS);
+        parts.tail.push(r.tailS);
+        parts.segments.push(r.segmentsS);
         p = r.seconds;
       }
     }
@@ -189,6 +216,8 @@ test('orchestration overhead', { timeout: 7_200_000 }, async () => {
       `| one \`ckpt train\` process | ${fmt(directS)} |`,
       `| pipeline (start → closed) | ${fmt(pipeS)} |`,
       `| ratio pipeline / direct (per round) | ${fmt(ratios, 3)} |`,
+      '',
+      `Pipeline parts (median s per run): \`ckpt pipeline start\` ${stat(parts.cli).median.toFixed(2)}, workflow start → first segment ${stat(parts.head).median.toFixed(2)}, segments (activity time, summed) ${stat(parts.segments).median.toFixed(2)}, last segment → closed ${stat(parts.tail).median.toFixed(2)}.`,
       '',
       `Segment retries in the pipeline runs: ${retries}. Segments that continued in memory: ${inMemory} of ${ROUNDS * SEGMENTS}. ` +
         `Segment boundaries (one completed → the next started, from the history): ${gaps.length ? `${fmt(gaps, 2).replace(/ \| /g, ' / ')} s (min / median / max)` : 'none'}.`,
