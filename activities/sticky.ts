@@ -215,7 +215,9 @@ class TrainingChild {
     } catch {
       // its channel is gone: it is exiting already
     }
-    setTimeout(() => signalGroup(this.process, 'SIGKILL'), CANCEL_GRACE_MS).unref();
+    setTimeout(() => {
+      if (!this.closed) signalGroup(this.process, 'SIGKILL');
+    }, CANCEL_GRACE_MS).unref();
   }
 
   /** The segment ended well once the child has said both `done` (stdout) and idle (IPC). */
