@@ -47,6 +47,9 @@
  *   CKPT_TRAIN_SLOTS          segments one training worker runs at once                    default: one per GPU, else 1
  *   CKPT_GPUS                 GPUs of a training worker, one slot each (0,1 | auto | none)  default auto (nvidia-smi)
  *   CKPT_WARM_CHILD           0: no warm standby child on training workers (activities/child.ts) default on
+ *   CKPT_STICKY_SEGMENTS      0: no sticky segments (a run's next segment on the worker that keeps its
+ *                             state in memory, activities/sticky.ts)                      default on
+ *   CKPT_STICKY_IDLE          ms an idle sticky child keeps a run's state before it exits   default 300000
  *   CKPT_UI_ADDRESS           Temporal Web UI base address, for links                      default http://localhost:8233
  *
  * Payload encryption (activities/payload-codec.ts, docs/security.md):
@@ -126,6 +129,8 @@ export interface TemporalSettings {
   activities: ActivityPolicy;
   /** Segments a training worker runs at once; unset: one per GPU (CKPT_GPUS), else 1. */
   trainSlots?: number;
+  /** Training workers keep a run's state between its segments and poll a queue of their own for them. */
+  stickySegments: boolean;
   uiAddress: string;
 }
 
@@ -198,6 +203,7 @@ export function loadTemporalSettings(env: NodeJS.ProcessEnv = process.env): Temp
       maximumRetryMs: duration('CKPT_RETRY_MAX', '30s'),
     },
     ...(env.CKPT_TRAIN_SLOTS !== undefined ? { trainSlots: positiveInt(env, 'CKPT_TRAIN_SLOTS', 1) } : {}),
+    stickySegments: env.CKPT_STICKY_SEGMENTS?.trim() !== '0',
     codecKeys: loadCodecKeys(env),
     uiAddress: (env.CKPT_UI_ADDRESS?.trim() || 'http://localhost:8233').replace(/\/+$/, ''),
   };

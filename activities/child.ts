@@ -34,7 +34,7 @@ export const HEARTBEAT_TICK_MS = 500;
  * anything it started, and a Ctrl-C at the worker's terminal reaches the worker only: the worker decides
  * when its children stop.
  */
-function spawnCkpt(args: string[], env: NodeJS.ProcessEnv): ChildProcess {
+export function spawnCkpt(args: string[], env: NodeJS.ProcessEnv): ChildProcess {
   return spawn(process.execPath, [BIN, ...args], {
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     env,
@@ -43,7 +43,7 @@ function spawnCkpt(args: string[], env: NodeJS.ProcessEnv): ChildProcess {
 }
 
 /** Signal the child's whole process group; false when none of it is left. */
-function signalGroup(child: ChildProcess, signal: NodeJS.Signals): boolean {
+export function signalGroup(child: ChildProcess, signal: NodeJS.Signals): boolean {
   if (child.pid === undefined) return false;
   try {
     process.kill(-child.pid, signal);
@@ -75,7 +75,9 @@ export function errorReport(err: unknown, message: string): ErrorReport {
   return { type: 'error', errorType, retryable: isRetryable(err), message };
 }
 
-function isErrorReport(event: Record<string, unknown>): event is Record<string, unknown> & ErrorReport {
+export function isErrorReport(
+  event: Record<string, unknown>,
+): event is Record<string, unknown> & ErrorReport {
   return (
     event.type === 'error' &&
     typeof event.errorType === 'string' &&
@@ -94,6 +96,7 @@ export function segmentResult(done: DoneEvent, attempt: number): SegmentResult {
     backend: done.backend,
     seconds: done.seconds,
     attempt,
+    ...(done.inMemory ? { inMemory: true } : {}),
   };
 }
 
@@ -134,11 +137,11 @@ export interface ChildOptions {
  */
 let standby: ChildProcess | undefined;
 
-const usable = (child: ChildProcess | undefined): child is ChildProcess =>
+export const usable = (child: ChildProcess | undefined): child is ChildProcess =>
   child !== undefined && child.connected && child.exitCode === null && child.signalCode === null;
 
 /** Whether the child (its process, IPC channel and output pipes) keeps this process alive. */
-function holdOpen(child: ChildProcess, hold: boolean): void {
+export function holdOpen(child: ChildProcess, hold: boolean): void {
   for (const handle of [child, child.channel, child.stdout, child.stderr] as Array<
     { ref?(): void; unref?(): void } | null | undefined
   >) {
@@ -147,9 +150,9 @@ function holdOpen(child: ChildProcess, hold: boolean): void {
   }
 }
 
-const warmChildEnabled = () => process.env.CKPT_WARM_CHILD !== '0';
+export const warmChildEnabled = () => process.env.CKPT_WARM_CHILD !== '0';
 
-function childEnv(extra?: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+export function childEnv(extra?: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return { ...process.env, CKPT_LOG_FORMAT: 'json', [ERROR_REPORT_ENV]: '1', ...extra };
 }
 
@@ -172,7 +175,7 @@ export function standbyPid(): number | undefined {
 }
 
 /** The standby with `args` sent to it, or undefined when there is none ready. */
-function takeStandby(args: string[], request?: TrainRequest): ChildProcess | undefined {
+export function takeStandby(args: string[], request?: TrainRequest): ChildProcess | undefined {
   const child = standby;
   standby = undefined;
   if (!usable(child)) return undefined;
@@ -244,7 +247,7 @@ export function runCkpt(args: string[], options: ChildOptions = {}): Promise<Chi
 }
 
 /** The child's one-line error ("ckpt: error: …"), else the last lines of stderr. */
-function lastErrorLine(stderr: string): string {
+export function lastErrorLine(stderr: string): string {
   const match = stderr.match(/ckpt: error: .*$/m);
   if (match) return match[0].replace(/^ckpt: error: /, '');
   return stderr.trim().split('\n').slice(-5).join('\n');

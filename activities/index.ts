@@ -22,8 +22,9 @@ import {
   type RetentionPolicy,
 } from '../checkpoint';
 import { withAllowedRoots } from './allowed-roots';
-import { runCkpt, segmentResult } from './child';
-import { withGpuSlot } from './gpus';
+import { runCkpt, segmentResult, type ChildOptions } from './child';
+import { gpuSlotsConfigured, withGpuSlot } from './gpus';
+import { runStickySegment, stickyQueue } from './sticky';
 import { activityFailure, childFailure } from './failure';
 import type { DoneEvent } from '../train/events';
 import { emitActivityEvent, emitSegmentDone, forwardTrainingEvent } from './observe';
@@ -60,39 +61,45 @@ export async function trainSegment(input: SegmentInput): Promise<SegmentResult> 
   const ctx = Context.current();
   let progress: SegmentProgress = { step: -1, loss: null };
   let done: DoneEvent | undefined;
+  const request = { ...trainRequest(input, program), writer: writerSettings(ctx) };
+  // Command programs keep today's path: their state lives in their own process, not in ours. So do GPU
+  // slots, whose child is started for one segment on its GPU.
+  const sticky = typeof program === 'string' && !gpuSlotsConfigured() ? stickyQueue() : undefined;
+  const options: ChildOptions = {
+    onStart: (send) => confirmAttempt(ctx, send),
+    signal: ctx.cancellationSignal,
+    killGraceMs: childKillGrace(program),
+    onTick: () => ctx.heartbeat(progress),
+    onEvent: (event) => {
+      forwardTrainingEvent(input.dir, event);
+      if (event.type === 'progress')
+        progress = {
+          step: event.step,
+          loss: event.loss,
+          ...(event.metrics ? { metrics: event.metrics } : {}),
+        };
+      if (event.type === 'saved') {
+        ctx.log.info('checkpoint committed', {
+          dir: input.dir,
+          step: event.step,
+          seconds: event.seconds,
+          bytes: event.bytes,
+        });
+      }
+      if (event.type === 'done') done = event;
+    },
+  };
   // On a GPU host the child sees only its slot's GPU (activities/gpus.ts).
-  const result = await withGpuSlot((env) =>
-    runCkpt(['train', '--from-ipc', '--progress-json'], {
-      ...(env ? { env } : {}),
-      request: { ...trainRequest(input, program), writer: writerSettings(ctx) },
-      onStart: (send) => confirmAttempt(ctx, send),
-      signal: ctx.cancellationSignal,
-      killGraceMs: childKillGrace(program),
-      onTick: () => ctx.heartbeat(progress),
-      onEvent: (event) => {
-        forwardTrainingEvent(input.dir, event);
-        if (event.type === 'progress')
-          progress = {
-            step: event.step,
-            loss: event.loss,
-            ...(event.metrics ? { metrics: event.metrics } : {}),
-          };
-        if (event.type === 'saved') {
-          ctx.log.info('checkpoint committed', {
-            dir: input.dir,
-            step: event.step,
-            seconds: event.seconds,
-            bytes: event.bytes,
-          });
-        }
-        if (event.type === 'done') done = event;
-      },
-    }),
-  );
+  const result = sticky
+    ? await runStickySegment(request, options)
+    : await withGpuSlot((env) =>
+        runCkpt(['train', '--from-ipc', '--progress-json'], { ...options, ...(env ? { env } : {}), request }),
+      );
   if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
   if (result.code !== 0 || !done) throw childFailure(`training ${input.dir} to step ${input.toStep}`, result);
   emitSegmentDone(input.dir, done);
-  return segmentResult(done, activityInfo().attempt);
+  const kept = 'kept' in result && result.kept;
+  return { ...segmentResult(done, activityInfo().attempt), ...(kept ? { stickyQueue: sticky } : {}) };
 }
 
 /** The no-op training mode (TrainFlags.noop): no child, no model, no checkpoint; the step just advances. */

@@ -70,6 +70,13 @@ export interface SegmentResult {
   seconds: number;
   /** Which attempt of the activity produced this (2+ means it resumed after a failure). */
   attempt: number;
+  /**
+   * The task queue of the worker that keeps this run's state in memory after the segment (sticky
+   * segments, activities/sticky.ts): the pipeline schedules the next segment there first.
+   */
+  stickyQueue?: string;
+  /** The segment continued from the state its worker kept in memory: no process start, no checkpoint read. */
+  inMemory?: boolean;
 }
 
 export interface SegmentProgress {

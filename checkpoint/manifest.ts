@@ -128,6 +128,7 @@ export function parseManifest(buf: Buffer | string, step: number): Manifest {
     world_size: worldSize,
     files: out,
     committed_at: typeof obj.committed_at === 'string' ? obj.committed_at : undefined,
+    ...(Number.isSafeInteger(obj.writer_epoch) ? { writer_epoch: obj.writer_epoch as number } : {}),
   };
 }
 

@@ -5,7 +5,7 @@ import { configureProgram } from '../program/meta';
 import { evaluateCheckpoint } from '../train/evaluate';
 import { sampleText } from '../train/sample';
 import { runSettingOptions, runSettingsFromFlags, runSettingsHelp, scheduleOf } from '../train/settings';
-import { train, type Progress } from '../train/trainer';
+import { disposeWarm, train, type Progress, type WarmRun } from '../train/trainer';
 import { loadConfig, sourceDir } from '../temporal.config';
 import {
   type Command,
@@ -34,7 +34,14 @@ import {
 } from './program-args';
 import { loadProgram } from '../program/load';
 import type { TrainEvent } from '../train/events';
-import { receiveTrainRequest, WRITER_CONFIRMED, type TrainRequest } from '../train/request';
+import {
+  checkRequest,
+  receiveTrainRequest,
+  STICKY_IDLE,
+  STICKY_NEXT,
+  WRITER_CONFIRMED,
+  type TrainRequest,
+} from '../train/request';
 import { acquireWriter, defaultHolder, type WriterLease } from '../checkpoint/writer';
 import { commandEvalProgram, runCommandSegment } from '../train/command-runner';
 import { checkCommandProgram, commandProgram } from '../program/command';
@@ -140,11 +147,7 @@ const trainCommand: Command = {
   async run(args) {
     expectPositionals(args, 0, 'train');
     // A worker's training child gets its run as one typed message instead of flags.
-    if (flag(args, 'from-ipc')) {
-      const request = await receiveTrainRequest();
-      const program = request.exec ? undefined : await loadProgram(request.program);
-      return runTraining(request, program, tagOfDir(request.dir), args);
-    }
+    if (flag(args, 'from-ipc')) return trainFromIpc(args);
     const steps = int(args, 'steps', 1);
     if (steps === undefined) throw new UsageError('train: --steps N is required', { field: 'steps' });
     const from = stepArg(args, 'resume-from-step');
@@ -196,12 +199,72 @@ async function takeWriter(request: TrainRequest, dir: string): Promise<WriterLea
   });
 }
 
+/** What makes two requests the same run, as far as the state kept in memory goes. */
+const runKey = (r: TrainRequest) =>
+  JSON.stringify([r.dir, r.program, r.config, r.configFlags ?? {}, r.run, r.exec ?? null]);
+
+/**
+ * A worker's training child: one request, or with `sticky` one run's segments one after another, the
+ * state kept in memory between them (activities/sticky.ts). No lease is held between segments: each
+ * takes it again, and uses the kept state only if it is still the directory's last commit.
+ */
+async function trainFromIpc(args: Args): Promise<number> {
+  let request = await receiveTrainRequest();
+  let program: { spec: string; loaded: TrainingProgram<unknown> } | undefined;
+  const memory: { warm?: WarmRun } = {};
+  for (;;) {
+    if (!request.exec && program?.spec !== request.program)
+      program = { spec: request.program, loaded: await loadProgram(request.program) };
+    // train() either uses the kept state or disposes of it; only what it keeps again is kept.
+    const kept = memory.warm;
+    memory.warm = undefined;
+    await runTraining(request, request.exec ? undefined : program?.loaded, tagOfDir(request.dir), args, {
+      warm: kept,
+      keep: request.sticky && !request.exec ? (run) => (memory.warm = run) : undefined,
+    });
+    if (!request.sticky || !process.send || request.exec) return 0;
+    const key = runKey(request);
+    // Set (or not) by train() through `keep`, which the compiler cannot see.
+    const keptNow = memory.warm as WarmRun | undefined;
+    const next = await nextStickyRequest(keptNow?.step ?? null);
+    if (next === null || runKey(next) !== key) {
+      if (keptNow) disposeWarm(keptNow);
+      memory.warm = undefined;
+      if (next === null) return 0;
+    }
+    request = next;
+  }
+}
+
+/** Tell the worker this child is idle with its state kept, and wait for the next request (null: end). */
+function nextStickyRequest(step: number | null): Promise<TrainRequest | null> {
+  return new Promise((resolve, reject) => {
+    // While idle, the channel is what keeps this process alive.
+    process.channel?.ref();
+    const onMessage = (msg: unknown) => {
+      const m = msg as { type?: string; request?: unknown } | null;
+      if (m?.type !== STICKY_NEXT) return;
+      process.off('message', onMessage);
+      process.channel?.unref();
+      if (m.request === undefined) return resolve(null);
+      try {
+        resolve(checkRequest(m.request));
+      } catch (err) {
+        reject(err);
+      }
+    };
+    process.on('message', onMessage);
+    process.send!({ type: STICKY_IDLE, step });
+  });
+}
+
 /** Train as the request says; progress as a bar on a terminal, or as TrainEvent lines (--progress-json). */
 async function runTraining(
   request: TrainRequest,
   program: TrainingProgram<unknown> | undefined,
   tag: string,
   args: Args,
+  memory: { warm?: WarmRun; keep?: (run: WarmRun) => void } = {},
 ): Promise<number> {
   const { dir, steps, run } = request;
   const groupOptions = optionsFromEnv();
@@ -218,7 +281,7 @@ async function runTraining(
   // Started by a worker: if the worker dies, stop at once rather than train on as an orphan (a commit in
   // flight is atomic, so exiting mid-save leaves nothing half-done).
   if (process.send) {
-    process.once('disconnect', () => process.exit(137));
+    if (process.listenerCount('disconnect') === 0) process.once('disconnect', () => process.exit(137));
     // The channel only watches the parent; it must not keep this process alive once training is done.
     process.channel?.unref();
   }
@@ -281,6 +344,8 @@ async function runTraining(
           group,
           reshard: request.reshard,
           writer,
+          warm: memory.warm,
+          keepWarm: memory.keep,
           signal: controller.signal,
           onProgress: (p: Progress) =>
             json
@@ -298,6 +363,8 @@ async function runTraining(
           },
         });
   } finally {
+    process.off('SIGTERM', stop);
+    process.off('SIGINT', stop);
     process.off('message', confirmations);
     await writer?.release();
     // Open sockets would keep this rank alive after an error.

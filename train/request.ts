@@ -32,7 +32,17 @@ export interface TrainRequest {
   writer?: { claim: string | null; takeOver: TakeOver; gated: boolean };
   /** A command program (train/command-runner.ts): run instead of a TypeScript program; `program` is its name. */
   exec?: CommandProgram;
+  /**
+   * Sticky segments (activities/sticky.ts): after this run the child keeps its state in memory, tells its
+   * worker STICKY_IDLE and waits for the next request of the same run (STICKY_NEXT) or its end.
+   */
+  sticky?: boolean;
 }
+
+/** Child → worker: the segment is done and its state is kept; `step` is where it stands. */
+export const STICKY_IDLE = 'sticky-idle';
+/** Worker → idle child: the next segment's request (`{ type, request }`). */
+export const STICKY_NEXT = 'sticky-next';
 
 /**
  * The IPC message a worker sends its training child each time the Temporal server confirmed that the
@@ -51,7 +61,7 @@ export function receiveTrainRequest(): Promise<TrainRequest> {
   return take().then(checkRequest);
 }
 
-function checkRequest(value: unknown): TrainRequest {
+export function checkRequest(value: unknown): TrainRequest {
   const r = value as Partial<TrainRequest> | undefined;
   const bad = (field: string) =>
     new InvalidArgumentError(`--from-ipc: the training request has no valid ${field}`, { field });

@@ -16,6 +16,8 @@ import {
   NoCheckpointError,
   openStore,
   optimFile,
+  readManifest,
+  writerEpochs,
   saveCheckpoint,
   AsyncSaver,
   WorldSizeMismatchError,
@@ -83,6 +85,63 @@ export interface TrainOptions {
   onSave?: (step: number, io: CheckpointIo) => void;
   /** The checkpoint training resumes from is loaded (weights and this rank's optimizer state). */
   onResume?: (step: number, io: CheckpointIo) => void;
+  /**
+   * The state a previous train() of this process kept in memory (sticky segments): used instead of
+   * reading the checkpoint back when it is exactly the directory's last commit (warmStateFits), else
+   * disposed. One rank only.
+   */
+  warm?: WarmRun;
+  /** Keep the state in memory at the end instead of disposing of it (one rank only); called on success. */
+  keepWarm?: (run: WarmRun) => void;
+}
+
+/**
+ * A run's whole training state after a segment, kept in memory by a long-lived training process so that
+ * its next segment needs no process start and no checkpoint read. `epoch` is the writer epoch that
+ * committed `step` (null when this process did not commit it: the state is then never reused).
+ */
+export interface WarmRun {
+  location: string;
+  program: TrainingProgram<unknown>;
+  backend: string;
+  step: number;
+  epoch: number | null;
+  config: unknown;
+  loop: ReturnType<typeof resolveRunConfig>['loop'];
+  session: Session;
+  optimizer: Optimizer;
+  sharding: Record<string, unknown>;
+  loopState: LoopState;
+}
+
+export function disposeWarm(run: WarmRun): void {
+  run.session.dispose();
+  run.optimizer.dispose();
+}
+
+/**
+ * Why the kept state is not the directory's last commit, or null when it is: its step is the last
+ * committed step, whose manifest was written under the kept writer epoch, and no writer but `writer`
+ * (this segment's) has held the directory since. Anything else (a commit by another attempt, a writer in
+ * between, a pruned or deleted step) and the state is not used.
+ */
+export async function warmStateMismatch(
+  store: ReturnType<typeof openStore>,
+  run: WarmRun,
+  writer: WriterLease | undefined,
+): Promise<string | null> {
+  if (run.location !== store.location) return `it is of ${run.location}`;
+  if (run.epoch === null) return `this process did not commit step ${run.step} itself`;
+  if (writer === undefined) return 'this segment holds no writer lease';
+  const last = (await committedSteps(store)).at(-1);
+  if (last !== run.step) return `the last committed step is ${last ?? 'none'}, not ${run.step}`;
+  const manifest = await readManifest(store, run.step);
+  if (manifest.writer_epoch !== run.epoch)
+    return `step ${run.step} was committed by writer epoch ${manifest.writer_epoch}, not ${run.epoch}`;
+  const later = (await writerEpochs(store)).filter((e) => e > run.epoch!);
+  if (later.length !== 1 || later[0] !== writer.epoch)
+    return `writer epochs ${later.join(', ')} came after ${run.epoch} (this segment's: ${writer.epoch})`;
+  return null;
 }
 
 /** Time and size of one checkpoint save or load, as seen by this rank. */
@@ -110,6 +169,8 @@ export interface TrainSummary {
   backend: string;
   seconds: number;
   program: string;
+  /** The segment continued from the state a previous train() of this process kept (no checkpoint read). */
+  inMemory?: boolean;
 }
 
 export { DEFAULT_SCHEDULE } from './schedule';
@@ -154,17 +215,34 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
   const rank = options.group?.rank ?? 0;
   const worldSize = options.group?.worldSize ?? 1;
   registerProgramMigrations(program);
-  const resumeStep = await resolveResume(store, options.resume ?? 'none');
+  const mismatch = !options.warm
+    ? null
+    : options.warm.program !== program
+      ? 'another program'
+      : options.warm.backend !== backend
+        ? `it was trained on ${options.warm.backend}`
+        : options.resume !== 'last' || worldSize !== 1
+          ? 'this run does not resume the last step on one rank'
+          : await warmStateMismatch(store, options.warm, options.writer);
+  const warm = mismatch === null ? options.warm : undefined;
+  if (options.warm && !warm) {
+    log0(`the state kept in memory is not used (${mismatch}): reading ${store.location} back`);
+    disposeWarm(options.warm);
+  }
+  const resumeStep = warm ? warm.step : await resolveResume(store, options.resume ?? 'none');
   let loadStarted = Date.now();
   const loaded =
-    resumeStep === null ? null : await loadCheckpoint(store, resumeStep, { loadOptimizer: false });
+    resumeStep === null || warm ? null : await loadCheckpoint(store, resumeStep, { loadOptimizer: false });
   let loadMs = Date.now() - loadStarted;
   if (loaded) checkProgramMeta(program, loaded.meta, metaFile(loaded.step));
-  const { config, loop } = resolveRunConfig(program, options, loaded?.meta);
+  const { config, loop } = warm
+    ? { config: warm.config as ReturnType<typeof resolveRunConfig>['config'], loop: warm.loop }
+    : resolveRunConfig(program, options, loaded?.meta);
 
   const startStep = resumeStep ?? 0;
   if (target <= startStep) {
     log0(`already at step ${startStep}; --steps ${target} asks for nothing more, nothing to do`);
+    if (warm) options.keepWarm?.(warm);
     return {
       startStep,
       endStep: startStep,
@@ -197,63 +275,69 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
         ).optimizer
       : null;
   loadMs += Date.now() - loadStarted;
-  const session: Session = await program.start({
-    tf,
-    backend,
-    config,
-    loop,
-    rank,
-    worldSize,
-    restore: loaded
-      ? {
-          step: loaded.step,
-          model: loaded.model!,
-          optimizer: programOptimizer,
-          state: (loaded.meta.state as Json | undefined) ?? null,
-          meta: loaded.meta,
-        }
-      : null,
-    log: (m) => log0(m),
-  });
+  const session: Session = warm
+    ? warm.session
+    : await program.start({
+        tf,
+        backend,
+        config,
+        loop,
+        rank,
+        worldSize,
+        restore: loaded
+          ? {
+              step: loaded.step,
+              model: loaded.model!,
+              optimizer: programOptimizer,
+              state: (loaded.meta.state as Json | undefined) ?? null,
+              meta: loaded.meta,
+            }
+          : null,
+        log: (m) => log0(m),
+      });
   let optimizer: Optimizer;
   let sharding: Record<string, unknown> = { world_size: worldSize };
-  try {
-    const expected = program.optimizer === 'loop' ? 'gradients' : 'step';
-    if (session.kind !== expected) {
-      throw new ProgramContractError(
-        `program "${program.name}" declares optimizer '${program.optimizer}' but its start() returned a ` +
-          `'${session.kind}' session (expected '${expected}')`,
-        { field: 'optimizer' },
-      );
+  if (warm) {
+    optimizer = warm.optimizer;
+    sharding = warm.sharding;
+  } else
+    try {
+      const expected = program.optimizer === 'loop' ? 'gradients' : 'step';
+      if (session.kind !== expected) {
+        throw new ProgramContractError(
+          `program "${program.name}" declares optimizer '${program.optimizer}' but its start() returned a ` +
+            `'${session.kind}' session (expected '${expected}')`,
+          { field: 'optimizer' },
+        );
+      }
+      if (session.kind === 'gradients') {
+        const plan = planShards(
+          [...session.parameters()].map(([name, v]) => [name, v.size]),
+          worldSize,
+        );
+        sharding = { world_size: worldSize, owners: plan.owners };
+        loadStarted = Date.now();
+        const state = loaded
+          ? await loadOptimizerShard(
+              store,
+              loaded.step,
+              loaded.manifest.world_size,
+              plan,
+              rank,
+              options.reshard,
+            )
+          : null;
+        loadMs += Date.now() - loadStarted;
+        optimizer = loopOptimizer(tf, session, state, plan, rank, options.group);
+      } else {
+        // A program's own optimizer is replicated: any rank's file is the whole state, so another world size
+        // needs no re-partitioning (and no --reshard).
+        optimizer = programStepper(session, options.group);
+      }
+    } catch (err) {
+      session.dispose();
+      throw err;
     }
-    if (session.kind === 'gradients') {
-      const plan = planShards(
-        [...session.parameters()].map(([name, v]) => [name, v.size]),
-        worldSize,
-      );
-      sharding = { world_size: worldSize, owners: plan.owners };
-      loadStarted = Date.now();
-      const state = loaded
-        ? await loadOptimizerShard(
-            store,
-            loaded.step,
-            loaded.manifest.world_size,
-            plan,
-            rank,
-            options.reshard,
-          )
-        : null;
-      loadMs += Date.now() - loadStarted;
-      optimizer = loopOptimizer(tf, session, state, plan, rank, options.group);
-    } else {
-      // A program's own optimizer is replicated: any rank's file is the whole state, so another world size
-      // needs no re-partitioning (and no --reshard).
-      optimizer = programStepper(session, options.group);
-    }
-  } catch (err) {
-    session.dispose();
-    throw err;
-  }
   if (loaded) {
     const sameWorld = loaded.manifest.world_size === worldSize;
     const read = Object.entries(loaded.manifest.files).filter(
@@ -264,10 +348,11 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
       bytes: read.reduce((sum, [, record]) => sum + record.bytes, 0),
     });
   }
-  const loopState: LoopState = {
-    smoothed_loss: (loaded?.meta.loop_state as LoopState | undefined)?.smoothed_loss ?? null,
-  };
-  if (loaded) log0(`resuming ${store.location} from step ${startStep} (target ${target})`);
+  const loopState: LoopState = warm
+    ? { ...warm.loopState }
+    : { smoothed_loss: (loaded?.meta.loop_state as LoopState | undefined)?.smoothed_loss ?? null };
+  if (warm) log0(`continuing ${store.location} from step ${startStep} in memory (target ${target})`);
+  else if (loaded) log0(`resuming ${store.location} from step ${startStep} (target ${target})`);
   else log0(`training ${store.location} from scratch to step ${target} on ${backend}`);
   const savedOn = loaded?.meta.backend;
   if (typeof savedOn === 'string' && savedOn !== backend) {
@@ -308,6 +393,7 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
   let windowStart = Date.now();
   let windowSteps = 0;
   const local = loop.batch / worldSize;
+  let kept = false;
   try {
     for (let step = startStep; step < target; step++) {
       if (options.signal?.aborted) throw new TrainingAborted(step);
@@ -388,9 +474,28 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
       }
     }
     await saver?.finish();
+    if (options.keepWarm && worldSize === 1) {
+      options.keepWarm({
+        location: store.location,
+        program,
+        backend,
+        step: target,
+        // Only a state this writer committed itself is ever reused.
+        epoch: saved.includes(target) && fence !== undefined ? fence.epoch : null,
+        config,
+        loop,
+        session,
+        optimizer,
+        sharding,
+        loopState: { ...loopState },
+      });
+      kept = true;
+    }
   } finally {
-    session.dispose();
-    optimizer.dispose();
+    if (!kept) {
+      session.dispose();
+      optimizer.dispose();
+    }
     // On an error or a cancellation the save in flight still completes (or fails) as a whole: a commit
     // is atomic, so nothing half-done is left either way.
     await saver?.close().catch(() => undefined);
@@ -404,6 +509,7 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
     backend,
     seconds: (Date.now() - started) / 1000,
     program: program.name,
+    ...(warm ? { inMemory: true } : {}),
   };
 }
 

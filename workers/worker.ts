@@ -13,6 +13,7 @@ import {
 } from '../activities';
 import { prewarmChild } from '../activities/child';
 import { gpuSlotsConfigured, trainingSlots } from '../activities/gpus';
+import { configureSticky, stickyQueueName } from '../activities/sticky';
 import { connectionError } from '../activities/client';
 import type { ConnectAttempt } from '../activities/connection-diagnosis';
 import { codecConverter } from '../activities/payload-codec';
@@ -141,6 +142,24 @@ export async function createWorkers(setup: WorkerSetup, connection: NativeConnec
     // A warm child for the first segment or evaluation (and for the retry of a segment whose worker died);
     // none on GPU slots, whose children must start with their GPU chosen.
     if (slots > 0 && !gpuSlotsConfigured()) prewarmChild();
+    // Sticky segments keep a child alive between a run's segments; a GPU slot's child is started for one
+    // segment on its GPU, so GPU workers take the ordinary path.
+    if (settings.stickySegments && !gpuSlotsConfigured()) {
+      // This worker's own queue, for the next segments of runs whose state its children keep (sticky.ts).
+      const queue = stickyQueueName(
+        (setup.role === 'train' && setup.taskQueue) || settings.taskQueues.train,
+        common.identity,
+      );
+      workers.push(
+        await Worker.create({
+          ...common,
+          taskQueue: queue,
+          activities: { trainSegment: trainActivities.trainSegment },
+          maxConcurrentActivityTaskExecutions: slots,
+        }),
+      );
+      configureSticky(queue, slots);
+    } else configureSticky(undefined);
   }
   if (setup.role === 'control' || setup.role === 'all') {
     workers.push(

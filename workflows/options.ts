@@ -48,3 +48,22 @@ export function activityOptions(
     retry,
   };
 }
+
+/**
+ * How long a segment waits on the worker-specific queue of the worker that keeps its run's state
+ * (sticky segments) before the pipeline gives up on it and schedules the segment on the shared queue.
+ */
+export const STICKY_SCHEDULE_TO_START_MS = 5_000;
+
+/**
+ * A segment on a worker's own queue: one attempt only (a dead worker's queue has nobody to retry it);
+ * any failure but a non-retryable one sends the segment back to the shared queue, with its retries.
+ */
+export function stickyActivityOptions(settings: WorkflowSettings, queue: string): ActivityOptions {
+  return {
+    ...activityOptions(settings, 'train'),
+    taskQueue: queue,
+    scheduleToStartTimeout: STICKY_SCHEDULE_TO_START_MS,
+    retry: { ...activityOptions(settings, 'train').retry, maximumAttempts: 1 },
+  };
+}

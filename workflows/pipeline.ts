@@ -13,6 +13,7 @@ import {
   ActivityFailure,
   ApplicationFailure,
   CancellationScope,
+  TimeoutFailure,
   condition,
   ContinueAsNew,
   continueAsNew,
@@ -35,7 +36,7 @@ import type {
   TrainFlags,
   TrainingSpec,
 } from '../activities/types';
-import { activityOptions, type WorkflowSettings } from './options';
+import { activityOptions, stickyActivityOptions, type WorkflowSettings } from './options';
 import { RankGroup, type GroupState } from './ranks';
 import { PipelineVisibility } from './visibility';
 
@@ -79,6 +80,13 @@ export const RESET_READS_STORE_PATCH = 'pipeline-reset-reads-store-v1';
  * on the directory needs no --take-over.
  */
 export const RELEASE_CLAIM_PATCH = 'pipeline-release-claim-v1';
+
+/**
+ * Sticky segments: a segment whose worker kept the run's state in memory names that worker's own task
+ * queue in its result, and the next segment is scheduled there first (activities/sticky.ts), then on the
+ * shared queue when that worker does not take it in time or the attempt fails.
+ */
+export const STICKY_SEGMENTS_PATCH = 'pipeline-sticky-segments-v1';
 
 export interface PipelineInput {
   dir: string;
@@ -260,6 +268,8 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
 
     let segmentsThisRun = 0;
     let storeReadAfterReset = false;
+    // The queue of the worker that keeps this run's state after the last segment, if one does.
+    let sticky: string | undefined;
     while (s.step < s.targetSteps && !stopRequested) {
       if (resetRun() && !storeReadAfterReset && patched(RESET_READS_STORE_PATCH)) {
         storeReadAfterReset = true;
@@ -291,7 +301,7 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
                 settings: input.settings,
                 shrinkAfterMs: input.shrinkAfterMs ?? 60_000,
               })
-            : train.trainSegment({
+            : stickyOrShared(input, sticky, s, train, {
                 dir: input.dir,
                 fromStep: s.step,
                 toStep,
@@ -300,6 +310,7 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
                 flags: input.flags,
               }),
         );
+        sticky = result?.stickyQueue;
       } catch (err) {
         if (!(
           stopRequested &&
@@ -363,6 +374,38 @@ export async function trainingPipeline(input: PipelineInput): Promise<PipelineSt
   s.state = stopRequested ? 'stopped' : 'completed';
   visibility.update(s);
   return s;
+}
+
+/**
+ * One segment, first on the worker that keeps the run's state (`sticky`), once; then, if that worker does
+ * not take it in time or its attempt fails (a worker killed mid-segment), on the shared queue with the
+ * usual retries. A cancellation, or a failure no retry can fix, ends it as on the shared queue.
+ */
+async function stickyOrShared(
+  input: PipelineInput,
+  sticky: string | undefined,
+  s: PipelineState,
+  train: TrainActivities,
+  segment: Parameters<TrainActivities['trainSegment']>[0],
+): Promise<SegmentResult> {
+  if (sticky !== undefined && patched(STICKY_SEGMENTS_PATCH)) {
+    const onWorker = proxyActivities<TrainActivities>(stickyActivityOptions(input.settings, sticky));
+    try {
+      return await onWorker.trainSegment(segment);
+    } catch (err) {
+      const cause = err instanceof ActivityFailure ? err.cause : err;
+      if (isCancellation(err) || isCancellation(cause)) throw err;
+      if (
+        cause instanceof ApplicationFailure &&
+        (cause.nonRetryable || input.settings.nonRetryableErrorTypes.includes(cause.type ?? ''))
+      )
+        throw err;
+      // Not taken in time is no failure; an attempt that failed counts as the retry it is.
+      const notTaken = cause instanceof TimeoutFailure && cause.timeoutType === 'SCHEDULE_TO_START';
+      if (!notTaken) s.retries += 1;
+    }
+  }
+  return train.trainSegment(segment);
 }
 
 /** Best effort: a claim left behind only makes the next start on the directory ask for --take-over. */

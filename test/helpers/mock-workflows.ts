@@ -84,6 +84,8 @@ export interface MockedWorkflowEnv {
   client: Client;
   /** The settings tests pass to workflows: both task queues of this file, quick retries, a short heartbeat. */
   settings: WorkflowSettings;
+  /** A worker-specific training queue (sticky segments) that a worker of this file polls. */
+  stickyQueue: string;
   /**
    * Start `workflow` on the control queue with a fresh workflow id, its activities served by `mocks` (or by
    * what `mocks(run)` returns, for mocks that note events in the run's log).
@@ -171,8 +173,10 @@ export function mockedWorkflows(name: string): {
       maxHeartbeatThrottleInterval: '100ms',
       defaultHeartbeatThrottleInterval: '100ms',
     };
+    const stickyQueue = `${taskQueues.train}@sticky`;
     workers = await Promise.all([
       Worker.create({ ...common, taskQueue: taskQueues.train, activities: activitiesOf('train') }),
+      Worker.create({ ...common, taskQueue: stickyQueue, activities: activitiesOf('train') }),
       Worker.create({
         ...common,
         taskQueue: taskQueues.control,
@@ -199,6 +203,7 @@ export function mockedWorkflows(name: string): {
     started = {
       client: env.client,
       settings,
+      stickyQueue,
       async start<W extends Workflow>(
         workflow: W,
         args: Parameters<W>,

@@ -49,6 +49,9 @@ before(async () => {
   sdkMetricsPort = await freePort();
   worker = await env.startWorker('all', {
     args: ['--metrics-port', String(metricsPort), '--sdk-metrics-port', String(sdkMetricsPort)],
+    // The second segment reads the first one's checkpoint back, which the load metrics count; with sticky
+    // segments it would continue in memory and read nothing (test/temporal/pipeline.test.ts covers that).
+    env: { CKPT_STICKY_SEGMENTS: '0' },
   });
   const { res, id, dir } = await startPipeline(TAG, [
     '--steps',

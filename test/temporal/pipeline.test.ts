@@ -8,6 +8,8 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
+import type { SegmentResult } from '../../activities/types';
 import { committedSteps, openStore } from '../../checkpoint';
 import type { PipelineState } from '../../workflows/pipeline';
 import {
@@ -118,6 +120,43 @@ describe('a pipeline of several segments', () => {
       [4, 8, 12],
     );
     assert.deepEqual(state.pruned, [4]);
+    assert.deepEqual(filesAt(dir, 12), reference);
+  });
+});
+
+/** trainSegment's scheduled queue and completed result, in order, from the pipeline's history. */
+async function segmentsOf(id: string): Promise<Array<{ queue: string; result: SegmentResult }>> {
+  const history = await env.client.workflow.getHandle(id).fetchHistory();
+  const queues = new Map<string, string>();
+  const out: Array<{ queue: string; result: SegmentResult }> = [];
+  for (const e of history.events ?? []) {
+    const scheduled = e.activityTaskScheduledEventAttributes;
+    if (scheduled?.activityType?.name === 'trainSegment')
+      queues.set(String(e.eventId), scheduled.taskQueue!.name!);
+    const completed = e.activityTaskCompletedEventAttributes;
+    const queue = completed ? queues.get(String(completed.scheduledEventId)) : undefined;
+    if (completed && queue !== undefined)
+      out.push({ queue, result: defaultPayloadConverter.fromPayload(completed.result!.payloads![0]!) });
+  }
+  return out;
+}
+
+describe('sticky segments', () => {
+  it("a run's next segments go to the worker that kept its state and continue in memory, bit for bit", async () => {
+    const { id, dir } = await start('sticky', ['--steps', '12', '--segment-steps', '4', '--save-every', '4']);
+    const state = await result(id);
+    assert.equal(state.state, 'completed');
+    assert.equal(state.retries, 0);
+    const segments = await segmentsOf(id);
+    assert.equal(segments.length, 3);
+    const [first, ...rest] = segments;
+    assert.doesNotMatch(first!.queue, /@/, 'the first segment goes to the shared queue');
+    assert.equal(first!.result.inMemory, undefined, 'the first segment starts a process');
+    assert.equal(first!.result.stickyQueue?.startsWith(`${first!.queue}@all-`), true);
+    for (const s of rest) {
+      assert.equal(s.queue, first!.result.stickyQueue, 'scheduled on the worker that kept the state');
+      assert.equal(s.result.inMemory, true, 'continued in memory, no checkpoint read');
+    }
     assert.deepEqual(filesAt(dir, 12), reference);
   });
 });
