@@ -363,12 +363,14 @@ async function runTraining(
           },
         });
   } finally {
-    process.off('SIGTERM', stop);
-    process.off('SIGINT', stop);
     process.off('message', confirmations);
+    // The signal handlers stay until the lease is released: a SIGTERM from the launcher (another rank failed
+    // at the same moment) must not kill this rank between its refusal and the release.
     await writer?.release();
     // Open sockets would keep this rank alive after an error.
     await group?.close();
+    process.off('SIGTERM', stop);
+    process.off('SIGINT', stop);
   }
   bar.done();
   if (json) emit({ type: 'done', ...summary });
