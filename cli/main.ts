@@ -88,6 +88,10 @@ export const COMMAND_MODULES: ReadonlyArray<{ first: readonly string[]; load: ()
  */
 export function preload(): void {
   COMMAND_MODULES[0]!.load();
+  // The train commands require the loop and the model code only when they run them: load them now.
+  require('../train/trainer');
+  require('../train/evaluate');
+  require('../model/gpt');
   const { initBackend } = require('../model/backend') as typeof import('../model/backend');
   const { prestartSaveThread } =
     require('../checkpoint/async-save') as typeof import('../checkpoint/async-save');

@@ -15,8 +15,7 @@ import { startDevServer } from '../infra/temporal';
 import { loadConfig, parseDuration, parsePort, sourceDir } from '../temporal.config';
 import type { TrainingSpec } from '../activities/types';
 import type { CommandRegistration, ProgramRegistration } from '../activities/programs';
-import { runWorkers, type WorkerRole } from '../workers/worker';
-import { installWorkerRuntime } from '../workers/runtime';
+import type { WorkerRole } from '../workers/worker';
 import type { PipelineInput, PipelineState } from '../workflows/pipeline';
 import {
   CkptDir,
@@ -525,6 +524,10 @@ const workerCommand: Command = {
     const format = config.logFormatExplicit ? config.logFormat : process.stderr.isTTY ? 'text' : 'json';
     configureLogging({ level: config.logLevel, allRanks: config.logAllRanks, format, textFields: true });
     const logger = getLogger();
+    // Loaded here, not at the top: the worker, its activities and the SDK's worker runtime take about 0.4 s
+    // to load, which every other command of this module (`pipeline start` first) would pay for nothing.
+    const { installWorkerRuntime } = require('../workers/runtime') as typeof import('../workers/runtime');
+    const { runWorkers } = require('../workers/worker') as typeof import('../workers/worker');
     installWorkerRuntime({ logger, level: config.logLevel, sdkMetricsPort, metricsHost });
     const address = config.temporal.connect.connectionOptions.address;
     logger.info(

@@ -2,10 +2,8 @@
 import { findLastStep, joinLocation, loadCheckpoint } from '../checkpoint';
 import type { TrainingProgram } from '../program/contract';
 import { configureProgram } from '../program/meta';
-import { evaluateCheckpoint } from '../train/evaluate';
-import { sampleText } from '../train/sample';
 import { runSettingOptions, runSettingsFromFlags, runSettingsHelp, scheduleOf } from '../train/settings';
-import { disposeWarm, train, type Progress, type WarmRun } from '../train/trainer';
+import type { Progress, WarmRun } from '../train/trainer';
 import { loadConfig, sourceDir } from '../temporal.config';
 import {
   type Command,
@@ -71,6 +69,13 @@ export const TRAIN_OPTIONS = {
 } as const;
 
 type Args = Parameters<Command['run']>[0];
+
+/**
+ * The training loop, the evaluation and the sampler load the model backend (tfjs), about 0.25 s: they are
+ * required when a command runs them, so that `pipeline start` and the other commands that only read this
+ * module's flags and settings start without it.
+ */
+const trainer = () => require('../train/trainer') as typeof import('../train/trainer');
 
 function programOf(args: Args): TrainingProgram<unknown> {
   if (!args.program) throw new Error('internal: a command that takes --program ran without one');
@@ -228,7 +233,7 @@ async function trainFromIpc(args: Args): Promise<number> {
     const keptNow = memory.warm as WarmRun | undefined;
     const next = await nextStickyRequest(keptNow?.step ?? null);
     if (next === null || runKey(next) !== key) {
-      if (keptNow) disposeWarm(keptNow);
+      if (keptNow) trainer().disposeWarm(keptNow);
       memory.warm = undefined;
       if (next === null) return 0;
     }
@@ -327,7 +332,7 @@ async function runTraining(
                   : undefined,
           onOutput: (line) => bar.log(`[${request.exec!.name}] ${line}`),
         })
-      : await train({
+      : await trainer().train({
           dir,
           steps,
           saveEvery: request.saveEvery,
@@ -443,6 +448,7 @@ const evalCommand: Command = {
     const step = await defaultStep(dir, stepArg(args));
     const bar = new ProgressLine();
     const evalExec = str(args, 'eval-exec');
+    const { evaluateCheckpoint } = require('../train/evaluate') as typeof import('../train/evaluate');
     const result = await evaluateCheckpoint(dir, step, {
       dataFile: str(args, 'data'),
       backend: loadConfig().backend,
@@ -488,6 +494,7 @@ const sampleCommand: Command = {
     const temperature = num(args, 'temperature') ?? 0;
     if (temperature < 0) throw new UsageError('--temperature must be >= 0', { field: 'temperature' });
     const step = await defaultStep(dir, stepArg(args));
+    const { sampleText } = require('../train/sample') as typeof import('../train/sample');
     const text = await sampleText(dir, step, {
       prompt,
       tokens: int(args, 'tokens', 0) ?? 64,

@@ -8,9 +8,8 @@ import { resolve } from 'node:path';
 import { InvalidArgumentError, registeredMigrations } from '../checkpoint';
 import type { GradientSession, LoopSettings, TrainingProgram } from '../program/contract';
 import { TextData, type DataIdentity } from '../train/data';
-import { buildModel } from './build';
 import { ConfigError } from './errors';
-import { GPT, modelTag, normalizeConfig, type GPTConfig } from './gpt';
+import { modelTag, normalizeConfig, type GPTConfig } from './config';
 import './migrations';
 import { Rng } from './random';
 import { checkTokenizer, loadTokenizer, tokenizerRecord, type Tokenizer } from './tokenizer';
@@ -29,6 +28,13 @@ function splitConfig(config: GPTProgramConfig): {
   const { data, tokenizer, ...model } = config;
   return { model, data, tokenizer };
 }
+
+/**
+ * The model code loads tfjs (about 0.25 s): it is required when a run builds or loads a model, so that
+ * reading this program's config and flags (`ckpt pipeline start`, `ckpt list`) does not pay for it.
+ */
+const gpt = () => require('./gpt') as typeof import('./gpt');
+const build = () => require('./build') as typeof import('./build');
 
 /** How many bytes of text target tokens stand for (the denominator of bits per byte). */
 function targetByteCount(targets: Int32Array, tokenizer: Tokenizer): number {
@@ -128,6 +134,7 @@ export const gptProgram: TrainingProgram<GPTProgramConfig> = {
         { field: 'vocab_size' },
       );
     }
+    const { GPT } = gpt();
     const model = restore
       ? GPT.fromNamedTensors(tf, modelConfig, restore.model)
       : GPT.initialize(tf, modelConfig, loop.seed);
@@ -169,7 +176,7 @@ export const gptProgram: TrainingProgram<GPTProgramConfig> = {
   },
 
   async evaluate({ tf, dir, step, data: dataOverride, backend, onProgress, log }) {
-    const { model, meta, tokenizer } = await buildModel(dir, step, {
+    const { model, meta, tokenizer } = await build().buildModel(dir, step, {
       phase: 'eval',
       backend: backend as never,
     });
@@ -220,7 +227,10 @@ export const gptProgram: TrainingProgram<GPTProgramConfig> = {
   },
 
   async sample({ tf, dir, step, prompt, tokens, temperature, seed, backend }) {
-    const { model, tokenizer } = await buildModel(dir, step, { phase: 'eval', backend: backend as never });
+    const { model, tokenizer } = await build().buildModel(dir, step, {
+      phase: 'eval',
+      backend: backend as never,
+    });
     try {
       const rng = new Rng(seed, 'sample');
       const ids = tokenizer.encode(prompt);

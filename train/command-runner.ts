@@ -22,7 +22,8 @@ import {
 } from '../program/errors';
 import { recordedProgram } from '../program/meta';
 import type { TrainEvent } from './events';
-import { resolveResume, TrainingAborted, type TrainSummary } from './trainer';
+import { resolveResume, TrainingAborted } from './resume';
+import type { TrainSummary } from './trainer';
 
 /**
  * Where the package's Python client lives (put first on the command's PYTHONPATH): beside the sources in a

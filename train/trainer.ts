@@ -7,13 +7,11 @@
  */
 import {
   committedSteps,
-  findLastStep,
   InvalidArgumentError,
   loadCheckpoint,
   log0,
   manifestFile,
   metaFile,
-  NoCheckpointError,
   openStore,
   optimFile,
   readManifest,
@@ -38,6 +36,7 @@ import { gptProgram } from '../model/program';
 import type { ProcessGroup } from './dist';
 import { ownedBy, planShards, reshardOptimizer, type ShardPlan } from './sharding';
 import { learningRate, type ScheduleConfig } from './schedule';
+import { resolveResume, TrainingAborted, type ResumeChoice } from './resume';
 
 type TfTensor = tfjs.Tensor;
 
@@ -62,7 +61,7 @@ export interface TrainOptions {
   batch?: number;
   schedule?: Partial<ScheduleConfig>;
   /** 'none': refuse a tag that already has checkpoints; 'last': newest verified step (or scratch); or a step. */
-  resume?: 'none' | 'last' | { step: number };
+  resume?: ResumeChoice;
   saveDtype?: SaveDtype;
   backend?: BackendChoice;
   signal?: AbortSignal;
@@ -174,14 +173,8 @@ export interface TrainSummary {
 }
 
 export { DEFAULT_SCHEDULE } from './schedule';
+export { resolveResume, TrainingAborted, type ResumeChoice } from './resume';
 const EMA = 0.9;
-
-export class TrainingAborted extends Error {
-  constructor(readonly step: number) {
-    super(`training cancelled at step ${step}; nothing half-saved`);
-    this.name = 'TrainingAborted';
-  }
-}
 
 /**
  * What the loop carries from step to step beyond the program's state. Only what the training computes:
@@ -677,32 +670,4 @@ async function loadOptimizerShard(
     { step },
   );
   return reshardOptimizer(shards, plan, rank);
-}
-
-export async function resolveResume(
-  store: ReturnType<typeof openStore>,
-  resume: TrainOptions['resume'],
-): Promise<number | null> {
-  if (resume === 'none' || resume === undefined) {
-    const existing = await committedSteps(store);
-    if (existing.length > 0) {
-      throw new InvalidArgumentError(
-        `${store.location} already has checkpoints (last step ${existing[existing.length - 1]}); ` +
-          'pass --resume to continue it, or choose another --tag',
-        { field: 'resume' },
-      );
-    }
-    return null;
-  }
-  if (resume === 'last') {
-    try {
-      return await findLastStep(store);
-    } catch (err) {
-      if (!(err instanceof NoCheckpointError)) throw err;
-      if ((await committedSteps(store)).length > 0) throw err;
-      log0(`no checkpoint in ${store.location} yet: starting from scratch`);
-      return null;
-    }
-  }
-  return validateStep(resume.step, 'resume-from-step');
 }

@@ -34,12 +34,13 @@ describe('lazy command table', () => {
     });
   });
 
-  it('`ckpt train --help` loads neither the Temporal client nor the worker nor vega', () => {
+  /** The heavy packages that `ckpt <argv>` loaded (run in a fresh process). */
+  function heavyLoaded(argv: string[], heavy: string[]): string[] {
     const probe = `
       const { main } = require('./cli/main.ts');
-      main(['train', '--help']).then((code) => {
+      main(${JSON.stringify(argv)}).then((code) => {
         const loaded = Object.keys(require.cache);
-        const heavy = ['@temporalio/client', '@temporalio/worker', '/vega/', 'prom-client'].filter((p) => loaded.some((f) => f.includes('node_modules/' + p.replace(/^\\//, '')) || (p.startsWith('/') && f.includes('node_modules' + p))));
+        const heavy = ${JSON.stringify(heavy)}.filter((p) => loaded.some((f) => f.includes('node_modules/' + p)));
         process.stderr.write(JSON.stringify({ code, heavy }) + '\\n');
       });`;
     const res = spawnSync(process.execPath, ['--import', 'tsx', '-e', probe], {
@@ -47,8 +48,22 @@ describe('lazy command table', () => {
       encoding: 'utf8',
     });
     const last = res.stderr.trim().split('\n').at(-1)!;
-    const { code, heavy } = JSON.parse(last) as { code: number; heavy: string[] };
-    assert.equal(code, 0);
-    assert.deepEqual(heavy, []);
+    const { code, heavy: found } = JSON.parse(last) as { code: number; heavy: string[] };
+    assert.equal(code, 0, res.stderr);
+    return found;
+  }
+
+  it('`ckpt train --help` loads neither the Temporal client nor the worker nor vega', () => {
+    assert.deepEqual(
+      heavyLoaded(['train', '--help'], ['@temporalio/client', '@temporalio/worker', 'vega/', 'prom-client']),
+      [],
+    );
+  });
+
+  it('`ckpt pipeline start --help` loads neither tfjs nor the Temporal worker', () => {
+    assert.deepEqual(
+      heavyLoaded(['pipeline', 'start', '--help'], ['@tensorflow/', '@temporalio/worker', 'vega/']),
+      [],
+    );
   });
 });
