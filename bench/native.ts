@@ -12,17 +12,28 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DEFAULT_CONFIG, headDim, normalizeConfig, type GPTConfig } from '../model/gpt';
+import { DEFAULT_CONFIG, headDim, LEGACY_ARCHITECTURE, normalizeConfig, type GPTConfig } from '../model/gpt';
 import { fmt, markdownTable } from './lib/stats';
 import { machineInfo } from './lib/system';
 
 const TF_WHEEL = 'tensorflow-cpu==2.21.0';
 const BATCH = 8;
 const MATMUL_N = 1024;
+/**
+ * Every size uses the project's first architecture (LEGACY_ARCHITECTURE: no value embeddings, smear or
+ * backout, no vocabulary padding): the one bench/python/gpt_step.py writes out in Python TensorFlow, so
+ * that all contenders compute the same step.
+ */
 const SIZES: Array<{ name: string; config: Partial<GPTConfig> }> = [
-  { name: 'demo (d2, n_embd 64, seq 64)', config: DEFAULT_CONFIG },
-  { name: 'd4, n_embd 256, seq 64', config: { n_layer: 4, n_embd: 256, sequence_len: 64 } },
-  { name: 'd4, n_embd 256, seq 256', config: { n_layer: 4, n_embd: 256, sequence_len: 256 } },
+  { name: 'demo (d2, n_embd 64, seq 64)', config: { ...DEFAULT_CONFIG, ...LEGACY_ARCHITECTURE } },
+  {
+    name: 'd4, n_embd 256, seq 64',
+    config: { ...LEGACY_ARCHITECTURE, n_layer: 4, n_embd: 256, sequence_len: 64 },
+  },
+  {
+    name: 'd4, n_embd 256, seq 256',
+    config: { ...LEGACY_ARCHITECTURE, n_layer: 4, n_embd: 256, sequence_len: 256 },
+  },
 ];
 const quick = process.argv.includes('--quick');
 /** [warmup, timed] steps: wasm takes seconds a step on the largest model. */
