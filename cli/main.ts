@@ -91,7 +91,9 @@ export function preload(): void {
   // The train commands require the loop and the model code only when they run them: load them now.
   require('../train/trainer');
   require('../train/evaluate');
+  require('../train/sample');
   require('../model/gpt');
+  require('../model/build');
   const { initBackend } = require('../model/backend') as typeof import('../model/backend');
   const { prestartSaveThread } =
     require('../checkpoint/async-save') as typeof import('../checkpoint/async-save');

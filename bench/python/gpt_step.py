@@ -59,6 +59,14 @@ def main():
     with open(os.path.join(folder, "batch.json")) as f:
         spec = json.load(f)
     cfg, B, lr = spec["config"], spec["batch"], spec["lr"]
+    # This step writes out the project's first architecture (model/config.ts LEGACY_ARCHITECTURE) and
+    # nothing else: refuse any other, rather than time a different computation.
+    legacy = {"rotary_base": 10000, "rotary_dtype": "float32", "qk_scale": 1, "short_window": "half",
+              "logit_softcap": SOFTCAP, "norm_eps": RMS_EPS,
+              "vocab_multiple": 1, "value_embeds": False, "smear": False, "backout": False}
+    other = {k: cfg.get(k) for k, v in legacy.items() if cfg.get(k) != v}
+    if other:
+        sys.exit(f"gpt_step.py: config is not the legacy architecture it implements: {other} (expected {legacy})")
     T, V, L = cfg["sequence_len"], cfg["vocab_size"], cfg["n_layer"]
     C, H, Hkv = cfg["n_embd"], cfg["n_head"], cfg["n_kv_head"]
     D, rep = C // H, H // Hkv

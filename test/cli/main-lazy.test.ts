@@ -62,8 +62,35 @@ describe('lazy command table', () => {
 
   it('`ckpt pipeline start --help` loads neither tfjs nor the Temporal worker', () => {
     assert.deepEqual(
-      heavyLoaded(['pipeline', 'start', '--help'], ['@tensorflow/', '@temporalio/worker', 'vega/']),
+      heavyLoaded(
+        ['pipeline', 'start', '--help'],
+        ['@tensorflow/', '@temporalio/worker', 'vega/', 'prom-client'],
+      ),
       [],
     );
+  });
+
+  it("a warm standby's preload() loads what the train commands require only when they run", () => {
+    const wanted = [
+      '/train/trainer.ts',
+      '/train/evaluate.ts',
+      '/train/sample.ts',
+      '/model/gpt.ts',
+      '/model/build.ts',
+      'node_modules/@tensorflow/tfjs-core/',
+    ];
+    const probe = `
+      require('./cli/main.ts').preload();
+      const loaded = Object.keys(require.cache);
+      const missing = ${JSON.stringify(wanted)}.filter((p) => !loaded.some((f) => f.includes(p)));
+      process.stderr.write(JSON.stringify({ missing }) + '\\n');
+      process.exit(0);`;
+    const res = spawnSync(process.execPath, ['--import', 'tsx', '-e', probe], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      env: { ...process.env, CKPT_BACKEND: 'cpu' },
+    });
+    const last = res.stderr.trim().split('\n').at(-1)!;
+    assert.deepEqual((JSON.parse(last) as { missing: string[] }).missing, [], res.stderr);
   });
 });
