@@ -5,8 +5,9 @@
  * alternating run by run:
  *
  *   sync:  saveCheckpoint(store, step, snapshot) awaited in the loop (asyncSave false)
- *   async: AsyncSaver.save(dir, step, snapshot, { transfer: true }) (the trainer's default): the loop waits
- *          for the snapshot and the hand-over to the worker thread, which serialises, hashes and writes
+ *   async: AsyncSaver.save(dir, step, snapshot, { transfer: true, shared: true }) (the trainer's default):
+ *          the loop waits for the previous save, copies the tensors into reusable shared buffers
+ *          (SnapshotBuffers) and hands them to the worker thread, which serialises, hashes and writes
  *
  * Like the trainer, the loop only yields to the event loop at a save, so an async save's commit (manifest)
  * runs when the next save first waits for the one in flight: that wait is part of the next save's stall.
@@ -30,6 +31,7 @@ import { AsyncSaver, configureLogging, configureS3, saveCheckpoint } from '../ch
 import { AdamW } from '../model/adamw';
 import { initBackend, type BackendChoice } from '../model/backend';
 import { GPT, normalizeConfig } from '../model/gpt';
+import { SnapshotBuffers } from '../model/tensors';
 import { startS3Server, type S3TestServer } from '../test/helpers/s3-server';
 import { mainThreadCpuSeconds } from './lib/cpu-time';
 import { fmtSpread, spread } from './lib/spread';
@@ -85,6 +87,7 @@ async function runOnce(
   const model = GPT.initialize(tf, config, 1);
   const optimizer = new AdamW(tf, model.parameters());
   const saver = mode === 'async' ? new AsyncSaver({ storeConfig }) : null;
+  const buffers = new SnapshotBuffers();
   // Deterministic byte tokens; targets are the inputs shifted by one, as the data loader makes them.
   const ids = Int32Array.from({ length: BATCH * (T + 1) }, (_, i) => (i * 7919 + 13) % 256);
   const inputs = new Int32Array(BATCH * T);
@@ -109,15 +112,23 @@ async function runOnce(
       if (done % EVERY !== 0 || done > SAVES * EVERY) continue;
       const h0 = performance.now();
       const c0 = mainThreadCpuSeconds();
-      // What the trainer hands over at a save (its meta is a few hundred bytes of JSON more).
-      const snapshot = {
-        model: model.namedTensors(),
-        optimizer: optimizer.stateTensors(),
-        meta: { model_config: config, step: done, loop_state: { smoothed_loss: smoothed } },
-      };
-      run.snapshot.push((performance.now() - h0) / 1000);
-      if (saver) await saver.save(dir, done, snapshot, { transfer: true });
-      else await saveCheckpoint(dir, done, snapshot);
+      // What the trainer hands over at a save (its meta is a few hundred bytes of JSON more), taken as the
+      // trainer takes it: an async save first waits for the previous one, then copies the tensors into the
+      // run's reusable snapshot buffers, which the save thread reads where they are.
+      const meta = { model_config: config, step: done, loop_state: { smoothed_loss: smoothed } };
+      const tensors = () => ({ model: model.namedTensors(), optimizer: optimizer.stateTensors() });
+      if (saver) {
+        await saver.finish();
+        const s0 = performance.now();
+        const snapshot = { ...buffers.capture(tensors), meta };
+        run.snapshot.push((performance.now() - s0) / 1000);
+        await saver.save(dir, done, snapshot, { transfer: true, shared: true });
+      } else {
+        const s0 = performance.now();
+        const snapshot = { ...tensors(), meta };
+        run.snapshot.push((performance.now() - s0) / 1000);
+        await saveCheckpoint(dir, done, snapshot);
+      }
       run.held.push((performance.now() - h0) / 1000);
       run.heldCpu.push(mainThreadCpuSeconds() - c0);
     }

@@ -6,6 +6,7 @@ import type { SaveThreadMessage } from './async-save';
 import { writeCheckpointFiles, type SaveData } from './checkpoint';
 import { errorRecord } from './errors';
 import { forwardLogging } from './log';
+import { writeOnThisThread } from './local-store';
 import { configureS3 } from './s3-store';
 
 const post = (msg: SaveThreadMessage) => parentPort!.postMessage(msg);
@@ -13,6 +14,7 @@ const post = (msg: SaveThreadMessage) => parentPort!.postMessage(msg);
 // This thread has no logger settings of its own: the main thread writes its lines (async-save.ts).
 forwardLogging((record) => post({ log: record }));
 lowerThreadPriority();
+writeOnThisThread();
 if (workerData?.storeConfig) configureS3(workerData.storeConfig as Parameters<typeof configureS3>[0]);
 
 parentPort!.on(

@@ -27,6 +27,12 @@ import type { NamedTensors, Tensor } from './tensors';
 export interface AsyncSaveOptions extends SaveOptions {
   /** The caller will never touch these tensors again: hand them over without copying. */
   transfer?: boolean;
+  /**
+   * Tensors whose storage is a SharedArrayBuffer are read by the save thread where they are, without a
+   * copy. The caller leaves them unchanged until this save has finished (finish(), or the next save()
+   * resolving); the trainer's reusable snapshot buffers (model/tensors.ts SnapshotBuffers) work this way.
+   */
+  shared?: boolean;
 }
 
 interface InFlight {
@@ -97,8 +103,8 @@ export class AsyncSaver {
     await this.finish();
     const snapshot: SaveData = {
       meta: JSON.parse(JSON.stringify(data.meta)) as Record<string, unknown>,
-      model: data.model ? snapshotTensors(data.model, options.transfer) : undefined,
-      optimizer: data.optimizer ? snapshotTensors(data.optimizer, options.transfer) : undefined,
+      model: data.model ? snapshotTensors(data.model, options) : undefined,
+      optimizer: data.optimizer ? snapshotTensors(data.optimizer, options) : undefined,
     };
     const promise = (async () => {
       const files = await this.writeFiles(dir, step, snapshot, options);
@@ -186,18 +192,22 @@ export class AsyncSaver {
   }
 }
 
-/** Copies (or, when transferring, keeps) each tensor in its own ArrayBuffer so it can move to the thread. */
-function snapshotTensors(tensors: NamedTensors, transfer = false): NamedTensors {
+/**
+ * Copies (or, when transferring, keeps) each tensor in its own ArrayBuffer so it can move to the thread;
+ * with `shared`, a tensor in a SharedArrayBuffer is kept where it is.
+ */
+function snapshotTensors(tensors: NamedTensors, options: AsyncSaveOptions): NamedTensors {
   const out: NamedTensors = {};
   for (const [name, t] of Object.entries(tensors)) {
     const whole =
       t.data.byteOffset === 0 &&
       t.data.byteLength === t.data.buffer.byteLength &&
       t.data.buffer instanceof ArrayBuffer;
-    const data: ArrayBufferView =
-      transfer && whole
-        ? t.data
-        : new Uint8Array(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    const keep =
+      (options.transfer && whole) || (options.shared && t.data.buffer instanceof SharedArrayBuffer);
+    const data: ArrayBufferView = keep
+      ? t.data
+      : new Uint8Array(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
     out[name] = { dtype: t.dtype, shape: [...t.shape], data } satisfies Tensor;
   }
   return out;

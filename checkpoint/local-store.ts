@@ -4,7 +4,7 @@
  * fails when the final name exists — unlike rename(), which would silently replace it.
  */
 import { randomBytes } from 'node:crypto';
-import { createReadStream, promises as fs } from 'node:fs';
+import { createReadStream, promises as fs, writeSync } from 'node:fs';
 import { dirname, join, resolve, sep } from 'node:path';
 import { FileDigest } from './checksum';
 import { InvalidArgumentError, StoreError, TransientStoreError } from './errors';
@@ -24,6 +24,20 @@ const STREAM_CHUNK = 4 << 20;
 const EARLY_FLUSH_BYTES = 64 << 20;
 /** One read() call's most (the kernel caps a read near 2 GiB). */
 const MAX_READ = 1 << 30;
+
+/**
+ * Where put() copies bytes into the kernel: on the thread pool (the default, so that the calling thread can
+ * hash the same chunk meanwhile), or on the calling thread itself. The async save thread, which runs at a
+ * lower priority than training, asks for the latter: the copies into the page cache then run at its
+ * priority too instead of on thread-pool threads that compete with training as equals. Per thread (each
+ * worker thread has its own module instance).
+ */
+let writeOnCallingThread = false;
+
+/** See writeOnCallingThread. For a thread that does nothing but write (the async save thread). */
+export function writeOnThisThread(on = true): void {
+  writeOnCallingThread = on;
+}
 
 export class LocalStore implements Store {
   readonly location: string;
@@ -69,12 +83,17 @@ export class LocalStore implements Store {
       let flushError: unknown;
       let unflushed = 0;
       for await (const chunk of toAsync(source)) {
-        // The write runs on the thread pool: hash the same (unchanging) bytes meanwhile, then wait for it.
-        const writing = writeAll(handle, chunk);
-        try {
+        if (writeOnCallingThread) {
           digest.update(chunk);
-        } finally {
-          await writing;
+          writeAllHere(handle.fd, chunk);
+        } else {
+          // The write runs on the thread pool: hash the same (unchanging) bytes meanwhile, then wait for it.
+          const writing = writeAll(handle, chunk);
+          try {
+            digest.update(chunk);
+          } finally {
+            await writing;
+          }
         }
         unflushed += chunk.byteLength;
         if (flushError) throw flushError;
@@ -247,6 +266,11 @@ async function writeAll(handle: fs.FileHandle, chunk: Uint8Array): Promise<void>
     const { bytesWritten } = await handle.write(chunk, written, chunk.byteLength - written);
     written += bytesWritten;
   }
+}
+
+function writeAllHere(fd: number, chunk: Uint8Array): void {
+  let written = 0;
+  while (written < chunk.byteLength) written += writeSync(fd, chunk, written, chunk.byteLength - written);
 }
 
 async function fsyncDir(dir: string): Promise<void> {

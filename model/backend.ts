@@ -37,6 +37,11 @@ export function backendName(): BackendChoice | undefined {
   return current?.name;
 }
 
+/** The active tfjs backend object (tf.backend()), or undefined before initBackend has run. */
+export function activeBackend(): unknown {
+  return current?.tf.backend();
+}
+
 /**
  * Loads and activates a backend. Idempotent: later calls return the same backend without logging again;
  * a later call that forces a different backend switches to it (and logs the switch).

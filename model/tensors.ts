@@ -6,7 +6,7 @@
 import { endianness } from 'node:os';
 import type * as tfjs from '@tensorflow/tfjs';
 import { bytesOf, elementCount, type NamedTensors, type Tensor } from '../checkpoint/tensors';
-import { backendName } from './backend';
+import { activeBackend, backendName } from './backend';
 import { TensorSetMismatchError, type ShapeMismatch } from './errors';
 
 type TF = typeof tfjs;
@@ -48,6 +48,7 @@ export function i64Scalar(value: number): Tensor {
 
 /** An F32 copy of a tfjs tensor's values (dataSync may hand out backend storage, so always copy). */
 export function f32Copy(t: tfjs.Tensor): Tensor {
+  if (capturing) return { dtype: 'F32', shape: [...t.shape], data: capturing(t) };
   const values = t.dataSync();
   // The wasm backend's dataSync() already returns a fresh array (a slice of its heap): a second copy would
   // only cost time in every snapshot. The cpu and native backends may return arrays they keep.
@@ -58,6 +59,70 @@ export function f32Copy(t: tfjs.Tensor): Tensor {
       ? values.slice()
       : Float32Array.from(values as ArrayLike<number>);
   return { dtype: 'F32', shape: [...t.shape], data };
+}
+
+/** The parts of tfjs-backend-wasm's backend object a snapshot reads (its heap and where each tensor sits). */
+interface WasmBackendView {
+  wasm: { HEAPU8: Uint8Array };
+  dataIdMap: { get(dataId: object): { memoryOffset: number; dtype: string } | undefined };
+}
+
+/** Set while a SnapshotBuffers capture runs: where f32Copy puts its copy. */
+let capturing: ((t: tfjs.Tensor) => Float32Array) | null = null;
+
+/**
+ * Reusable host memory for a run's snapshots (the async save's copy of the model and optimizer tensors).
+ * Inside capture(), every f32Copy writes into the next of these buffers instead of a fresh array: the same
+ * tensors in the same order every save, so after the first save no memory is allocated and none is touched
+ * for the first time (a fresh array of 152 MiB costs its page faults at every save). On the wasm backend the
+ * values are copied straight out of the backend's heap. The buffers are SharedArrayBuffers, so the save
+ * thread reads them without a copy or a transfer (AsyncSaver's `shared` option). The caller must not capture
+ * again while a save of the previous capture is still running: the trainer waits for it first.
+ */
+export class SnapshotBuffers {
+  private readonly buffers: Float32Array[] = [];
+  private next = 0;
+
+  /** Runs `fn` (which takes the tensors with f32Copy) with its copies going into these buffers. */
+  capture<T>(fn: () => T): T {
+    if (capturing) throw new Error('internal: SnapshotBuffers.capture is not reentrant');
+    capturing = (t) => this.copy(t);
+    this.next = 0;
+    try {
+      return fn();
+    } finally {
+      capturing = null;
+    }
+  }
+
+  /** Bytes held (for logs and tests). */
+  get bytes(): number {
+    return this.buffers.reduce((sum, b) => sum + b.byteLength, 0);
+  }
+
+  private copy(t: tfjs.Tensor): Float32Array {
+    const size = t.size;
+    const i = this.next++;
+    let out = this.buffers[i];
+    if (out?.length !== size) {
+      out = new Float32Array(new SharedArrayBuffer(size * 4));
+      this.buffers[i] = out;
+    }
+    const wasm = backendName() === 'wasm' && t.dtype === 'float32' ? wasmHeapView(t) : null;
+    if (wasm) out.set(wasm);
+    else out.set(t.dataSync() as ArrayLike<number>);
+    return out;
+  }
+}
+
+/** A view of a float32 tensor's values inside the wasm backend's heap (no copy), or null if not found. */
+function wasmHeapView(t: tfjs.Tensor): Float32Array | null {
+  const backend = activeBackend() as Partial<WasmBackendView> | undefined;
+  const info = backend?.dataIdMap?.get(t.dataId);
+  const heap = backend?.wasm?.HEAPU8;
+  const offset = (heap?.byteOffset ?? 0) + (info?.memoryOffset ?? 0);
+  if (!info || !heap || info.dtype !== 'float32' || offset % 4 !== 0) return null;
+  return new Float32Array(heap.buffer, offset, t.size);
 }
 
 export interface ExpectedTensor {

@@ -25,6 +25,7 @@ import {
   type WriterLease,
 } from '../checkpoint';
 import { AdamW } from '../model/adamw';
+import { SnapshotBuffers } from '../model/tensors';
 import { initBackend, type BackendChoice, type TF } from '../model/backend';
 import type * as tfjs from '@tensorflow/tfjs';
 import type { NamedTensors } from '../checkpoint/tensors';
@@ -369,6 +370,8 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
     options.asyncSave !== false && typeof options.dir === 'string'
       ? new AsyncSaver({ storeConfig: options.storeConfig, onCommitted: (r) => committed(r.step, r.files) })
       : null;
+  // Host memory the async saves copy the tensors into, reused from one save to the next.
+  const snapshotBuffers = saver ? new SnapshotBuffers() : null;
   const alreadySaved = new Set(await committedSteps(store));
   // Files of steps this run will save, left by a save that never committed, that cannot be this run's
   // (saved at another world size or on another backend, or with no meta to tell): removed now, under the
@@ -434,33 +437,43 @@ export async function train(options: TrainOptions): Promise<TrainSummary> {
           continue;
         }
         saveStarted.set(done, Date.now());
-        const snapshot = {
-          model: session.modelTensors(),
-          optimizer: optimizer.tensors(),
-          meta: {
-            program: programRecord(program),
-            config: config as Record<string, unknown>,
-            loop,
-            ...(session.meta?.(loop) ?? {}),
-            backend,
-            dataloader_state: { sample_index: done * loop.batch },
-            // All randomness the loop hands out is counter-based (seed + sample index), so the seed and the
-            // sample index are the loop's whole RNG state; a program keeps any other state in `state`.
-            rng_state: { kind: 'counter', seed: loop.seed, sample_index: done * loop.batch },
-            loop_state: { ...loopState },
-            loss_history: history,
-            ...(session.state ? { state: session.state() } : {}),
-            sharding,
-          },
+        const meta = {
+          program: programRecord(program),
+          config: config as Record<string, unknown>,
+          loop,
+          ...(session.meta?.(loop) ?? {}),
+          backend,
+          dataloader_state: { sample_index: done * loop.batch },
+          // All randomness the loop hands out is counter-based (seed + sample index), so the seed and the
+          // sample index are the loop's whole RNG state; a program keeps any other state in `state`.
+          rng_state: { kind: 'counter', seed: loop.seed, sample_index: done * loop.batch },
+          loop_state: { ...loopState },
+          loss_history: history,
+          ...(session.state ? { state: session.state() } : {}),
+          sharding,
         };
+        const tensors = () => ({ model: session.modelTensors(), optimizer: optimizer.tensors() });
         const rankOptions = { rank, worldSize, saveDtype: options.saveDtype, fence };
-        if (saver) {
-          await saver.save(options.dir as string, done, snapshot, { ...rankOptions, transfer: true });
-        } else {
-          const result = await saveCheckpoint(store, done, snapshot, {
+        if (saver && snapshotBuffers) {
+          // The previous save reads the snapshot buffers until it has finished: wait for it (save() would
+          // anyway), then copy this step's tensors into the same buffers.
+          await saver.finish();
+          const snapshot = { ...snapshotBuffers.capture(tensors), meta };
+          await saver.save(options.dir as string, done, snapshot, {
             ...rankOptions,
-            coordinator: options.group?.coordinator(),
+            transfer: true,
+            shared: true,
           });
+        } else {
+          const result = await saveCheckpoint(
+            store,
+            done,
+            { ...tensors(), meta },
+            {
+              ...rankOptions,
+              coordinator: options.group?.coordinator(),
+            },
+          );
           if (result.committed || rank !== 0) committed(done, result.files);
         }
         history = [];

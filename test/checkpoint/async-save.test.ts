@@ -45,6 +45,35 @@ describe('asynchronous save', () => {
     assert.equal((await verifyCheckpoint(asyncDir, 10)).ok, true);
   });
 
+  it('with `shared`, reads tensors in SharedArrayBuffers where they are, and writes the same bytes', async () => {
+    const syncDir = tempDir();
+    const asyncDir = tempDir();
+    const model = tinyModel(3, 500);
+    await saveCheckpoint(syncDir, 4, { model, optimizer: tinyOptimizer(3), meta: tinyMeta() });
+    const shared = Object.fromEntries(
+      Object.entries(model).map(([name, t]) => {
+        const data = new Uint8Array(new SharedArrayBuffer(t.data.byteLength));
+        data.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+        return [name, { ...t, data }];
+      }),
+    );
+    const saver = new AsyncSaver();
+    await saver.save(
+      asyncDir,
+      4,
+      { model: shared, optimizer: tinyOptimizer(3), meta: tinyMeta() },
+      { transfer: true, shared: true },
+    );
+    const result = await saver.finish();
+    await saver.close();
+    assert.equal(result?.committed, true);
+    // Not transferred or copied away: the caller's shared buffers are still whole and readable.
+    for (const t of Object.values(shared)) assert.ok(t.data.byteLength > 0);
+    for (const f of [modelFile(4), optimFile(4, 0)])
+      assert.equal(sha(join(asyncDir, f)), sha(join(syncDir, f)), f);
+    assert.equal((await verifyCheckpoint(asyncDir, 4)).ok, true);
+  });
+
   it('takes a prestarted save thread when its store settings match, and writes the same bytes', async () => {
     const dir = tempDir();
     const expected = tempDir();
